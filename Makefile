@@ -1,0 +1,50 @@
+# Two commands for a new user: `make demo` and `make test`. Everything else is pulled in on demand.
+MLX_VERSION   := 0.32.4
+DEPS          := .deps
+MLX_DIR       := $(DEPS)/mlx-cpu
+MLX_STAMP     := $(MLX_DIR)/.installed-$(MLX_VERSION)
+APT_PACKAGES  := libopenblas-dev libpng-dev libjpeg62-turbo-dev
+APT_STAMP     := $(DEPS)/.apt-ok
+PYTHON        ?= python3
+SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SWIFT_FLAGS   := -c release
+CLI           := .build/release/janusflow
+
+.PHONY: setup build test demo demo-quick clean bench
+
+setup: $(APT_STAMP) $(MLX_STAMP)
+
+# Debian packages: installed only when dpkg says one is missing.
+$(APT_STAMP):
+	@mkdir -p $(DEPS)
+	@if dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then echo "apt: $(APT_PACKAGES) already installed"; \
+	else $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(APT_PACKAGES); fi
+	@touch $@
+
+# The pinned mlx-cpu wheel (libmlx.so + headers) into a project-local folder.
+$(MLX_STAMP):
+	@mkdir -p $(DEPS)
+	rm -rf $(MLX_DIR)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(MLX_DIR) mlx-cpu==$(MLX_VERSION)
+	@test -f $(MLX_DIR)/mlx/lib/libmlx.so || { echo "mlx-cpu wheel has no mlx/lib/libmlx.so"; exit 1; }
+	@touch $@
+
+build: setup
+	swift build $(SWIFT_FLAGS) --product janusflow
+
+# Tests run in release mode: the model tests evaluate real networks and debug Swift is 10-50x slower.
+test: setup
+	swift build $(SWIFT_FLAGS) --build-tests
+	swift test $(SWIFT_FLAGS) --skip-build
+
+demo: build
+	$(CLI) demo --out demo-out
+
+demo-quick: build
+	$(CLI) demo --quick --out demo-out/quick
+
+bench: build
+	$(CLI) bench kernels
+
+clean:
+	rm -rf .build

@@ -1,0 +1,67 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// The pinned mlx-cpu wheel is installed by `make setup` into .deps/mlx-cpu (git-ignored).
+let mlxRoot = Context.packageDirectory + "/.deps/mlx-cpu/mlx"
+let mlxInclude = mlxRoot + "/include"
+let mlxLib = mlxRoot + "/lib"
+
+// OpenBLAS must come before libmlx on the link line (and must not be dropped as unneeded) so that the
+// process-wide cblas_sgemm binds to OpenBLAS rather than the reference BLAS bundled with the wheel.
+let engineLinkFlags: [String] = [
+    "-Xlinker", "--no-as-needed",
+    "-lopenblas",
+    "-L", mlxLib, "-lmlx",
+    "-Xlinker", "-rpath", "-Xlinker", mlxLib,
+]
+
+let package = Package(
+    name: "JanusFlow",
+    platforms: [.macOS(.v14)],
+    products: [
+        .library(name: "MLXEngine", targets: ["MLXEngine"]),
+        .library(name: "JanusFlow", targets: ["JanusFlow"]),
+        .executable(name: "janusflow", targets: ["JanusFlowCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C API over mlx::core plus our own CPU kernels (MLX custom primitives).
+        .target(
+            name: "CMLXShim",
+            cxxSettings: [
+                .unsafeFlags(["-I", mlxInclude, "-O3", "-mavx2", "-mfma", "-mf16c", "-fno-math-errno"]),
+            ],
+            linkerSettings: [.unsafeFlags(engineLinkFlags)]
+        ),
+        // Swift tensor API, modules, layers, optimizers, safetensors.
+        .target(name: "MLXEngine", dependencies: ["CMLXShim"]),
+        // torch.randn-compatible random draws (MT19937 + PyTorch's normal sampling).
+        .target(name: "PyTorchRandom"),
+        // Hugging Face tokenizer.json (byte-level BPE) and the DeepSeek chat template.
+        .target(name: "JanusFlowTokenizer"),
+        // PNG/JPEG codecs from Debian's libpng and libjpeg-turbo.
+        .target(name: "CImageCodecs", linkerSettings: [.linkedLibrary("png"), .linkedLibrary("jpeg")]),
+        // Image files and the official preprocessing (Pillow-exact bicubic resize, pad, normalise).
+        .target(name: "JanusFlowImageIO", dependencies: ["CImageCodecs"]),
+        // The JanusFlow network, weight loading and inference pipeline.
+        .target(
+            name: "JanusFlow",
+            dependencies: ["MLXEngine", "PyTorchRandom", "JanusFlowTokenizer", "JanusFlowImageIO"]
+        ),
+        .executableTarget(
+            name: "JanusFlowCLI",
+            dependencies: [
+                "JanusFlow", "MLXEngine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "MLXEngineTests", dependencies: ["MLXEngine"]),
+        .testTarget(name: "PyTorchRandomTests", dependencies: ["PyTorchRandom"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "JanusFlowTokenizerTests", dependencies: ["JanusFlowTokenizer"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "JanusFlowImageIOTests", dependencies: ["JanusFlowImageIO"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "JanusFlowTests", dependencies: ["JanusFlow"], resources: [.copy("Fixtures")]),
+    ],
+    cxxLanguageStandard: .cxx20
+)

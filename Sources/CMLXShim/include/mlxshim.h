@@ -1,0 +1,193 @@
+// A plain C API over mlx::core, for Swift.
+//
+// Conventions: every function that makes an array returns a new owned handle, or NULL on failure; every
+// function returning int returns 0 on success and -1 on failure. After a failure, mlxs_last_error() gives
+// MLX's message (thread-local, valid until the next shim call on the same thread). Handles are freed with
+// mlxs_free. Input handles are only borrowed.
+#ifndef MLXSHIM_H
+#define MLXSHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct mlxs_array_opaque* mlxs_array;
+
+typedef enum {
+  MLXS_BOOL = 0,
+  MLXS_UINT8 = 1,
+  MLXS_UINT16 = 2,
+  MLXS_UINT32 = 3,
+  MLXS_UINT64 = 4,
+  MLXS_INT8 = 5,
+  MLXS_INT16 = 6,
+  MLXS_INT32 = 7,
+  MLXS_INT64 = 8,
+  MLXS_FLOAT16 = 9,
+  MLXS_FLOAT32 = 10,
+  MLXS_FLOAT64 = 11,
+  MLXS_BFLOAT16 = 12,
+} mlxs_dtype;
+
+const char* mlxs_last_error(void);
+const char* mlxs_version(void);
+
+// ---- lifetime, creation, queries
+void mlxs_free(mlxs_array a);
+mlxs_array mlxs_retain(mlxs_array a);  // a new handle to the same array
+// `data` holds size(shape) elements of `dtype`, row-major; it is copied.
+mlxs_array mlxs_from_data(const void* data, const int32_t* shape, int ndim, mlxs_dtype dtype);
+mlxs_array mlxs_scalar_f64(double value, mlxs_dtype dtype);
+mlxs_array mlxs_full(const int32_t* shape, int ndim, double value, mlxs_dtype dtype);
+mlxs_array mlxs_arange(double start, double stop, double step, mlxs_dtype dtype);
+int mlxs_ndim(mlxs_array a);
+int mlxs_shape(mlxs_array a, int32_t* out_shape);  // writes ndim entries
+mlxs_dtype mlxs_get_dtype(mlxs_array a);
+size_t mlxs_size(mlxs_array a);
+size_t mlxs_nbytes(mlxs_array a);
+// Evaluates, converts to `dtype` if needed and copies size*itemsize bytes into `out`.
+int mlxs_copy_out(mlxs_array a, mlxs_dtype dtype, void* out, size_t out_bytes);
+int mlxs_eval(const mlxs_array* arrays, int n);
+int mlxs_async_eval(const mlxs_array* arrays, int n);
+
+// ---- elementwise
+typedef enum {
+  MLXS_NEG, MLXS_ABS, MLXS_EXP, MLXS_LOG, MLXS_LOG1P, MLXS_SQRT, MLXS_RSQRT, MLXS_SIN, MLXS_COS, MLXS_TANH,
+  MLXS_SIGMOID, MLXS_ERF, MLXS_SQUARE, MLXS_FLOOR, MLXS_CEIL, MLXS_ROUND, MLXS_SIGN, MLXS_RECIPROCAL,
+  MLXS_LOGICAL_NOT, MLXS_STOP_GRADIENT, MLXS_SILU, MLXS_GELU, MLXS_GELU_TANH, MLXS_EXPM1, MLXS_ERFINV,
+  MLXS_ISNAN, MLXS_ISINF, MLXS_COPY,
+} mlxs_unary_op;
+mlxs_array mlxs_unary(mlxs_unary_op op, mlxs_array a);
+
+typedef enum {
+  MLXS_ADD, MLXS_SUB, MLXS_MUL, MLXS_DIV, MLXS_POW, MLXS_MAXIMUM, MLXS_MINIMUM, MLXS_EQ, MLXS_NE, MLXS_LT,
+  MLXS_LE, MLXS_GT, MLXS_GE, MLXS_LOGICAL_AND, MLXS_LOGICAL_OR, MLXS_FLOOR_DIVIDE, MLXS_REMAINDER,
+  MLXS_ARCTAN2, MLXS_LOGADDEXP,
+} mlxs_binary_op;
+mlxs_array mlxs_binary(mlxs_binary_op op, mlxs_array a, mlxs_array b);
+mlxs_array mlxs_where(mlxs_array cond, mlxs_array a, mlxs_array b);
+mlxs_array mlxs_clip(mlxs_array a, mlxs_array lo /* nullable */, mlxs_array hi /* nullable */);
+mlxs_array mlxs_astype(mlxs_array a, mlxs_dtype dtype);
+
+// ---- reductions and scans (axes may be NULL with naxes = 0 meaning all axes)
+typedef enum {
+  MLXS_SUM, MLXS_MEAN, MLXS_MAX, MLXS_MIN, MLXS_PROD, MLXS_LOGSUMEXP, MLXS_ALL, MLXS_ANY, MLXS_VAR,
+} mlxs_reduce_op;
+mlxs_array mlxs_reduce(mlxs_reduce_op op, mlxs_array a, const int* axes, int naxes, bool keepdims);
+mlxs_array mlxs_argmax(mlxs_array a, int axis, bool keepdims);
+mlxs_array mlxs_argmin(mlxs_array a, int axis, bool keepdims);
+mlxs_array mlxs_cumsum(mlxs_array a, int axis, bool reverse, bool inclusive);
+mlxs_array mlxs_softmax(mlxs_array a, const int* axes, int naxes, bool precise);
+mlxs_array mlxs_sort(mlxs_array a, int axis);
+mlxs_array mlxs_argsort(mlxs_array a, int axis);
+mlxs_array mlxs_topk(mlxs_array a, int k, int axis);
+
+// ---- shapes and indexing
+mlxs_array mlxs_reshape(mlxs_array a, const int32_t* shape, int ndim);
+mlxs_array mlxs_transpose(mlxs_array a, const int* axes, int naxes);
+mlxs_array mlxs_broadcast_to(mlxs_array a, const int32_t* shape, int ndim);
+mlxs_array mlxs_expand_dims(mlxs_array a, const int* axes, int naxes);
+mlxs_array mlxs_squeeze(mlxs_array a, const int* axes, int naxes);
+mlxs_array mlxs_slice(mlxs_array a, const int32_t* start, const int32_t* stop, const int32_t* strides, int ndim);
+mlxs_array mlxs_slice_update(mlxs_array a, mlxs_array update, const int32_t* start, const int32_t* stop,
+                             const int32_t* strides, int ndim);
+mlxs_array mlxs_concatenate(const mlxs_array* arrays, int n, int axis);
+mlxs_array mlxs_stack(const mlxs_array* arrays, int n, int axis);
+mlxs_array mlxs_take(mlxs_array a, mlxs_array indices, int axis);
+mlxs_array mlxs_take_along_axis(mlxs_array a, mlxs_array indices, int axis);
+mlxs_array mlxs_put_along_axis(mlxs_array a, mlxs_array indices, mlxs_array values, int axis);
+mlxs_array mlxs_scatter_add_axis(mlxs_array a, mlxs_array indices, mlxs_array values, int axis);
+mlxs_array mlxs_pad(mlxs_array a, const int32_t* low, const int32_t* high, int ndim, mlxs_array value);
+mlxs_array mlxs_repeat(mlxs_array a, int repeats, int axis);
+mlxs_array mlxs_contiguous(mlxs_array a);
+
+// ---- linear algebra, convolution, neural-network ops
+mlxs_array mlxs_matmul(mlxs_array a, mlxs_array b);
+mlxs_array mlxs_addmm(mlxs_array c, mlxs_array a, mlxs_array b, float alpha, float beta);
+// NHWC input, OHWI weight (MLX layout).
+mlxs_array mlxs_conv2d(mlxs_array input, mlxs_array weight, int stride_h, int stride_w, int pad_h, int pad_w,
+                       int dil_h, int dil_w, int groups);
+mlxs_array mlxs_conv_transpose2d(mlxs_array input, mlxs_array weight, int stride_h, int stride_w, int pad_h,
+                                 int pad_w, int dil_h, int dil_w, int out_pad_h, int out_pad_w, int groups);
+mlxs_array mlxs_layer_norm(mlxs_array x, mlxs_array weight /* nullable */, mlxs_array bias /* nullable */, float eps);
+mlxs_array mlxs_rms_norm(mlxs_array x, mlxs_array weight /* nullable */, float eps);
+// x (..., L, D); positions start at `offset`.
+mlxs_array mlxs_rope(mlxs_array x, int dims, bool traditional, float base, float scale, int offset);
+// q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D); mask_mode "", "causal" or "array" (then mask is additive float or bool).
+mlxs_array mlxs_sdpa(mlxs_array q, mlxs_array k, mlxs_array v, float scale, const char* mask_mode,
+                     mlxs_array mask /* nullable */);
+
+// ---- random (explicit keys)
+mlxs_array mlxs_random_key(uint64_t seed);
+int mlxs_random_split(mlxs_array key, int num, mlxs_array* out);  // writes num keys
+mlxs_array mlxs_random_normal(const int32_t* shape, int ndim, mlxs_dtype dtype, mlxs_array key);
+mlxs_array mlxs_random_uniform(const int32_t* shape, int ndim, mlxs_dtype dtype, mlxs_array key);
+mlxs_array mlxs_random_bernoulli(mlxs_array p, const int32_t* shape, int ndim, mlxs_array key);
+mlxs_array mlxs_random_categorical(mlxs_array logits, int axis, mlxs_array key);
+
+// ---- autograd
+// A traced function: reads n_inputs borrowed handles, writes up to max_outputs new handles into outputs and
+// their count into *n_outputs. Returns 0, or non-zero with a message in error_out (capacity error_cap).
+typedef int (*mlxs_closure_fn)(void* context, const mlxs_array* inputs, int n_inputs, mlxs_array* outputs,
+                               int max_outputs, int* n_outputs, char* error_out, int error_cap);
+// Evaluates fn(inputs) and the gradient of its FIRST output (a scalar) with respect to inputs[argnums[i]].
+// values_out receives up to max_values outputs (*n_values set), grads_out receives nargnums gradients.
+int mlxs_value_and_grad(mlxs_closure_fn fn, void* context, const mlxs_array* inputs, int n_inputs,
+                        const int* argnums, int nargnums, mlxs_array* values_out, int max_values, int* n_values,
+                        mlxs_array* grads_out);
+// Vector-Jacobian product of fn at primals with the given cotangents (one per output).
+int mlxs_vjp(mlxs_closure_fn fn, void* context, const mlxs_array* primals, int n_primals,
+             const mlxs_array* cotangents, int n_cotangents, mlxs_array* outputs_out, int max_outputs,
+             int* n_outputs, mlxs_array* vjps_out);
+
+// ---- safetensors
+typedef struct {
+  int count;
+  char** names;
+  mlxs_array* arrays;
+  int metadata_count;
+  char** metadata_keys;
+  char** metadata_values;
+} mlxs_tensor_map;
+// Lazy: tensors are read from the file when evaluated.
+int mlxs_load_safetensors(const char* path, mlxs_tensor_map* out);
+void mlxs_tensor_map_free(mlxs_tensor_map* map);  // frees names, metadata and the handles still in it
+int mlxs_save_safetensors(const char* path, const char* const* names, const mlxs_array* arrays, int count,
+                          const char* const* metadata_keys, const char* const* metadata_values, int metadata_count);
+
+// ---- memory and threads
+size_t mlxs_active_memory(void);
+size_t mlxs_peak_memory(void);
+size_t mlxs_cache_memory(void);
+void mlxs_reset_peak_memory(void);
+size_t mlxs_set_cache_limit(size_t limit);
+void mlxs_clear_cache(void);
+
+// ---- diagnostics
+// The shared object that defines `symbol` as the process resolves it (dladdr), or "" if unresolved.
+const char* mlxs_symbol_origin(const char* symbol);
+// The library that libmlx's own reference to cblas_sgemm binds to (looked up from inside libmlx's scope).
+const char* mlxs_mlx_sgemm_origin(void);
+
+// ---- fast CPU kernels (MLX custom primitives; each has a vjp through MLX's own ops)
+// Depthwise 2D convolution: x NHWC (B, H, W, C), w (C, kh, kw) — same padding semantics as conv2d.
+mlxs_array mlxs_depthwise_conv2d(mlxs_array x, mlxs_array w, int pad_h, int pad_w);
+// Attention: q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D), optional additive float mask broadcastable to
+// (B, Hq, Lq, Lk); causal aligns the last query with the last key.
+mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float scale, bool causal,
+                               mlxs_array mask /* nullable */);
+// y = x @ w^T for x (..., K) float32 and w (N, K) float32 or bfloat16, tuned for few rows of x.
+mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w);
+// Which kernels to use: 1 = fast kernels on (default), 0 = plain MLX ops.
+void mlxs_set_fast_kernels(int enabled);
+int mlxs_fast_kernels_enabled(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

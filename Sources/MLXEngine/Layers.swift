@@ -1,0 +1,247 @@
+import Foundation
+
+/// Where new layers draw their initial weights: a seeded key stream, so a seeded model is reproducible.
+public enum Initializer {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var key = RandomKey(seed: 0)
+
+    /// Restarts the stream (call before building a model to make its initial weights reproducible).
+    public static func seed(_ seed: UInt64) {
+        lock.lock(); defer { lock.unlock() }
+        key = RandomKey(seed: seed)
+    }
+
+    public static func nextKey() -> RandomKey {
+        lock.lock(); defer { lock.unlock() }
+        return key.next()
+    }
+
+    /// Uniform in [-bound, bound), PyTorch's default for Linear and Conv (bound = 1/sqrt(fan_in)).
+    public static func uniform(_ shape: [Int], bound: Double, dtype: DType = .float32) -> Tensor {
+        (Random.uniform(shape, key: nextKey()) * (2 * bound) - bound).asType(dtype)
+    }
+
+    public static func normal(_ shape: [Int], std: Double, dtype: DType = .float32) -> Tensor {
+        (Random.normal(shape, key: nextKey()) * std).asType(dtype)
+    }
+}
+
+/// y = x W^T + b, with W (out, in) as in PyTorch checkpoints.
+public final class Linear: Module {
+    @Parameter public var weight: Tensor
+    @Parameter public var bias: Tensor?
+
+    public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) {
+        let bound = 1 / Foundation.sqrt(Double(inFeatures))
+        self.weight = Initializer.uniform([outFeatures, inFeatures], bound: bound)
+        self.bias = bias ? Initializer.uniform([outFeatures], bound: bound) : nil
+        super.init()
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { NN.linear(x, weight: weight, bias: bias) }
+}
+
+/// Lookup table of row vectors.
+public final class Embedding: Module {
+    @Parameter public var weight: Tensor
+
+    public init(_ count: Int, _ dimensions: Int) {
+        self.weight = Initializer.normal([count, dimensions], std: 1)
+        super.init()
+    }
+
+    public func callAsFunction(_ ids: Tensor) -> Tensor { weight.take(ids.asType(.int32), axis: 0) }
+
+    /// Logits against the embedding table (tied output layer).
+    public func asLinear(_ x: Tensor) -> Tensor { matmul(x, weight.T) }
+}
+
+/// 2D convolution on NHWC input; the weight is kept in PyTorch's (out, in/groups, kh, kw) layout so it binds
+/// to checkpoint tensors unchanged.
+public final class Conv2d: Module {
+    @Parameter public var weight: Tensor
+    @Parameter public var bias: Tensor?
+    public let stride: (Int, Int)
+    public let padding: (Int, Int)
+    public let groups: Int
+
+    public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
+                groups: Int = 1, bias: Bool = true) {
+        let fanIn = inChannels / groups * kernelSize * kernelSize
+        let bound = 1 / Foundation.sqrt(Double(fanIn))
+        self.weight = Initializer.uniform([outChannels, inChannels / groups, kernelSize, kernelSize], bound: bound)
+        self.bias = bias ? Initializer.uniform([outChannels], bound: bound) : nil
+        self.stride = (stride, stride)
+        self.padding = (padding, padding)
+        self.groups = groups
+        super.init()
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        let channels = weight.dim(0)
+        var y: Tensor
+        if groups == channels && weight.dim(1) == 1 && stride == (1, 1) && x.dim(-1) == channels {
+            // Depthwise: the shim's kernel (weight as (C, kh, kw)).
+            y = NN.depthwiseConv2d(x, weight: weight.squeezed(axis: 1), padding: padding)
+        } else {
+            y = NN.conv2d(x, weight: weight.transposed([0, 2, 3, 1]), stride: stride, padding: padding, groups: groups)
+        }
+        if let bias { y = y + bias }
+        return y
+    }
+}
+
+public final class LayerNorm: Module {
+    @Parameter public var weight: Tensor?
+    @Parameter public var bias: Tensor?
+    public let eps: Float
+
+    public init(_ dimensions: Int, eps: Float = 1e-5, affine: Bool = true) {
+        self.weight = affine ? Tensor.ones([dimensions]) : nil
+        self.bias = affine ? Tensor.zeros([dimensions]) : nil
+        self.eps = eps
+        super.init()
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { NN.layerNorm(x, weight: weight, bias: bias, eps: eps) }
+}
+
+public final class RMSNorm: Module {
+    @Parameter public var weight: Tensor
+    public let eps: Float
+
+    public init(_ dimensions: Int, eps: Float = 1e-6) {
+        self.weight = Tensor.ones([dimensions])
+        self.eps = eps
+        super.init()
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor { NN.rmsNorm(x, weight: weight, eps: eps) }
+}
+
+/// GroupNorm over the channels of NHWC input (PyTorch semantics).
+public final class GroupNorm: Module {
+    @Parameter public var weight: Tensor
+    @Parameter public var bias: Tensor
+    public let groups: Int
+    public let eps: Float
+
+    public init(groups: Int, channels: Int, eps: Float = 1e-5) {
+        self.weight = Tensor.ones([channels])
+        self.bias = Tensor.zeros([channels])
+        self.groups = groups
+        self.eps = eps
+        super.init()
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        NN.groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps)
+    }
+}
+
+public final class GELU: Module {
+    public let approximateTanh: Bool
+    public init(approximateTanh: Bool = false) {
+        self.approximateTanh = approximateTanh
+        super.init()
+    }
+    public func callAsFunction(_ x: Tensor) -> Tensor { approximateTanh ? NN.geluTanh(x) : NN.gelu(x) }
+}
+
+public final class SiLU: Module {
+    public override init() { super.init() }
+    public func callAsFunction(_ x: Tensor) -> Tensor { NN.silu(x) }
+}
+
+/// Zeroes elements with probability p in training mode and rescales the rest by 1/(1-p).
+public final class Dropout: Module {
+    public let p: Double
+    public init(p: Double) {
+        self.p = p
+        super.init()
+    }
+
+    public func callAsFunction(_ x: Tensor, key: RandomKey? = nil) -> Tensor {
+        guard training, p > 0 else { return x }
+        let keep = Random.bernoulli(1 - p, shape: x.shape, key: key ?? Initializer.nextKey())
+        return which(keep, x / (1 - p), Tensor.zeros([], dtype: x.dtype))
+    }
+}
+
+/// Keys and values of the positions seen so far, for incremental decoding. Arrays are (B, H, L, D).
+public final class KVCache {
+    public private(set) var keys: Tensor?
+    public private(set) var values: Tensor?
+
+    public init() {}
+
+    /// Number of cached positions.
+    public var offset: Int { keys?.dim(2) ?? 0 }
+
+    /// Appends new keys/values and returns everything cached so far.
+    public func update(keys newKeys: Tensor, values newValues: Tensor) -> (Tensor, Tensor) {
+        if let k = keys, let v = values {
+            keys = concatenated([k, newKeys], axis: 2)
+            values = concatenated([v, newValues], axis: 2)
+        } else {
+            keys = newKeys
+            values = newValues
+        }
+        return (keys!, values!)
+    }
+
+    /// Keeps only the first `length` positions (to reuse a shared prompt prefix).
+    public func truncate(to length: Int) {
+        keys = keys?.slice(axis: 2, 0, length)
+        values = values?.slice(axis: 2, 0, length)
+    }
+
+    /// A cache holding the same arrays (arrays are immutable, so later updates do not affect the original).
+    public func copy() -> KVCache {
+        let c = KVCache()
+        c.keys = keys
+        c.values = values
+        return c
+    }
+
+    /// Repeats every batch row `count` times along the batch axis.
+    public func repeatedBatch(_ count: Int) -> KVCache {
+        let c = KVCache()
+        c.keys = keys?.repeated(count, axis: 0)
+        c.values = values?.repeated(count, axis: 0)
+        return c
+    }
+}
+
+/// Multi-head attention with separate query/key/value/output projections and an optional KV cache.
+public final class MultiHeadAttention: Module {
+    @Child("query_proj") public var queryProj: Linear
+    @Child("key_proj") public var keyProj: Linear
+    @Child("value_proj") public var valueProj: Linear
+    @Child("out_proj") public var outProj: Linear
+    public let heads: Int
+
+    public init(dimensions: Int, heads: Int, bias: Bool = true) {
+        self.heads = heads
+        super.init()
+        queryProj = Linear(dimensions, dimensions, bias: bias)
+        keyProj = Linear(dimensions, dimensions, bias: bias)
+        valueProj = Linear(dimensions, dimensions, bias: bias)
+        outProj = Linear(dimensions, dimensions, bias: bias)
+    }
+
+    /// x (B, L, D) attends to memory (B, S, D) (x itself when nil). With a cache, new keys/values are appended.
+    public func callAsFunction(_ x: Tensor, memory: Tensor? = nil, causal: Bool = false, mask: Tensor? = nil,
+                               cache: KVCache? = nil) -> Tensor {
+        let (b, l, d) = (x.dim(0), x.dim(1), x.dim(2))
+        let src = memory ?? x
+        let s = src.dim(1)
+        let hd = d / heads
+        let q = queryProj(x).reshaped([b, l, heads, hd]).transposed([0, 2, 1, 3])
+        var k = keyProj(src).reshaped([b, s, heads, hd]).transposed([0, 2, 1, 3])
+        var v = valueProj(src).reshaped([b, s, heads, hd]).transposed([0, 2, 1, 3])
+        if let cache { (k, v) = cache.update(keys: k, values: v) }
+        let o = NN.attention(queries: q, keys: k, values: v, scale: 1 / Float(hd).squareRoot(), causal: causal, mask: mask)
+        return outProj(o.transposed([0, 2, 1, 3]).reshaped([b, l, d]))
+    }
+}

@@ -1,0 +1,250 @@
+import Foundation
+
+/// A trainable tensor held by a module, found by name through reflection.
+///
+/// Declare parameters as `@Parameter var weight: Tensor` (key "weight"), `@Parameter("embed_tokens") var
+/// embedTokens: Tensor` to use a checkpoint name that is not a Swift name, or `@Parameter var bias: Tensor?`
+/// for one that may be absent (a nil parameter is not part of the module).
+@propertyWrapper
+public final class Parameter<Value>: ParameterSlot {
+    private var value: Value?
+    public let key: String?
+    /// Frozen parameters are left out of `trainableParameters()` and so are never updated by an optimizer.
+    public var isFrozen = false
+
+    public var wrappedValue: Value {
+        get {
+            guard let value else { preconditionFailure("parameter '\(key ?? "?")' read before it was set") }
+            return value
+        }
+        set { value = newValue }
+    }
+
+    public init(wrappedValue: Value, _ key: String? = nil) {
+        self.value = wrappedValue
+        self.key = key
+    }
+
+    /// Declared with a checkpoint key and no value; the owner's initialiser assigns it after `super.init()`.
+    public init(_ key: String) {
+        self.key = key
+    }
+
+    public var tensor: Tensor? {
+        get {
+            guard let value else { return nil }
+            if let t = value as? Tensor { return t }
+            if let t = value as? Tensor? { return t }
+            return nil
+        }
+        set {
+            guard let newValue else { return }
+            if let v = newValue as? Value { value = v } else if let v = Optional(newValue) as? Value { value = v }
+        }
+    }
+}
+
+/// What the module system needs of a parameter, whatever its declared type.
+public protocol ParameterSlot: AnyObject {
+    var key: String? { get }
+    var isFrozen: Bool { get set }
+    var tensor: Tensor? { get set }
+}
+
+/// A sub-module (or an array of sub-modules, or an optional one) stored under a checkpoint key that differs
+/// from the Swift property name. Plain stored properties of Module type are found too, under their own name.
+@propertyWrapper
+public final class Child<Value> {
+    private var value: Value?
+    public let key: String
+
+    public var wrappedValue: Value {
+        get {
+            guard let value else { preconditionFailure("sub-module '\(key)' read before it was set") }
+            return value
+        }
+        set { value = newValue }
+    }
+
+    public init(wrappedValue: Value, _ key: String) {
+        self.value = wrappedValue
+        self.key = key
+    }
+
+    /// Declared without a value; the owner's initialiser assigns it.
+    public init(_ key: String) {
+        self.key = key
+    }
+}
+
+protocol AnyChild {
+    var childKey: String { get }
+    var childValue: Any { get }
+}
+
+extension Child: AnyChild {
+    var childKey: String { key }
+    var childValue: Any { value as Any }
+}
+
+/// A problem binding weights to a module tree; lists every culprit by name.
+public struct WeightLoadingError: Error, CustomStringConvertible, Equatable {
+    public var missing: [String] = []
+    public var unexpected: [String] = []
+    public var mismatched: [String] = []  // "name: expected [..], found [..]"
+    public var source: String = ""
+
+    public var isEmpty: Bool { missing.isEmpty && unexpected.isEmpty && mismatched.isEmpty }
+
+    public var description: String {
+        var parts: [String] = []
+        if !missing.isEmpty { parts.append("missing \(missing.count) tensor(s): \(missing.sorted().joined(separator: ", "))") }
+        if !unexpected.isEmpty { parts.append("unexpected \(unexpected.count) tensor(s): \(unexpected.sorted().joined(separator: ", "))") }
+        if !mismatched.isEmpty { parts.append("wrong shape or dtype for \(mismatched.count) tensor(s): \(mismatched.sorted().joined(separator: "; "))") }
+        let prefix = source.isEmpty ? "weights do not match the model" : "\(source): weights do not match the model"
+        return "\(prefix): " + parts.joined(separator: "; ")
+    }
+}
+
+/// Base class of every layer and model. Parameters and sub-modules are discovered by reflection, so a model
+/// declares its structure once, as stored properties named like the checkpoint.
+open class Module {
+    /// Training mode switches dropout on.
+    public var training = false
+
+    public init() {}
+
+    /// Direct parameters and children of this module, in declaration order.
+    func directMembers() -> (params: [(String, ParameterSlot)], children: [(String, Module)]) {
+        var params: [(String, ParameterSlot)] = []
+        var children: [(String, Module)] = []
+        var mirror: Mirror? = Mirror(reflecting: self)
+        var levels: [Mirror] = []
+        while let m = mirror {
+            levels.append(m)
+            mirror = m.superclassMirror
+        }
+        for m in levels.reversed() {
+            for child in m.children {
+                guard var label = child.label else { continue }
+                if label.hasPrefix("_") { label.removeFirst() }
+                if let p = child.value as? ParameterSlot {
+                    if p.tensor != nil { params.append((p.key ?? label, p)) }
+                } else if let c = child.value as? AnyChild {
+                    Module.collect(c.childValue, key: c.childKey, into: &children)
+                } else {
+                    Module.collect(child.value, key: label, into: &children)
+                }
+            }
+        }
+        return (params, children)
+    }
+
+    private static func collect(_ value: Any, key: String, into children: inout [(String, Module)]) {
+        if let m = value as? Module {
+            children.append((key, m))
+        } else if let list = value as? [Module] {
+            for (i, m) in list.enumerated() { children.append(("\(key).\(i)", m)) }
+        } else if let opt = value as? Module?, let m = opt {
+            children.append((key, m))
+        }
+    }
+
+    /// Every parameter slot in the tree with its dotted name ("layers.0.attn.q_proj.weight").
+    public func parameterSlots(prefix: String = "") -> [(String, ParameterSlot)] {
+        let (params, children) = directMembers()
+        var out = params.map { (prefix + $0.0, $0.1) }
+        for (key, child) in children { out += child.parameterSlots(prefix: prefix + key + ".") }
+        return out
+    }
+
+    /// Every module in the tree with its dotted name ("" for self).
+    public func namedModules(prefix: String = "") -> [(String, Module)] {
+        var out: [(String, Module)] = [(prefix.isEmpty ? "" : String(prefix.dropLast()), self)]
+        for (key, child) in directMembers().children { out += child.namedModules(prefix: prefix + key + ".") }
+        return out
+    }
+
+    /// All parameters by dotted name.
+    public func parameters() -> [String: Tensor] {
+        Dictionary(parameterSlots().map { ($0.0, $0.1.tensor!) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// The parameters an optimizer may change (not frozen).
+    public func trainableParameters() -> [String: Tensor] {
+        Dictionary(parameterSlots().filter { !$0.1.isFrozen }.map { ($0.0, $0.1.tensor!) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    /// Replaces the named parameters. Every name must exist; shapes must match unless `checkShapes` is false.
+    public func update(parameters new: [String: Tensor], checkShapes: Bool = true) throws {
+        let slots = Dictionary(parameterSlots(), uniquingKeysWith: { a, _ in a })
+        var error = WeightLoadingError()
+        for (name, value) in new {
+            guard let slot = slots[name] else { error.unexpected.append(name); continue }
+            if checkShapes, slot.tensor!.shape != value.shape {
+                error.mismatched.append("\(name): expected \(slot.tensor!.shape), found \(value.shape)")
+                continue
+            }
+        }
+        guard error.isEmpty else { throw error }
+        for (name, value) in new { slots[name]!.tensor = value }
+    }
+
+    /// Binds checkpoint weights strictly: every parameter must be present with its shape, and nothing extra.
+    /// Floating weights are converted to `dtype` when given. Nothing changes unless every check passes.
+    public func load(weights: [String: Tensor], dtype: DType? = nil, source: String = "") throws {
+        let slots = parameterSlots()
+        var error = WeightLoadingError(source: source)
+        let names = Set(slots.map { $0.0 })
+        for (name, slot) in slots {
+            guard let w = weights[name] else { error.missing.append(name); continue }
+            if w.shape != slot.tensor!.shape {
+                error.mismatched.append("\(name): expected \(slot.tensor!.shape), found \(w.shape)")
+            } else if !w.dtype.isFloatingPoint && slot.tensor!.dtype.isFloatingPoint {
+                error.mismatched.append("\(name): expected a floating-point dtype, found \(w.dtype)")
+            }
+        }
+        error.unexpected = weights.keys.filter { !names.contains($0) }
+        guard error.isEmpty else { throw error }
+        for (name, slot) in slots {
+            let w = weights[name]!
+            slot.tensor = dtype.map { w.dtype.isFloatingPoint ? w.asType($0) : w } ?? w
+        }
+    }
+
+    /// Freezes every parameter whose dotted name starts with one of `prefixes` (all when empty).
+    public func freeze(prefixes: [String] = []) {
+        for (name, slot) in parameterSlots() where prefixes.isEmpty || prefixes.contains(where: { Module.matches(name, $0) }) {
+            slot.isFrozen = true
+        }
+    }
+
+    public func unfreeze(prefixes: [String] = []) {
+        for (name, slot) in parameterSlots() where prefixes.isEmpty || prefixes.contains(where: { Module.matches(name, $0) }) {
+            slot.isFrozen = false
+        }
+    }
+
+    /// "a.b" matches "a.b", "a.b.c" but not "a.bc".
+    static func matches(_ name: String, _ prefix: String) -> Bool {
+        name == prefix || name.hasPrefix(prefix.hasSuffix(".") ? prefix : prefix + ".")
+    }
+
+    /// Sets training mode on the whole tree.
+    public func train(_ on: Bool = true) {
+        for (_, m) in namedModules() { m.training = on }
+    }
+
+    /// Converts every floating parameter to `dtype`.
+    public func cast(to dtype: DType) {
+        for (_, slot) in parameterSlots() where slot.tensor!.dtype.isFloatingPoint {
+            slot.tensor = slot.tensor!.asType(dtype)
+        }
+    }
+
+    /// Total number of parameter elements.
+    public var parameterCount: Int { parameterSlots().reduce(0) { $0 + $1.1.tensor!.size } }
+
+    /// Evaluates every parameter (materialises lazy initialisers or loads).
+    public func evalParameters() throws { try Tensor.eval(parameterSlots().map { $0.1.tensor! }) }
+}

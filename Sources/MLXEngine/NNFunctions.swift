@@ -1,0 +1,178 @@
+import CMLXShim
+
+/// Stateless neural-network functions. Images are channels-last (NHWC), MLX's native layout.
+public enum NN {
+    public static func silu(_ x: Tensor) -> Tensor { x.unary(MLXS_SILU) }
+    /// GELU with the exact erf form (PyTorch's default).
+    public static func gelu(_ x: Tensor) -> Tensor { x.unary(MLXS_GELU) }
+    /// GELU with the tanh approximation.
+    public static func geluTanh(_ x: Tensor) -> Tensor { x.unary(MLXS_GELU_TANH) }
+    public static func relu(_ x: Tensor) -> Tensor { x.maximum(0) }
+
+    public static func softmax(_ x: Tensor, axis: Int = -1, precise: Bool = true) -> Tensor {
+        let ax = [Int32(axis)]
+        return Tensor.op(x) { mlxs_softmax($0[0], ax, 1, precise) }
+    }
+
+    public static func logSoftmax(_ x: Tensor, axis: Int = -1) -> Tensor {
+        x - x.logSumExp(axis: axis, keepDims: true)
+    }
+
+    /// LayerNorm over the last axis.
+    public static func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
+        var inputs = [x]
+        if let weight { inputs.append(weight) }
+        if let bias { inputs.append(bias) }
+        return Tensor.op(inputs) { h in
+            mlxs_layer_norm(h[0], weight == nil ? nil : h[1], bias == nil ? nil : h[weight == nil ? 1 : 2], eps)
+        }
+    }
+
+    /// RMSNorm over the last axis: w * x / sqrt(mean(x^2) + eps), accumulated in float32.
+    public static func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float) -> Tensor {
+        var inputs = [x]
+        if let weight { inputs.append(weight) }
+        return Tensor.op(inputs) { h in mlxs_rms_norm(h[0], weight == nil ? nil : h[1], eps) }
+    }
+
+    /// GroupNorm on channels-last input (N, ..., C), as torch.nn.GroupNorm computes it on NCHW.
+    public static func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
+        let shape = x.shape
+        let c = shape[shape.count - 1]
+        let n = shape[0]
+        let grouped = x.reshaped([n, -1, groups, c / groups])
+        let mean = grouped.mean(axes: [1, 3], keepDims: true)
+        let variance = (grouped - mean).square().mean(axes: [1, 3], keepDims: true)
+        var y = ((grouped - mean) * (variance + Double(eps)).rsqrt()).reshaped(shape)
+        if let weight { y = y * weight }
+        if let bias { y = y + bias }
+        return y
+    }
+
+    /// Rotary position embedding on x (..., L, D) for positions offset..<offset+L.
+    /// `traditional` false is the rotate-half layout of Llama/HF; true pairs adjacent features.
+    public static func rope(_ x: Tensor, dims: Int, traditional: Bool = false, base: Float = 10000, scale: Float = 1,
+                            offset: Int = 0) -> Tensor {
+        Tensor.op(x) { mlxs_rope($0[0], Int32(dims), traditional, base, scale, Int32(offset)) }
+    }
+
+    /// Scaled dot-product attention. q (B, H, Lq, D), k/v (B, Hkv, Lk, D).
+    /// `mask` is additive (float, -inf hides) or boolean (true keeps), broadcastable to (B, H, Lq, Lk).
+    public static func attention(queries q: Tensor, keys k: Tensor, values v: Tensor, scale: Float,
+                                 causal: Bool = false, mask: Tensor? = nil) -> Tensor {
+        if Kernels.enabled {
+            var inputs = [q, k, v]
+            if let mask { inputs.append(mask.dtype == .bool ? boolMaskToAdditive(mask, dtype: q.dtype) : mask) }
+            if causal && mask != nil {
+                let lq = q.dim(-2), lk = k.dim(-2)
+                let combined = causalAdditiveMask(queries: lq, keys: lk, dtype: q.dtype) + inputs[3]
+                inputs[3] = combined
+                return Tensor.op(inputs) { mlxs_fast_attention($0[0], $0[1], $0[2], scale, false, $0[3]) }
+            }
+            return Tensor.op(inputs) { h in mlxs_fast_attention(h[0], h[1], h[2], scale, causal, h.count > 3 ? h[3] : nil) }
+        }
+        return referenceAttention(queries: q, keys: k, values: v, scale: scale, causal: causal, mask: mask)
+    }
+
+    /// Attention written with plain ops (the definition the kernels are tested against).
+    public static func referenceAttention(queries q: Tensor, keys k: Tensor, values v: Tensor, scale: Float,
+                                          causal: Bool = false, mask: Tensor? = nil) -> Tensor {
+        var k = k, v = v
+        let hq = q.dim(1), hkv = k.dim(1)
+        if hq != hkv {
+            k = k.repeated(hq / hkv, axis: 1)
+            v = v.repeated(hq / hkv, axis: 1)
+        }
+        var scores = matmul(q * Double(scale), k.swappedAxes(-1, -2))
+        if causal { scores = scores + causalAdditiveMask(queries: q.dim(-2), keys: k.dim(-2), dtype: scores.dtype) }
+        if let mask { scores = scores + (mask.dtype == .bool ? boolMaskToAdditive(mask, dtype: scores.dtype) : mask) }
+        return matmul(softmax(scores, axis: -1), v)
+    }
+
+    /// (Lq, Lk) additive mask: 0 where key j <= query i + (Lk - Lq), -inf elsewhere.
+    public static func causalAdditiveMask(queries: Int, keys: Int, dtype: DType = .float32) -> Tensor {
+        let qi = Tensor.arange(Double(keys - queries), Double(keys), dtype: .int32).reshaped([queries, 1])
+        let kj = Tensor.arange(keys).reshaped([1, keys])
+        return which(kj .<= qi, Tensor(0.0, dtype: dtype), Tensor(-Double.infinity, dtype: dtype))
+    }
+
+    public static func boolMaskToAdditive(_ mask: Tensor, dtype: DType) -> Tensor {
+        which(mask, Tensor(0.0, dtype: dtype), Tensor(-Double.infinity, dtype: dtype))
+    }
+
+    /// 2D convolution on NHWC input with an OHWI weight (MLX layout).
+    public static func conv2d(_ x: Tensor, weight: Tensor, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
+                              dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Tensor {
+        Tensor.op(x, weight) {
+            mlxs_conv2d($0[0], $0[1], Int32(stride.0), Int32(stride.1), Int32(padding.0), Int32(padding.1),
+                        Int32(dilation.0), Int32(dilation.1), Int32(groups))
+        }
+    }
+
+    /// Transposed 2D convolution on NHWC input with an OHWI weight.
+    public static func convTranspose2d(_ x: Tensor, weight: Tensor, stride: (Int, Int) = (1, 1),
+                                       padding: (Int, Int) = (0, 0), outputPadding: (Int, Int) = (0, 0),
+                                       groups: Int = 1) -> Tensor {
+        Tensor.op(x, weight) {
+            mlxs_conv_transpose2d($0[0], $0[1], Int32(stride.0), Int32(stride.1), Int32(padding.0), Int32(padding.1),
+                                  1, 1, Int32(outputPadding.0), Int32(outputPadding.1), Int32(groups))
+        }
+    }
+
+    /// Depthwise 2D convolution: x NHWC (B, H, W, C), weight (C, kh, kw), stride 1.
+    public static func depthwiseConv2d(_ x: Tensor, weight: Tensor, padding: (Int, Int)) -> Tensor {
+        Tensor.op(x, weight) { mlxs_depthwise_conv2d($0[0], $0[1], Int32(padding.0), Int32(padding.1)) }
+    }
+
+    /// y = x @ w^T with w (out, in), float32 or bfloat16; the fast path for decode-sized inputs.
+    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
+        var y: Tensor
+        if Kernels.enabled {
+            y = Tensor.op(x, weight) { mlxs_fast_linear($0[0], $0[1]) }
+        } else {
+            y = matmul(x, weight.asType(x.dtype).T)
+        }
+        if let bias { y = y + bias.asType(y.dtype) }
+        return y
+    }
+
+    /// Pixel shuffle on NHWC input: (B, H, W, C*r*r) -> (B, H*r, W*r, C), where output channel c at (r*y+i, r*x+j)
+    /// comes from input channel c*r*r + i*r + j (PyTorch's nn.PixelShuffle ordering).
+    public static func pixelShuffle(_ x: Tensor, factor r: Int) -> Tensor {
+        let s = x.shape
+        let (b, h, w, cr) = (s[0], s[1], s[2], s[3])
+        let c = cr / (r * r)
+        return x.reshaped([b, h, w, c, r, r]).transposed([0, 1, 4, 2, 5, 3]).reshaped([b, h * r, w * r, c])
+    }
+
+    /// Nearest-neighbour upsampling of NHWC input by an integer factor.
+    public static func upsampleNearest(_ x: Tensor, factor: Int) -> Tensor {
+        let s = x.shape
+        let (b, h, w, c) = (s[0], s[1], s[2], s[3])
+        return x.reshaped([b, h, 1, w, 1, c]).broadcast(to: [b, h, factor, w, factor, c]).reshaped([b, h * factor, w * factor, c])
+    }
+
+    /// Mean cross-entropy of logits (..., V) against integer targets (...); positions where `mask` is false
+    /// (or 0) are left out of the mean.
+    public static func crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor? = nil) -> Tensor {
+        let logp = logSoftmax(logits.asType(.float32), axis: -1)
+        let picked = logp.takeAlong(targets.asType(.int32).expandedDims(axis: -1), axis: -1).squeezed(axis: -1)
+        guard let mask else { return -picked.mean() }
+        let m = mask.asType(.float32)
+        return -(picked * m).sum() / m.sum().maximum(1)
+    }
+
+    public static func mseLoss(_ a: Tensor, _ b: Tensor) -> Tensor { (a - b).square().mean() }
+
+    /// Channels-first (NCHW) to channels-last (NHWC) and back.
+    public static func nchwToNHWC(_ x: Tensor) -> Tensor { x.transposed([0, 2, 3, 1]) }
+    public static func nhwcToNCHW(_ x: Tensor) -> Tensor { x.transposed([0, 3, 1, 2]) }
+}
+
+/// Switch for the shim's hand-written CPU kernels (on by default); off runs MLX's own ops.
+public enum Kernels {
+    public static var enabled: Bool {
+        get { mlxs_fast_kernels_enabled() != 0 }
+        set { mlxs_set_fast_kernels(newValue ? 1 : 0) }
+    }
+}
