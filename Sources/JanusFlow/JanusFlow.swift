@@ -1,0 +1,147 @@
+import Foundation
+import MLXEngine
+
+/// JanusFlow (MultiModalityCausalLM): one LLM that reads images through the SigLIP encoder (understanding)
+/// and predicts rectified-flow velocities through the ShallowUViT encoder/decoder (generation).
+///
+/// Module map (paper, Figure 2): `vision_und_enc_model` + `vision_und_enc_aligner` + `beg_of_und_embed` are the
+/// understanding encoder path (SigLIP.swift); `language_model` is the shared LLM (LLM.swift);
+/// `vision_gen_enc_model` + `vision_gen_enc_aligner` are the generation encoder g_enc, `vision_gen_dec_aligner_norm`
+/// + `vision_gen_dec_aligner` + `vision_gen_dec_model` the generation decoder g_dec (UViT.swift). The SDXL-VAE
+/// (VAE.swift) maps between latents and pixels.
+public final class JanusFlowModel: Module {
+    public let config: JanusFlowConfig
+    @Child("language_model") public var languageModel: LanguageModel
+    @Child("vision_und_enc_model") public var understandingEncoder: VisionUnderstandingEncoder
+    @Child("vision_und_enc_aligner") public var understandingAligner: Linear
+    @Parameter("beg_of_und_embed") public var beginOfUnderstandingEmbed: Tensor
+    @Child("vision_gen_enc_model") public var generationEncoder: ShallowUViTEncoder
+    @Child("vision_gen_enc_aligner") public var generationEncoderAligner: Linear
+    @Child("vision_gen_dec_aligner_norm") public var generationDecoderAlignerNorm: RMSNorm
+    @Child("vision_gen_dec_aligner") public var generationDecoderAligner: Linear
+    @Child("vision_gen_dec_model") public var generationDecoder: ShallowUViTDecoder
+
+    /// Builds the module tree with freshly initialised (lazy, unevaluated) weights.
+    public init(_ config: JanusFlowConfig) {
+        self.config = config
+        super.init()
+        let hidden = config.languageConfig.hiddenSize
+        languageModel = LanguageModel(config.languageConfig)
+        understandingEncoder = VisionUnderstandingEncoder(config.siglip)
+        // The official code hard-codes 1024/768/2048 here; they follow the sub-configs so every size shares this path.
+        understandingAligner = Linear(config.siglip.width, hidden)
+        beginOfUnderstandingEmbed = Tensor.zeros([1, hidden])
+        generationEncoder = ShallowUViTEncoder(config.genEncoder)
+        generationEncoderAligner = Linear(config.genEncoder.channels, hidden)
+        generationDecoderAlignerNorm = RMSNorm(hidden, eps: config.languageConfig.rmsNormEps)
+        generationDecoderAligner = Linear(hidden, config.genDecoder.inChannels)
+        generationDecoder = ShallowUViTDecoder(config.genDecoder)
+    }
+
+    // MARK: Understanding
+
+    /// SigLIP features then the aligner: NCHW pixels (N, 3, H, W) -> (N, tokens, hidden).
+    public func encodeImages(_ pixels: Tensor) -> Tensor {
+        understandingAligner(understandingEncoder(pixels))
+    }
+
+    /// Token embeddings with the image blocks spliced in: at every `<begin_of_image>` slot the learned
+    /// `beg_of_und_embed`, at the placeholders the aligned image tokens (images in order, row-major patches).
+    /// - ids: (B, T) token ids; imageSeqMask: (B, T) true at the begin tag and the placeholders;
+    /// - pixels: (B, n, 3, H, W); a row with fewer images simply has fewer masked positions.
+    public func prepareInputsEmbeds(ids: Tensor, pixels: Tensor?, imageSeqMask: Tensor?) -> Tensor {
+        var embeds = languageModel.embed(ids.maximum(Tensor(0, dtype: ids.dtype)))
+        guard let pixels, let imageSeqMask else { return embeds }
+        let (b, n) = (pixels.dim(0), pixels.dim(1))
+        let flat = pixels.reshaped([b * n] + Array(pixels.shape.dropFirst(2)))
+        let aligned = encodeImages(flat)  // (b*n, tokens, H)
+        let hidden = aligned.dim(2)
+        let begin = beginOfUnderstandingEmbed.reshaped([1, 1, hidden]).broadcast(to: [b * n, 1, hidden]).asType(aligned.dtype)
+        let blocks = concatenated([begin, aligned], axis: 1).reshaped([b, n * (aligned.dim(1) + 1), hidden])
+        // Scatter the image rows into the masked positions of each sequence, in order: position p takes image
+        // row (number of masked positions before p); unmasked positions keep their token embedding.
+        let mask = imageSeqMask.asType(.int32)
+        let rank = mask.cumsum(axis: 1, inclusive: false)  // (B, T)
+        let perRow = n * (aligned.dim(1) + 1)
+        let index = rank.minimum(Tensor(perRow - 1, dtype: .int32))
+        let gathered = blocks.takeAlong(index.expandedDims(axis: -1).broadcast(to: [b, ids.dim(1), hidden]), axis: 1)
+        embeds = which(mask.asType(.bool).expandedDims(axis: -1), gathered.asType(embeds.dtype), embeds)
+        return embeds
+    }
+
+    // MARK: Generation
+
+    /// One rectified-flow velocity for latents z (NCHW (B, 4, h, w)) at times t (B,) in the 0..1000 scale,
+    /// conditioned on the prompt embeddings `prefix` (B, P, H) (the prompt without its last token).
+    /// keyMask (B, P + 1 + N) hides prompt positions (the CFG unconditional rows); `cache`, if given, already
+    /// holds the prefix's keys/values and `prefix` must then be nil.
+    public func velocity(latents z: Tensor, t: Tensor, prefix: Tensor?, keyMask: Tensor?, cache: [KVCache]? = nil) -> Tensor {
+        let zNHWC = NN.nchwToNHWC(z)
+        let (features, tEmb) = generationEncoder(zNHWC, t: t)
+        let (b, gh, gw, c) = (features.dim(0), features.dim(1), features.dim(2), features.dim(3))
+        let tokens = generationEncoderAligner(features.reshaped([b, gh * gw, c]))
+        var parts: [Tensor] = []
+        if let prefix { parts.append(prefix.asType(tokens.dtype)) }
+        parts += [tEmb.expandedDims(axis: 1).asType(tokens.dtype), tokens]
+        let out = languageModel.forward(inputsEmbeds: concatenated(parts, axis: 1), keyMask: keyMask, cache: cache)
+        let last = out.lastHiddenState.slice(axis: 1, -(gh * gw))
+        let decIn = generationDecoderAligner(generationDecoderAlignerNorm(last)).reshaped([b, gh, gw, -1])
+        let v = generationDecoder(decIn, skip: features, timeEmbedding: tEmb)
+        return NN.nhwcToNCHW(v)
+    }
+
+    // MARK: Loading
+
+    /// Loads `config.json` and the weights (`model.safetensors`, sharded `model-*.safetensors` with or without
+    /// `model.safetensors.index.json`) from a Hugging Face-style folder, strictly by the published names.
+    public static func load(directory: URL, dtype: DType = .float32, progress: ((Int, Int) -> Void)? = nil) throws -> JanusFlowModel {
+        let configURL = directory.appendingPathComponent("config.json")
+        guard FileManager.default.fileExists(atPath: configURL.path) else {
+            throw ModelLoadingError("\(directory.path): no config.json in the model folder")
+        }
+        let config = try JanusFlowConfig.load(configURL)
+        let model = JanusFlowModel(config)
+        let weights = try loadWeights(directory: directory, progress: progress)
+        try model.load(weights: weights, dtype: dtype, source: directory.path)
+        return model
+    }
+
+    /// Every tensor of the model's safetensors files in `directory`.
+    public static func loadWeights(directory: URL, progress: ((Int, Int) -> Void)? = nil) throws -> [String: Tensor] {
+        let files = try weightFiles(in: directory)
+        var weights: [String: Tensor] = [:]
+        for (i, file) in files.enumerated() {
+            let (tensors, _) = try Safetensors.load(file)
+            for (name, t) in tensors {
+                if weights[name] != nil { throw ModelLoadingError("\(file.path): tensor '\(name)' appears in more than one file") }
+                weights[name] = t
+            }
+            progress?(i + 1, files.count)
+        }
+        return weights
+    }
+
+    static func weightFiles(in directory: URL) throws -> [URL] {
+        let fm = FileManager.default
+        let index = directory.appendingPathComponent("model.safetensors.index.json")
+        if fm.fileExists(atPath: index.path) {
+            guard let data = fm.contents(atPath: index.path),
+                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let map = json["weight_map"] as? [String: String]
+            else { throw ModelLoadingError("\(index.path): not a valid index (no 'weight_map')") }
+            let files = Set(map.values).sorted().map { directory.appendingPathComponent($0) }
+            for f in files where !fm.fileExists(atPath: f.path) {
+                throw ModelLoadingError("\(f.path): listed in model.safetensors.index.json but missing")
+            }
+            return files
+        }
+        let single = directory.appendingPathComponent("model.safetensors")
+        if fm.fileExists(atPath: single.path) { return [single] }
+        let shards = ((try? fm.contentsOfDirectory(atPath: directory.path)) ?? [])
+            .filter { $0.hasPrefix("model") && $0.hasSuffix(".safetensors") }.sorted()
+        guard !shards.isEmpty else {
+            throw ModelLoadingError("\(directory.path): no model.safetensors (or model-*.safetensors shards) in the model folder")
+        }
+        return shards.map { directory.appendingPathComponent($0) }
+    }
+}

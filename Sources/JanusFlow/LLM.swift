@@ -1,0 +1,159 @@
+import MLXEngine
+
+// DeepSeek-LLM in the Llama layout: pre-norm decoder blocks with RMSNorm, rotary positions (rotate-half),
+// causal self-attention and a SwiGLU MLP; a final RMSNorm and an untied output head.
+
+public final class LlamaAttention: Module {
+    @Child("q_proj") var qProj: Linear
+    @Child("k_proj") var kProj: Linear
+    @Child("v_proj") var vProj: Linear
+    @Child("o_proj") var oProj: Linear
+    let heads: Int
+    let kvHeads: Int
+    let headDim: Int
+    let ropeTheta: Float
+
+    init(_ config: LanguageConfig) {
+        heads = config.numAttentionHeads
+        kvHeads = config.numKeyValueHeads
+        headDim = config.headDim
+        ropeTheta = config.ropeTheta
+        super.init()
+        let h = config.hiddenSize
+        qProj = Linear(h, heads * headDim, bias: false)
+        kProj = Linear(h, kvHeads * headDim, bias: false)
+        vProj = Linear(h, kvHeads * headDim, bias: false)
+        oProj = Linear(heads * headDim, h, bias: false)
+    }
+
+    /// x (B, L, H); positions start at `offset` in every row. `mask` is additive, broadcastable to (B, 1, L, S).
+    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?) -> Tensor {
+        let (b, l) = (x.dim(0), x.dim(1))
+        var q = qProj(x).reshaped([b, l, heads, headDim]).transposed([0, 2, 1, 3])
+        var k = kProj(x).reshaped([b, l, kvHeads, headDim]).transposed([0, 2, 1, 3])
+        var v = vProj(x).reshaped([b, l, kvHeads, headDim]).transposed([0, 2, 1, 3])
+        q = NN.rope(q, dims: headDim, traditional: false, base: ropeTheta, offset: offset)
+        k = NN.rope(k, dims: headDim, traditional: false, base: ropeTheta, offset: offset)
+        if let cache { (k, v) = cache.update(keys: k, values: v) }
+        let scale = 1 / Float(headDim).squareRoot()
+        let o = mask == nil
+            ? NN.attention(queries: q, keys: k, values: v, scale: scale, causal: l > 1)
+            : NN.attention(queries: q, keys: k, values: v, scale: scale, mask: mask)
+        return oProj(o.transposed([0, 2, 1, 3]).reshaped([b, l, heads * headDim]))
+    }
+}
+
+public final class LlamaMLP: Module {
+    @Child("gate_proj") var gateProj: Linear
+    @Child("up_proj") var upProj: Linear
+    @Child("down_proj") var downProj: Linear
+
+    init(_ config: LanguageConfig) {
+        super.init()
+        gateProj = Linear(config.hiddenSize, config.intermediateSize, bias: false)
+        upProj = Linear(config.hiddenSize, config.intermediateSize, bias: false)
+        downProj = Linear(config.intermediateSize, config.hiddenSize, bias: false)
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor { downProj(NN.silu(gateProj(x)) * upProj(x)) }
+}
+
+public final class LlamaDecoderLayer: Module {
+    @Child("self_attn") var selfAttention: LlamaAttention
+    let mlp: LlamaMLP
+    @Child("input_layernorm") var inputLayerNorm: RMSNorm
+    @Child("post_attention_layernorm") var postAttentionLayerNorm: RMSNorm
+
+    init(_ config: LanguageConfig) {
+        mlp = LlamaMLP(config)
+        super.init()
+        selfAttention = LlamaAttention(config)
+        inputLayerNorm = RMSNorm(config.hiddenSize, eps: config.rmsNormEps)
+        postAttentionLayerNorm = RMSNorm(config.hiddenSize, eps: config.rmsNormEps)
+    }
+
+    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?) -> Tensor {
+        let h = x + selfAttention(inputLayerNorm(x), mask: mask, offset: offset, cache: cache)
+        return h + mlp(postAttentionLayerNorm(h))
+    }
+}
+
+/// `language_model.model`: embeddings, decoder layers, final norm.
+public final class LlamaModel: Module {
+    @Child("embed_tokens") public var embedTokens: Embedding
+    public let layers: [LlamaDecoderLayer]
+    public let norm: RMSNorm
+
+    init(_ config: LanguageConfig) {
+        layers = (0..<config.numHiddenLayers).map { _ in LlamaDecoderLayer(config) }
+        norm = RMSNorm(config.hiddenSize, eps: config.rmsNormEps)
+        super.init()
+        embedTokens = Embedding(config.vocabSize, config.hiddenSize)
+    }
+}
+
+/// What one forward pass of the language model returns.
+public struct LanguageModelOutput {
+    /// The last layer's output after the final RMSNorm (B, L, H).
+    public var lastHiddenState: Tensor
+    /// With `collectHiddenStates`: the input embeddings, then each layer's output (the last one after the norm),
+    /// as transformers' `output_hidden_states` lists them.
+    public var hiddenStates: [Tensor]
+}
+
+/// `language_model`: the Llama model and its output head.
+public final class LanguageModel: Module {
+    public let config: LanguageConfig
+    public let model: LlamaModel
+    @Child("lm_head") public var lmHead: Linear
+
+    public init(_ config: LanguageConfig) {
+        self.config = config
+        model = LlamaModel(config)
+        super.init()
+        lmHead = Linear(config.hiddenSize, config.vocabSize, bias: false)
+    }
+
+    /// A fresh cache per layer.
+    public func makeCache() -> [KVCache] { model.layers.map { _ in KVCache() } }
+
+    /// Runs the decoder on `inputsEmbeds` (B, L, H).
+    /// - keyMask: optional (B, S) with 1 for keys to attend to and 0 for hidden ones (padding or, for CFG, the
+    ///   unconditional prompt), covering the cached positions and the new ones (S = cached + L).
+    /// - cache: per-layer caches, extended in place; positions continue from the cache length.
+    /// - stopAfterLayer: run only the first n layers (REPA reads an intermediate layer); the final norm is
+    ///   then not applied.
+    public func forward(inputsEmbeds: Tensor, keyMask: Tensor? = nil, cache: [KVCache]? = nil,
+                        collectHiddenStates: Bool = false, stopAfterLayer: Int? = nil) -> LanguageModelOutput {
+        let offset = cache?.first?.offset ?? 0
+        let l = inputsEmbeds.dim(1)
+        let mask = LanguageModel.additiveMask(queries: l, offset: offset, keyMask: keyMask, dtype: inputsEmbeds.dtype)
+        var h = inputsEmbeds
+        var states: [Tensor] = collectHiddenStates ? [h] : []
+        let count = stopAfterLayer ?? model.layers.count
+        for (i, layer) in model.layers.prefix(count).enumerated() {
+            h = layer(h, mask: mask, offset: offset, cache: cache?[i])
+            if collectHiddenStates && i < count - 1 { states.append(h) }
+        }
+        if stopAfterLayer != nil && count < model.layers.count {
+            if collectHiddenStates { states.append(h) }
+            return LanguageModelOutput(lastHiddenState: h, hiddenStates: states)
+        }
+        h = model.norm(h)
+        if collectHiddenStates { states.append(h) }
+        return LanguageModelOutput(lastHiddenState: h, hiddenStates: states)
+    }
+
+    /// Causal mask plus hidden keys, additive (B, 1, L, S); nil when plain causal attention suffices.
+    static func additiveMask(queries l: Int, offset: Int, keyMask: Tensor?, dtype: DType) -> Tensor? {
+        guard let keyMask else { return nil }
+        let s = offset + l
+        let causal = NN.causalAdditiveMask(queries: l, keys: s, dtype: dtype)  // (L, S)
+        let keep = keyMask.slice(axis: 1, 0, s).asType(.bool).reshaped([keyMask.dim(0), 1, 1, s])
+        return causal.reshaped([1, 1, l, s]) + NN.boolMaskToAdditive(keep, dtype: dtype)
+    }
+
+    public func embed(_ ids: Tensor) -> Tensor { model.embedTokens(ids) }
+
+    public func logits(_ hidden: Tensor) -> Tensor { lmHead(hidden) }
+}

@@ -1,0 +1,104 @@
+import Foundation
+import MLXEngine
+
+/// Classifier-free-guidance inputs built the way DeepSeek's demo builds them.
+public struct GuidanceBatch {
+    /// Prompt ids of one conditional row (BOS first, ending in the generation tag, whose slot is dropped).
+    public let promptIDs: [Int]
+    public let padID: Int
+
+    public init(promptIDs: [Int], padID: Int) {
+        self.promptIDs = promptIDs
+        self.padID = padID
+    }
+
+    /// The unconditional row: BOS kept, every later id replaced by the pad id.
+    public var unconditionalIDs: [Int] { [promptIDs[0]] + Array(repeating: padID, count: promptIDs.count - 1) }
+
+    /// Ids of the 2B rows: B conditional then B unconditional (`gen.cfg_tokens` in the fixture).
+    public func tokenRows(images: Int) -> [[Int]] {
+        Array(repeating: promptIDs, count: images) + Array(repeating: unconditionalIDs, count: images)
+    }
+
+    /// Key mask over (L - 1) + 1 + N positions: the unconditional rows hide positions 1 ... L-2.
+    public func keyMask(images: Int, imageTokens: Int) -> Tensor {
+        let l = promptIDs.count
+        let total = (l - 1) + 1 + imageTokens
+        let cond = [Int32](repeating: 1, count: total)
+        var uncond = cond
+        for p in 1..<max(l - 1, 1) { uncond[p] = 0 }
+        let rows = Array(repeating: cond, count: images) + Array(repeating: uncond, count: images)
+        return Tensor(rows.flatMap { $0 }, shape: [2 * images, total])
+    }
+}
+
+/// Progress of a long computation; return false to cancel.
+public typealias ProgressHandler = (_ step: Int, _ total: Int) -> Bool
+
+public struct SamplingCancelled: Error, CustomStringConvertible {
+    public var description: String { "sampling cancelled" }
+}
+
+/// Euler integration of the rectified flow from noise (t = 0) to data (t = 1), with classifier-free guidance.
+public struct RectifiedFlowSampler {
+    public var steps: Int
+    public var cfgWeight: Double
+    /// Compute the prompt's keys/values once and reuse them at every step (the official loop recomputes them).
+    public var reusePromptCache: Bool
+
+    public init(steps: Int = 30, cfgWeight: Double = 2.0, reusePromptCache: Bool = true) {
+        self.steps = steps
+        self.cfgWeight = cfgWeight
+        self.reusePromptCache = reusePromptCache
+    }
+
+    /// Integrates `z0` (NCHW (B, 4, h, w)) for the prompt; returns the final latents (not yet divided by the VAE
+    /// scaling factor). `onStep` sees each step's latents.
+    public func sample(model: JanusFlowModel, guidance: GuidanceBatch, initialNoise z0: Tensor,
+                       progress: ProgressHandler? = nil, onStep: ((Int, Tensor) -> Void)? = nil) throws -> Tensor {
+        let b = z0.dim(0)
+        let enc = model.config.genEncoder
+        let gridH = (z0.dim(2) + 2 * enc.padding - enc.kernelSize) / enc.stride + 1
+        let gridW = (z0.dim(3) + 2 * enc.padding - enc.kernelSize) / enc.stride + 1
+        let imageTokens = gridH * gridW
+        let keyMask = guidance.keyMask(images: b, imageTokens: imageTokens)
+        let lm = model.languageModel
+
+        // Prompt embeddings without the last (generation-tag) slot: one conditional and one unconditional row.
+        let distinct = Tensor([guidance.promptIDs, guidance.unconditionalIDs].flatMap { $0.map(Int32.init) },
+                              shape: [2, guidance.promptIDs.count])
+        let prefix2 = lm.embed(distinct).slice(axis: 1, 0, guidance.promptIDs.count - 1)
+        let prefixLength = prefix2.dim(1)
+
+        var promptCache: [KVCache]? = nil
+        if reusePromptCache {
+            let cache = lm.makeCache()
+            _ = lm.forward(inputsEmbeds: prefix2, keyMask: guidance.keyMask(images: 1, imageTokens: 0).slice(axis: 1, 0, prefixLength),
+                           cache: cache)
+            let rows = cache.map { $0.repeatedBatch(b) }  // [c, u] -> [c x b, u x b]
+            try Tensor.eval(rows.flatMap { [$0.keys!, $0.values!] })
+            promptCache = rows
+        }
+        let prefixRows = prefix2.repeated(b, axis: 0)
+
+        var z = z0.asType(.float32)
+        for k in 0..<steps {
+            if let progress, !progress(k, steps) { throw SamplingCancelled() }
+            let t = Tensor.full([2 * b], value: Double(k) / Double(steps) * 1000)
+            let zz = concatenated([z, z], axis: 0)
+            let v: Tensor
+            if let promptCache {
+                v = model.velocity(latents: zz, t: t, prefix: nil, keyMask: keyMask, cache: promptCache.map { $0.copy() })
+            } else {
+                v = model.velocity(latents: zz, t: t, prefix: prefixRows, keyMask: keyMask)
+            }
+            let vc = v.slice(axis: 0, 0, b), vu = v.slice(axis: 0, b, 2 * b)
+            let guided = vc * cfgWeight - vu * (cfgWeight - 1)
+            z = z + guided * (1 / Double(steps))
+            try z.eval()
+            onStep?(k, z)
+        }
+        _ = progress?(steps, steps)
+        return z
+    }
+}
