@@ -272,9 +272,9 @@ public struct ComponentConfig<Params: Codable & Equatable & Sendable>: Codable, 
 
     enum CodingKeys: String, CodingKey { case cls, modelType = "model_type", params }
 
-    public init(cls: String, params: Params) {
+    public init(cls: String, modelType: String? = nil, params: Params) {
         self.cls = cls
-        self.modelType = nil
+        self.modelType = modelType
         self.params = params
     }
 }
@@ -293,9 +293,9 @@ public struct JanusFlowConfig: Codable, Equatable, Sendable {
 
     public init(language: LanguageConfig, siglip: SigLIPConfig, genEncoder: UViTEncoderConfig, genDecoder: UViTDecoderConfig) {
         languageConfig = language
-        visionUndEncConfig = ComponentConfig(cls: "CLIPVisionTower", params: siglip)
-        visionGenEncConfig = ComponentConfig(cls: "ShallowUViTEncoder", params: genEncoder)
-        visionGenDecConfig = ComponentConfig(cls: "ShallowUViTDecoder", params: genDecoder)
+        visionUndEncConfig = ComponentConfig(cls: "CLIPVisionTower", modelType: "vision_und_enc", params: siglip)
+        visionGenEncConfig = ComponentConfig(cls: "ShallowUViTEncoder", modelType: "vision_gen_enc", params: genEncoder)
+        visionGenDecConfig = ComponentConfig(cls: "ShallowUViTDecoder", modelType: "vision_gen_dec", params: genDecoder)
     }
 
     public init(from decoder: Decoder) throws {
