@@ -1,4 +1,5 @@
 import CMLXShim
+import Dispatch
 
 /// MLX allocator figures, in bytes.
 public enum Memory {
@@ -16,4 +17,26 @@ public enum BLASInfo {
     public static var processSgemmLibrary: String { String(cString: mlxs_symbol_origin("cblas_sgemm")) }
     /// The library libmlx's own reference to `cblas_sgemm` binds to.
     public static var mlxSgemmLibrary: String { String(cString: mlxs_mlx_sgemm_origin()) }
+}
+
+/// Reference figures of this machine, measured directly (not through MLX), for benchmark fractions.
+public enum MachineFigures {
+    /// Best OpenBLAS sgemm GFLOP/s on n x n x n.
+    public static func sgemmPeak(n: Int = 2048, repeats: Int = 5) -> Double { mlxs_bench_sgemm_peak(Int32(n), Int32(repeats)) }
+    /// Best GB/s reading `bytes` with all cores.
+    public static func readBandwidth(bytes: Int = 1 << 30, repeats: Int = 5) -> Double {
+        mlxs_bench_read_bandwidth(bytes, Int32(repeats))
+    }
+}
+
+/// Wall-clock timing of tensor work: the best of `repeats` runs after one warm-up, evaluated each time.
+public func bestTime(repeats: Int = 5, _ body: () -> Tensor) throws -> Double {
+    var best = Double.infinity
+    for r in 0...repeats {
+        let start = DispatchTime.now().uptimeNanoseconds
+        try body().eval()
+        let s = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        if r > 0 { best = Swift.min(best, s) }
+    }
+    return best
 }

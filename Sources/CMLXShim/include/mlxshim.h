@@ -186,6 +186,12 @@ mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w);
 void mlxs_set_fast_kernels(int enabled);
 int mlxs_fast_kernels_enabled(void);
 
+// ---- machine figures for benchmarks (bypass MLX)
+// Best GFLOP/s of OpenBLAS's cblas_sgemm on n x n x n over `repeats` runs.
+double mlxs_bench_sgemm_peak(int n, int repeats);
+// Best GB/s reading a `bytes`-sized buffer with every core (a sum, so nothing is optimised away).
+double mlxs_bench_read_bandwidth(size_t bytes, int repeats);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,77 @@
+import ArgumentParser
+import Foundation
+import MLXEngine
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks that print figures beside this machine's measured limits.",
+        subcommands: [KernelsBench.self])
+}
+
+struct KernelsBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "kernels", abstract: "Engine kernels: matmul, linear, matrix-vector, convolutions, attention.")
+
+    @Option(help: "Timed repetitions per kernel (best is reported).")
+    var repeats = 5
+
+    @Flag(help: "Use MLX's own ops instead of the shim's fast kernels.")
+    var noFastKernels = false
+
+    func run() throws {
+        Kernels.enabled = !noFastKernels
+        let peak = MachineFigures.sgemmPeak(n: 2048, repeats: repeats)
+        let bandwidth = MachineFigures.readBandwidth(bytes: 1 << 30, repeats: 3)
+        print("machine: OpenBLAS sgemm peak \(fmt(peak)) GFLOP/s (2048^3), read bandwidth \(fmt(bandwidth)) GB/s; MLX \(mlxVersion); fast kernels \(Kernels.enabled ? "on" : "off")")
+        print("kernel                                   figure          fraction")
+
+        func row(_ name: String, gflop: Double, seconds: Double) {
+            let rate = gflop / seconds
+            print("\(name.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(rate).leftPad(8)) GFLOP/s  \(pct(rate / peak)) of sgemm peak")
+        }
+        func rowBandwidth(_ name: String, gigabytes: Double, seconds: Double) {
+            let rate = gigabytes / seconds
+            print("\(name.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(rate).leftPad(8)) GB/s     \(pct(rate / bandwidth)) of read bandwidth")
+        }
+        let key = RandomKey(seed: 0)
+        func randn(_ shape: [Int], _ dtype: DType = .float32) throws -> Tensor {
+            let t = Random.normal(shape, key: key).asType(dtype)
+            try t.eval()
+            return t
+        }
+
+        let a = try randn([2048, 2048]), b = try randn([2048, 2048])
+        row("matmul 2048x2048x2048", gflop: 2 * pow(2048, 3) / 1e9, seconds: try bestTime(repeats: repeats) { matmul(a, b) })
+
+        let x = try randn([1200, 2048]), w = try randn([5632, 2048])
+        row("linear 1200x2048 -> 5632 (f32)", gflop: 2 * 1200 * 2048 * 5632 / 1e9, seconds: try bestTime(repeats: repeats) { NN.linear(x, weight: w) })
+        let wb = try randn([5632, 2048], .bfloat16)
+        row("linear 1200x2048 -> 5632 (bf16 W)", gflop: 2 * 1200 * 2048 * 5632 / 1e9, seconds: try bestTime(repeats: repeats) { NN.linear(x, weight: wb) })
+
+        let v = try randn([1, 2048])
+        rowBandwidth("matvec 5632x2048 (f32 W)", gigabytes: 5632 * 2048 * 4 / 1e9, seconds: try bestTime(repeats: repeats * 4) { NN.linear(v, weight: w) })
+        rowBandwidth("matvec 5632x2048 (bf16 W)", gigabytes: 5632 * 2048 * 2 / 1e9, seconds: try bestTime(repeats: repeats * 4) { NN.linear(v, weight: wb) })
+
+        let img = try randn([1, 96, 96, 256]), k3 = try randn([256, 3, 3, 256])
+        row("conv 3x3 96x96x256 -> 256", gflop: 2 * 96 * 96 * 256 * 256 * 9 / 1e9, seconds: try bestTime(repeats: repeats) { NN.conv2d(img, weight: k3, padding: (1, 1)) })
+
+        let grid = try randn([1, 24, 24, 768]), dw = try randn([768, 7, 7])
+        row("depthwise 7x7 24x24x768", gflop: 2 * 24 * 24 * 768 * 49 / 1e9, seconds: try bestTime(repeats: repeats) { NN.depthwiseConv2d(grid, weight: dw, padding: (3, 3)) })
+
+        let q = try randn([2, 16, 1200, 128]), kk = try randn([2, 16, 1200, 128]), vv = try randn([2, 16, 1200, 128])
+        let attnFlop = 4.0 * 2 * 16 * 1200 * 1200 * 128 / 1e9
+        row("attention 2x16x1200x128", gflop: attnFlop, seconds: try bestTime(repeats: repeats) {
+            NN.attention(queries: q, keys: kk, values: vv, scale: 1 / Float(128).squareRoot())
+        })
+        row("attention 2x16x1200x128 causal", gflop: attnFlop / 2, seconds: try bestTime(repeats: repeats) {
+            NN.attention(queries: q, keys: kk, values: vv, scale: 1 / Float(128).squareRoot(), causal: true)
+        })
+    }
+}
+
+func fmt(_ x: Double) -> String { String(format: x >= 100 ? "%.0f" : x >= 10 ? "%.1f" : "%.2f", x) }
+func pct(_ x: Double) -> String { String(format: "%5.1f%%", x * 100) }
+
+extension String {
+    func leftPad(_ n: Int) -> String { count >= n ? self : String(repeating: " ", count: n - count) + self }
+}

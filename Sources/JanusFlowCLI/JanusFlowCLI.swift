@@ -1,0 +1,16 @@
+import ArgumentParser
+import Foundation
+
+@main
+struct JanusFlowCLI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "janusflow",
+        abstract: "JanusFlow in Swift: image understanding and rectified-flow image generation on MLX.",
+        subcommands: [ParityCommand.self, BenchCommand.self]
+    )
+}
+
+/// Writes a line to standard error (progress and diagnostics; standard output stays machine-readable).
+func note(_ text: String) {
+    FileHandle.standardError.write((text + "\n").data(using: .utf8)!)
+}
