@@ -50,10 +50,14 @@ let package = Package(
             name: "JanusFlow",
             dependencies: ["MLXEngine", "PyTorchRandom", "JanusFlowTokenizer", "JanusFlowImageIO"]
         ),
+        // Training: objectives, the three-stage recipe, data, checkpoints.
+        .target(name: "JanusFlowTraining", dependencies: ["JanusFlow", "MLXEngine", "JanusFlowImageIO", "JanusFlowTokenizer"]),
+        // The procedurally generated world of shapes and its GenEval/POPE-style scorers.
+        .target(name: "ShapesWorld"),
         .executableTarget(
             name: "JanusFlowCLI",
             dependencies: [
-                "JanusFlow", "MLXEngine",
+                "JanusFlow", "MLXEngine", "JanusFlowTraining", "ShapesWorld", "JanusFlowImageIO", "JanusFlowTokenizer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -62,6 +66,8 @@ let package = Package(
         .testTarget(name: "JanusFlowTokenizerTests", dependencies: ["JanusFlowTokenizer"], resources: [.copy("Fixtures")]),
         .testTarget(name: "JanusFlowImageIOTests", dependencies: ["JanusFlowImageIO"], resources: [.copy("Fixtures")]),
         .testTarget(name: "JanusFlowTests", dependencies: ["JanusFlow"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "JanusFlowTrainingTests", dependencies: ["JanusFlowTraining"]),
+        .testTarget(name: "ShapesWorldTests", dependencies: ["ShapesWorld"]),
     ],
     cxxLanguageStandard: .cxx20
 )

@@ -76,18 +76,28 @@ public final class JanusFlowModel: Module {
     /// keyMask (B, P + 1 + N) hides prompt positions (the CFG unconditional rows); `cache`, if given, already
     /// holds the prefix's keys/values and `prefix` must then be nil.
     public func velocity(latents z: Tensor, t: Tensor, prefix: Tensor?, keyMask: Tensor?, cache: [KVCache]? = nil) -> Tensor {
+        velocityAndHidden(latents: z, t: t, prefix: prefix, keyMask: keyMask, cache: cache).velocity
+    }
+
+    /// The velocity and, with `hiddenLayer` k, the LLM's residual stream after its k-th block at the image
+    /// positions (B, N, H), as REPA reads it.
+    public func velocityAndHidden(latents z: Tensor, t: Tensor, prefix: Tensor?, keyMask: Tensor?, cache: [KVCache]? = nil,
+                                  hiddenLayer: Int? = nil) -> (velocity: Tensor, hidden: Tensor?) {
         let zNHWC = NN.nchwToNHWC(z)
         let (features, tEmb) = generationEncoder(zNHWC, t: t)
         let (b, gh, gw, c) = (features.dim(0), features.dim(1), features.dim(2), features.dim(3))
-        let tokens = generationEncoderAligner(features.reshaped([b, gh * gw, c]))
+        let n = gh * gw
+        let tokens = generationEncoderAligner(features.reshaped([b, n, c]))
         var parts: [Tensor] = []
         if let prefix { parts.append(prefix.asType(tokens.dtype)) }
         parts += [tEmb.expandedDims(axis: 1).asType(tokens.dtype), tokens]
-        let out = languageModel.forward(inputsEmbeds: concatenated(parts, axis: 1), keyMask: keyMask, cache: cache)
-        let last = out.lastHiddenState.slice(axis: 1, -(gh * gw))
+        let out = languageModel.forward(inputsEmbeds: concatenated(parts, axis: 1), keyMask: keyMask, cache: cache,
+                                        collectHiddenStates: hiddenLayer != nil)
+        let last = out.lastHiddenState.slice(axis: 1, -n)
         let decIn = generationDecoderAligner(generationDecoderAlignerNorm(last)).reshaped([b, gh, gw, -1])
-        let v = generationDecoder(decIn, skip: features, timeEmbedding: tEmb)
-        return NN.nhwcToNCHW(v)
+        let v = NN.nhwcToNCHW(generationDecoder(decIn, skip: features, timeEmbedding: tEmb))
+        let hidden = hiddenLayer.map { out.hiddenStates[$0].slice(axis: 1, -n) }
+        return (v, hidden)
     }
 
     // MARK: Loading

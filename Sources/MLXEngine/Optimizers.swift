@@ -47,7 +47,8 @@ public struct WarmupCosineSchedule: LearningRateSchedule {
 /// Scales gradients so that their global L2 norm is at most `maxNorm`; returns the clipped gradients and the
 /// norm before clipping.
 public func clipGradNorm(_ grads: [String: Tensor], maxNorm: Double) -> (grads: [String: Tensor], norm: Tensor) {
-    let total = grads.values.map { $0.asType(.float32).square().sum() }.reduce(Tensor(0.0), +).sqrt()
+    // Summed in name order: a dictionary's iteration order varies between runs, float addition order must not.
+    let total = grads.keys.sorted().map { grads[$0]!.asType(.float32).square().sum() }.reduce(Tensor(0.0), +).sqrt()
     // factor = min(1, maxNorm / (norm + 1e-6)), as torch.nn.utils.clip_grad_norm_ computes it.
     let factor = (Tensor(maxNorm) / (total + 1e-6)).minimum(1.0)
     return (grads.mapValues { ($0 * factor.asType($0.dtype)) }, total)

@@ -1,0 +1,141 @@
+import Foundation
+import JanusFlow
+import MLXEngine
+
+// The three JanusFlow objectives (paper §3.3): autoregressive cross-entropy on response tokens, rectified
+// flow in VAE latent space, and representation alignment (REPA) of the LLM's intermediate features with the
+// understanding encoder's features of the clean image.
+
+/// h_phi: the REPA projector, a three-layer MLP with SiLU from the LLM width to the understanding encoder's width.
+public final class RepaProjector: Module {
+    public let layers: [Linear]
+
+    public init(inputWidth: Int, hiddenWidth: Int, outputWidth: Int) {
+        layers = [Linear(inputWidth, hiddenWidth), Linear(hiddenWidth, hiddenWidth), Linear(hiddenWidth, outputWidth)]
+        super.init()
+    }
+
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        layers[2](NN.silu(layers[1](NN.silu(layers[0](x)))))
+    }
+}
+
+/// Everything a training run updates: the model (published names under `model.`) and the REPA projector.
+public final class TrainingModules: Module {
+    public let model: JanusFlowModel
+    @Child("repa_projector") public var repaProjector: RepaProjector
+
+    public init(model: JanusFlowModel, repaHidden: Int) {
+        self.model = model
+        super.init()
+        repaProjector = RepaProjector(inputWidth: model.config.languageConfig.hiddenSize, hiddenWidth: repaHidden,
+                                      outputWidth: model.config.siglip.width)
+    }
+}
+
+/// A batch of image + conversation examples, right-padded.
+public struct UnderstandingBatch {
+    public var ids: Tensor  // (B, T) int32
+    public var keyMask: Tensor  // (B, T) 1 for real tokens
+    public var labelMask: Tensor  // (B, T) 1 where the token is a response token to predict
+    public var pixels: Tensor  // (B, 1, 3, S, S)
+    public var imageSeqMask: Tensor  // (B, T) bool
+
+    public init(ids: Tensor, keyMask: Tensor, labelMask: Tensor, pixels: Tensor, imageSeqMask: Tensor) {
+        self.ids = ids
+        self.keyMask = keyMask
+        self.labelMask = labelMask
+        self.pixels = pixels
+        self.imageSeqMask = imageSeqMask
+    }
+}
+
+/// A batch of caption + image-latent examples; prompts are left-padded so the image tokens line up at the end.
+public struct GenerationBatch {
+    public var promptIDs: Tensor  // (B, L) int32, ending with the generation tag (its slot is replaced by t_emb)
+    public var keyMask: Tensor  // (B, L - 1 + 1 + N): 0 at padding and, for dropped prompts, after BOS
+    public var latents: Tensor  // (B, 4, h, w), already multiplied by the VAE scaling factor
+    public var repaTarget: Tensor?  // (B, N, D_und): understanding-encoder features of the clean image
+
+    public init(promptIDs: Tensor, keyMask: Tensor, latents: Tensor, repaTarget: Tensor?) {
+        self.promptIDs = promptIDs
+        self.keyMask = keyMask
+        self.latents = latents
+        self.repaTarget = repaTarget
+    }
+}
+
+/// A batch of plain text, right-padded.
+public struct TextBatch {
+    public var ids: Tensor  // (B, T)
+    public var keyMask: Tensor  // (B, T)
+
+    public init(ids: Tensor, keyMask: Tensor) {
+        self.ids = ids
+        self.keyMask = keyMask
+    }
+}
+
+public enum Objectives {
+    /// Next-token cross-entropy averaged over the positions whose *target* is marked in `labelMask`.
+    public static func nextTokenLoss(logits: Tensor, ids: Tensor, labelMask: Tensor) -> Tensor {
+        let t = ids.dim(1)
+        return NN.crossEntropy(logits: logits.slice(axis: 1, 0, t - 1), targets: ids.slice(axis: 1, 1, t),
+                               mask: labelMask.slice(axis: 1, 1, t))
+    }
+
+    /// L_AR on understanding data: only response tokens count.
+    public static func understandingLoss(_ model: JanusFlowModel, _ batch: UnderstandingBatch) -> Tensor {
+        let embeds = model.prepareInputsEmbeds(ids: batch.ids, pixels: batch.pixels, imageSeqMask: batch.imageSeqMask)
+        let hidden = model.languageModel.forward(inputsEmbeds: embeds, keyMask: batch.keyMask).lastHiddenState
+        return nextTokenLoss(logits: model.languageModel.logits(hidden), ids: batch.ids, labelMask: batch.labelMask)
+    }
+
+    /// L_AR on text: every real token after BOS.
+    public static func textLoss(_ model: JanusFlowModel, _ batch: TextBatch) -> Tensor {
+        let embeds = model.languageModel.embed(batch.ids)
+        let hidden = model.languageModel.forward(inputsEmbeds: embeds, keyMask: batch.keyMask).lastHiddenState
+        return nextTokenLoss(logits: model.languageModel.logits(hidden), ids: batch.ids, labelMask: batch.keyMask)
+    }
+
+    /// Noise, times and the interpolated latents for one rectified-flow step: t ~ logit-normal(0, 1),
+    /// z_t = t x + (1 - t) z0 (t = 0 is noise), target x - z0.
+    public struct FlowSample {
+        public let t: Tensor  // (B,) in [0, 1]
+        public let zt: Tensor
+        public let target: Tensor
+    }
+
+    public static func flowSample(latents x: Tensor, key: RandomKey) -> FlowSample {
+        let keys = key.split(into: 2)
+        let b = x.dim(0)
+        let z0 = Random.normal(x.shape, key: keys[0])
+        let t = Random.normal([b], key: keys[1]).sigmoid()
+        let tb = t.reshaped([b, 1, 1, 1])
+        return FlowSample(t: t, zt: tb * x + (1 - tb) * z0, target: x - z0)
+    }
+
+    /// Minus the mean cosine similarity between projected LLM features and the (stop-gradient) encoder features.
+    public static func repaLoss(projected: Tensor, target: Tensor) -> Tensor {
+        let target = target.stopGradient().asType(.float32)
+        let p = projected.asType(.float32)
+        let pn = p / (p.square().sum(axis: -1, keepDims: true).sqrt() + 1e-8)
+        let tn = target / (target.square().sum(axis: -1, keepDims: true).sqrt() + 1e-8)
+        return -(pn * tn).sum(axis: -1).mean()
+    }
+
+    /// L_RF (+ REPA when the batch has targets and `repaLayer` is set). Returns (rf, repa).
+    public static func generationLoss(_ modules: TrainingModules, _ batch: GenerationBatch, key: RandomKey,
+                                      repaLayer: Int?) -> (rf: Tensor, repa: Tensor?) {
+        let model = modules.model
+        let sample = flowSample(latents: batch.latents.asType(.float32), key: key)
+        let l = batch.promptIDs.dim(1)
+        let prefix = model.languageModel.embed(batch.promptIDs).slice(axis: 1, 0, l - 1)
+        let useRepa = repaLayer != nil && batch.repaTarget != nil
+        let (v, hidden) = model.velocityAndHidden(latents: sample.zt, t: sample.t * 1000, prefix: prefix,
+                                                  keyMask: batch.keyMask, hiddenLayer: useRepa ? repaLayer : nil)
+        let rf = NN.mseLoss(v.asType(.float32), sample.target)
+        guard useRepa, let hidden, let target = batch.repaTarget else { return (rf, nil) }
+        return (rf, repaLoss(projected: modules.repaProjector(hidden), target: target))
+    }
+}

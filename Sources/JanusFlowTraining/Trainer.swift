@@ -1,0 +1,306 @@
+import Foundation
+import JanusFlow
+import MLXEngine
+
+/// What the trainer reports after each step.
+public struct TrainingProgress: Sendable {
+    public var step: Int  // steps completed (global)
+    public var totalSteps: Int
+    public var stage: String
+    public var losses: [String: Double]
+    public var learningRate: Double
+    public var gradNorm: Double
+    public var stepsPerSecond: Double
+    public var etaSeconds: Double
+}
+
+public struct TrainingError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Runs the staged JanusFlow recipe on in-memory data: mixed-task batches, the three objectives, AdamW with
+/// warm-up, clipping, EMA, periodic atomic checkpoints and exact resume.
+///
+/// Every random choice of step s (which examples, which prompts are dropped, noise and t) is a pure function of
+/// (seed, s), so a run resumed from a checkpoint makes exactly the choices the uninterrupted run made.
+public final class Trainer {
+    public let config: TrainingConfig
+    public let modules: TrainingModules
+    public let data: TrainingData
+    public let outputDirectory: URL
+    public private(set) var step = 0
+    public private(set) var history: [[String: Double]] = []
+    public var onProgress: ((TrainingProgress) -> Void)?
+
+    var optimizer: AdamW?
+    var stageIndex = -1
+    public private(set) var ema: EMA?
+    let imageTokens: Int
+
+    public init(config: TrainingConfig, modules: TrainingModules, data: TrainingData, outputDirectory: URL) throws {
+        self.config = config
+        self.modules = modules
+        self.data = data
+        self.outputDirectory = outputDirectory
+        let enc = modules.model.config.genEncoder
+        let latent = data.generation.first?.latent.shape ?? [4, 0, 0]
+        let gh = (latent[1] + 2 * enc.padding - enc.kernelSize) / enc.stride + 1
+        let gw = (latent[2] + 2 * enc.padding - enc.kernelSize) / enc.stride + 1
+        imageTokens = gh * gw
+        try validate()
+    }
+
+    func validate() throws {
+        for stage in config.stages {
+            let names = ["understanding", "generation", "text"]
+            let counts = [data.understanding.count, data.generation.count, data.text.count]
+            for i in 0..<3 where (stage.ratio[i] > 0 || stage.ratioSchedule.contains { $0.ratio[i] > 0 }) && counts[i] == 0 {
+                throw TrainingError("stage '\(stage.name)': the data ratio asks for \(names[i]) data but data.\(names[i]) has no usable records")
+            }
+        }
+        if let layer = config.repaLayer, layer > modules.model.config.languageConfig.numHiddenLayers || layer < 1 {
+            throw TrainingError("repa_layer \(layer) is outside the LLM's 1...\(modules.model.config.languageConfig.numHiddenLayers) blocks")
+        }
+    }
+
+    // MARK: Stages
+
+    /// Freezes what the stage does not train and starts its optimizer.
+    func enterStage(_ index: Int) {
+        let stage = config.stages[index]
+        modules.unfreeze()
+        if let trainable = stage.trainable {
+            let all = modules.parameters().keys
+            let keep = trainable.map(Trainer.internalName)
+            let frozenNames = all.filter { name in !keep.contains { name == $0 || name.hasPrefix($0 + ".") } }
+            modules.freeze(prefixes: Array(frozenNames))
+        }
+        if !stage.frozen.isEmpty { modules.freeze(prefixes: stage.frozen.map(Trainer.internalName)) }
+        optimizer = AdamW(schedule: WarmupConstantSchedule(peak: stage.learningRate, warmupSteps: stage.warmupSteps),
+                          beta1: stage.betas[0], beta2: stage.betas[1], eps: stage.eps, weightDecay: stage.weightDecay)
+        stageIndex = index
+        if ema == nil { ema = EMA(decay: config.emaDecay, parameters: modules.parameters()) }
+    }
+
+    /// Published names live under "model." inside the training modules.
+    static func internalName(_ published: String) -> String {
+        published.hasPrefix("repa_projector") || published.hasPrefix("model.") ? published : "model." + published
+    }
+
+    // MARK: Steps
+
+    /// A generator for step s's random choices, independent of everything before it.
+    public func random(forStep s: Int, micro: Int) -> SplitMix64 {
+        var g = SplitMix64(seed: config.seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(s) &* 1_000_003 &+ UInt64(micro))
+        _ = g.next()
+        return g
+    }
+
+    /// Runs until `until` global steps are done (the whole recipe by default).
+    public func run(until: Int? = nil) throws {
+        let end = Swift.min(until ?? config.totalSteps, config.totalSteps)
+        let started = Date()
+        let startStep = step
+        while step < end {
+            let (losses, lr, norm) = try trainStep()
+            step += 1
+            history.append(losses.merging(["step": Double(step), "lr": lr, "grad_norm": norm]) { a, _ in a })
+            let elapsed = Date().timeIntervalSince(started)
+            let rate = Double(step - startStep) / Swift.max(elapsed, 1e-9)
+            onProgress?(TrainingProgress(step: step, totalSteps: end, stage: config.stages[stageIndex].name, losses: losses,
+                                         learningRate: lr, gradNorm: norm, stepsPerSecond: rate,
+                                         etaSeconds: Double(end - step) / Swift.max(rate, 1e-9)))
+            if step % config.logEvery == 0 || step == end { try appendMetrics(history.last!) }
+            if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 { try saveCheckpoint() }
+        }
+    }
+
+    /// One optimizer step (with gradient accumulation). Returns per-task losses, the LR used and the grad norm.
+    func trainStep() throws -> ([String: Double], Double, Double) {
+        let (stage, local) = config.locate(step: step)
+        if stage != stageIndex { enterStage(stage) }
+        let sc = config.stages[stage]
+        let ratio = sc.ratio(atStep: local)
+        let micro = sc.batchSize / sc.gradientAccumulation
+        var summed: [String: Tensor] = [:]
+        var sums: [String: Double] = [:]
+        var counts: [String: Double] = [:]
+        let lr = optimizer!.currentLearningRate
+        for m in 0..<sc.gradientAccumulation {
+            var rng = random(forStep: step, micro: m)
+            var kinds = [0, 0, 0]
+            let total = ratio.reduce(0, +)
+            for _ in 0..<micro {
+                let u = Double(rng.next() >> 11) / Double(1 << 53) * total
+                kinds[u < ratio[0] ? 0 : (u < ratio[0] + ratio[1] ? 1 : 2)] += 1
+            }
+            let und = (0..<kinds[0]).map { _ in data.understanding[Int(rng.next() % UInt64(data.understanding.count))] }
+            let gen = (0..<kinds[1]).map { _ in data.generation[Int(rng.next() % UInt64(data.generation.count))] }
+            let txt = (0..<kinds[2]).map { _ in data.text[Int(rng.next() % UInt64(data.text.count))] }
+            let dropped = gen.map { _ in Double(rng.next() >> 11) / Double(1 << 53) < config.cfgDropProbability }
+            let key = RandomKey(seed: rng.next())
+            let uBatch = und.isEmpty ? nil : Collate.understanding(und, padID: data.padID)
+            let gBatch = gen.isEmpty ? nil : Collate.generation(gen, dropped: dropped, padID: data.padID, imageTokens: imageTokens)
+            let tBatch = txt.isEmpty ? nil : Collate.text(txt, padID: data.padID)
+            let n = Double(micro)
+            let repaLayer = config.repaLayer, repaWeight = config.repaWeight
+            let modules = self.modules
+            var names: [String] = []
+            let (values, grads) = try Autograd.valueAndGrad(model: modules) {
+                var total = Tensor(0.0)
+                var parts: [Tensor] = []
+                names = []
+                if let uBatch {
+                    let l = Objectives.understandingLoss(modules.model, uBatch)
+                    total = total + l * (Double(und.count) / n)
+                    parts.append(l); names.append("understanding")
+                }
+                if let gBatch {
+                    let (rf, repa) = Objectives.generationLoss(modules, gBatch, key: key, repaLayer: repaLayer)
+                    var g = rf
+                    parts.append(rf); names.append("rf")
+                    if let repa {
+                        g = g + repa * repaWeight
+                        parts.append(repa); names.append("repa")
+                    }
+                    total = total + g * (Double(gen.count) / n)
+                }
+                if let tBatch {
+                    let l = Objectives.textLoss(modules.model, tBatch)
+                    total = total + l * (Double(txt.count) / n)
+                    parts.append(l); names.append("text")
+                }
+                return [total] + parts
+            }
+            let scale = 1.0 / Double(sc.gradientAccumulation)
+            for (k, g) in grads { summed[k] = summed[k].map { $0 + g * scale } ?? g * scale }
+            try Tensor.eval(Array(summed.values) + values)
+            sums["loss", default: 0] += try values[0].item(Float.self).asDouble
+            counts["loss", default: 0] += 1
+            let perTaskCount = ["understanding": und.count, "rf": gen.count, "repa": gen.count, "text": txt.count]
+            for (name, v) in zip(names, values.dropFirst()) {
+                let w = Double(perTaskCount[name]!)
+                sums[name, default: 0] += try v.item(Float.self).asDouble * w
+                counts[name, default: 0] += w
+            }
+        }
+        let (clipped, norm) = clipGradNorm(summed, maxNorm: sc.clipNorm)
+        try optimizer!.apply(gradients: clipped, to: modules)
+        ema!.update(with: modules.trainableParameters())
+        try Tensor.eval(Array(ema!.shadow.values))
+        var losses: [String: Double] = [:]
+        for (k, s) in sums where counts[k]! > 0 { losses[k] = s / counts[k]! }
+        return (losses, lr, try norm.item(Float.self).asDouble)
+    }
+
+    // MARK: Metrics
+
+    var metricsURL: URL { outputDirectory.appendingPathComponent("metrics.jsonl") }
+
+    func appendMetrics(_ row: [String: Double]) throws {
+        try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
+        var line = try JSONSerialization.data(withJSONObject: row.merging(["stage_index": Double(stageIndex)]) { a, _ in a }, options: [.sortedKeys])
+        line.append(UInt8(ascii: "\n"))
+        if let handle = FileHandle(forWritingAtPath: metricsURL.path) {
+            handle.seekToEndOfFile()
+            handle.write(line)
+            try handle.close()
+        } else {
+            try line.write(to: metricsURL)
+        }
+    }
+
+    // MARK: Checkpoints
+
+    var checkpointsDirectory: URL { outputDirectory.appendingPathComponent("checkpoints") }
+
+    /// Writes model (published layout), REPA projector, EMA, optimizer and position into
+    /// checkpoints/step-NNNNNNNN, atomically (a temporary folder renamed into place), then points `latest` at it.
+    @discardableResult
+    public func saveCheckpoint() throws -> URL {
+        let fm = FileManager.default
+        try fm.createDirectory(at: checkpointsDirectory, withIntermediateDirectories: true)
+        let name = String(format: "step-%08d", step)
+        let final = checkpointsDirectory.appendingPathComponent(name)
+        let tmp = checkpointsDirectory.appendingPathComponent(".tmp-\(name)-\(ProcessInfo.processInfo.processIdentifier)")
+        try? fm.removeItem(at: tmp)
+        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+        try exportModel(to: tmp, parameters: modules.model.parameters())
+        try Safetensors.save(modules.repaProjector.parameters(), to: tmp.appendingPathComponent("repa_projector.safetensors"))
+        if let ema { try Safetensors.save(ema.shadow, to: tmp.appendingPathComponent("ema.safetensors")) }
+        if let optimizer {
+            try Safetensors.save(optimizer.stateTensors(), metadata: ["step": "\(optimizer.step)"],
+                                 to: tmp.appendingPathComponent("optimizer.safetensors"))
+        }
+        let state: [String: Any] = ["step": step, "stage": stageIndex, "seed": config.seed, "format": 1]
+        try JSONSerialization.data(withJSONObject: state, options: [.sortedKeys]).write(to: tmp.appendingPathComponent("state.json"))
+        if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+        try fm.moveItem(at: tmp, to: final)
+        let latestTmp = checkpointsDirectory.appendingPathComponent(".latest.tmp")
+        try name.data(using: .utf8)!.write(to: latestTmp)
+        guard rename(latestTmp.path, checkpointsDirectory.appendingPathComponent("latest").path) == 0 else {
+            throw TrainingError("\(checkpointsDirectory.path)/latest: could not update (errno \(errno))")
+        }
+        return final
+    }
+
+    /// config.json + model.safetensors in the published layout (loadable by `JanusFlowModel.load`).
+    public func exportModel(to directory: URL, parameters: [String: Tensor]) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(modules.model.config).write(to: directory.appendingPathComponent("config.json"), options: .atomic)
+        try Safetensors.save(parameters, metadata: ["format": "pt"], to: directory.appendingPathComponent("model.safetensors"))
+    }
+
+    /// The EMA weights under published names (model parameters only), for export.
+    public var emaModelParameters: [String: Tensor] {
+        var out = modules.model.parameters()
+        for (k, v) in ema?.shadow ?? [:] where k.hasPrefix("model.") {
+            let name = String(k.dropFirst("model.".count))
+            if let current = out[name] { out[name] = v.asType(current.dtype) }
+        }
+        return out
+    }
+
+    /// Continues from `checkpoints/latest` (or the given checkpoint folder). Returns false when there is none.
+    @discardableResult
+    public func resume(from checkpoint: URL? = nil) throws -> Bool {
+        let fm = FileManager.default
+        var dir = checkpoint
+        if dir == nil {
+            let latest = checkpointsDirectory.appendingPathComponent("latest")
+            guard let name = try? String(contentsOf: latest, encoding: .utf8) else { return false }
+            dir = checkpointsDirectory.appendingPathComponent(name.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let d = dir!
+        guard let stateData = fm.contents(atPath: d.appendingPathComponent("state.json").path),
+              let state = try JSONSerialization.jsonObject(with: stateData) as? [String: Any],
+              let savedStep = state["step"] as? Int
+        else { throw TrainingError("\(d.path): not a checkpoint (state.json missing or invalid)") }
+        let weights = try Safetensors.load(d.appendingPathComponent("model.safetensors")).tensors
+        try modules.model.load(weights: weights, source: d.path)
+        try modules.repaProjector.load(weights: Safetensors.load(d.appendingPathComponent("repa_projector.safetensors")).tensors,
+                                       source: d.appendingPathComponent("repa_projector.safetensors").path)
+        step = savedStep
+        let (stage, _) = config.locate(step: step)
+        enterStage(stage)
+        // At a stage boundary the uninterrupted run starts a fresh optimizer too, so the old state is not loaded.
+        let optURL = d.appendingPathComponent("optimizer.safetensors")
+        if fm.fileExists(atPath: optURL.path), (state["stage"] as? Int) == stage {
+            let (state, meta) = try Safetensors.load(optURL)
+            try optimizer!.loadState(state)
+            optimizer!.step = Int(meta["step"] ?? "0") ?? 0
+        }
+        let emaURL = d.appendingPathComponent("ema.safetensors")
+        if fm.fileExists(atPath: emaURL.path) { ema!.load(try Safetensors.load(emaURL).tensors) }
+        try modules.evalParameters()
+        return true
+    }
+}
+
+extension Float {
+    var asDouble: Double { Double(self) }
+}

@@ -1,0 +1,211 @@
+import Foundation
+import JanusFlow
+
+/// One training stage (paper Table 1): what trains, the optimiser settings and the data mix.
+public struct StageConfig: Codable, Equatable, Sendable {
+    public var name: String
+    public var steps: Int
+    public var learningRate: Double
+    public var warmupSteps: Int
+    public var batchSize: Int
+    public var gradientAccumulation: Int
+    public var weightDecay: Double
+    public var betas: [Double]
+    public var eps: Double
+    public var clipNorm: Double
+    /// understanding : generation : text
+    public var ratio: [Double]
+    /// Earlier parts of the stage with another mix: until `untilStep` (stage-local), use `ratio`.
+    public var ratioSchedule: [RatioPhase]
+    /// Prefixes of parameter names (published names, plus "repa_projector") that train; nil = all.
+    public var trainable: [String]?
+    /// Prefixes frozen even if `trainable` would include them.
+    public var frozen: [String]
+
+    public struct RatioPhase: Codable, Equatable, Sendable {
+        public var untilStep: Int
+        public var ratio: [Double]
+        enum CodingKeys: String, CodingKey { case untilStep = "until_step", ratio }
+        public init(untilStep: Int, ratio: [Double]) {
+            self.untilStep = untilStep
+            self.ratio = ratio
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, steps, learningRate = "lr", warmupSteps = "warmup_steps", batchSize = "batch_size"
+        case gradientAccumulation = "grad_accum", weightDecay = "weight_decay", betas, eps, clipNorm = "clip_norm"
+        case ratio, ratioSchedule = "ratio_schedule", trainable, frozen
+    }
+
+    public init(name: String, steps: Int, learningRate: Double, warmupSteps: Int, batchSize: Int, gradientAccumulation: Int = 1,
+                weightDecay: Double = 0, betas: [Double] = [0.9, 0.95], eps: Double = 1e-8, clipNorm: Double = 1.0,
+                ratio: [Double], ratioSchedule: [RatioPhase] = [], trainable: [String]? = nil, frozen: [String] = []) {
+        self.name = name
+        self.steps = steps
+        self.learningRate = learningRate
+        self.warmupSteps = warmupSteps
+        self.batchSize = batchSize
+        self.gradientAccumulation = gradientAccumulation
+        self.weightDecay = weightDecay
+        self.betas = betas
+        self.eps = eps
+        self.clipNorm = clipNorm
+        self.ratio = ratio
+        self.ratioSchedule = ratioSchedule
+        self.trainable = trainable
+        self.frozen = frozen
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        steps = try c.decode(Int.self, forKey: .steps)
+        learningRate = try c.decode(Double.self, forKey: .learningRate)
+        warmupSteps = try c.decodeIfPresent(Int.self, forKey: .warmupSteps) ?? 0
+        batchSize = try c.decode(Int.self, forKey: .batchSize)
+        gradientAccumulation = try c.decodeIfPresent(Int.self, forKey: .gradientAccumulation) ?? 1
+        weightDecay = try c.decodeIfPresent(Double.self, forKey: .weightDecay) ?? 0
+        betas = try c.decodeIfPresent([Double].self, forKey: .betas) ?? [0.9, 0.95]
+        eps = try c.decodeIfPresent(Double.self, forKey: .eps) ?? 1e-8
+        clipNorm = try c.decodeIfPresent(Double.self, forKey: .clipNorm) ?? 1.0
+        ratio = try c.decode([Double].self, forKey: .ratio)
+        ratioSchedule = try c.decodeIfPresent([RatioPhase].self, forKey: .ratioSchedule) ?? []
+        trainable = try c.decodeIfPresent([String].self, forKey: .trainable)
+        frozen = try c.decodeIfPresent([String].self, forKey: .frozen) ?? []
+        func bad(_ key: CodingKeys, _ why: String) -> DecodingError {
+            DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [key], debugDescription: why))
+        }
+        guard steps > 0 else { throw bad(.steps, "must be positive") }
+        guard batchSize > 0 else { throw bad(.batchSize, "must be positive") }
+        guard gradientAccumulation > 0, batchSize % gradientAccumulation == 0 else {
+            throw bad(.gradientAccumulation, "must divide batch_size \(batchSize)")
+        }
+        guard ratio.count == 3, ratio.allSatisfy({ $0 >= 0 }), ratio.reduce(0, +) > 0 else {
+            throw bad(.ratio, "must be three non-negative numbers (understanding, generation, text) with a positive sum")
+        }
+        guard betas.count == 2 else { throw bad(.betas, "must be two numbers") }
+    }
+
+    /// The data mix at a stage-local step.
+    public func ratio(atStep step: Int) -> [Double] {
+        ratioSchedule.first(where: { step < $0.untilStep })?.ratio ?? ratio
+    }
+}
+
+/// A whole training run, read from a JSON file.
+public struct TrainingConfig: Codable, Equatable, Sendable {
+    /// A folder with config.json (+ weights to start from, if `initFromWeights`).
+    public var model: String
+    public var initFromWeights: Bool
+    public var vae: String?
+    public var tokenizer: String?
+    public var data: DataPaths
+    public var output: String
+    public var seed: UInt64
+    /// Probability of replacing a caption by the unconditional prompt (BOS + masked pads).
+    public var cfgDropProbability: Double
+    /// LLM block whose output REPA aligns (the paper: 6); nil turns REPA off.
+    public var repaLayer: Int?
+    public var repaWeight: Double
+    public var repaHidden: Int
+    public var emaDecay: Double
+    public var checkpointEvery: Int
+    public var logEvery: Int
+    public var maxSequenceLength: Int
+    public var stages: [StageConfig]
+
+    public struct DataPaths: Codable, Equatable, Sendable {
+        public var understanding: String?
+        public var generation: String?
+        public var text: String?
+        public init(understanding: String? = nil, generation: String? = nil, text: String? = nil) {
+            self.understanding = understanding
+            self.generation = generation
+            self.text = text
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case model, initFromWeights = "init_from_weights", vae, tokenizer, data, output, seed
+        case cfgDropProbability = "cfg_drop_prob", repaLayer = "repa_layer", repaWeight = "repa_weight"
+        case repaHidden = "repa_hidden", emaDecay = "ema_decay", checkpointEvery = "checkpoint_every"
+        case logEvery = "log_every", maxSequenceLength = "max_sequence_length", stages
+    }
+
+    public init(model: String, initFromWeights: Bool = true, vae: String? = nil, tokenizer: String? = nil, data: DataPaths,
+                output: String, seed: UInt64 = 0, cfgDropProbability: Double = 0.1, repaLayer: Int? = 6, repaWeight: Double = 1,
+                repaHidden: Int = 2048, emaDecay: Double = 0.99, checkpointEvery: Int = 1000, logEvery: Int = 10,
+                maxSequenceLength: Int = 4096, stages: [StageConfig]) {
+        self.model = model
+        self.initFromWeights = initFromWeights
+        self.vae = vae
+        self.tokenizer = tokenizer
+        self.data = data
+        self.output = output
+        self.seed = seed
+        self.cfgDropProbability = cfgDropProbability
+        self.repaLayer = repaLayer
+        self.repaWeight = repaWeight
+        self.repaHidden = repaHidden
+        self.emaDecay = emaDecay
+        self.checkpointEvery = checkpointEvery
+        self.logEvery = logEvery
+        self.maxSequenceLength = maxSequenceLength
+        self.stages = stages
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        model = try c.decode(String.self, forKey: .model)
+        initFromWeights = try c.decodeIfPresent(Bool.self, forKey: .initFromWeights) ?? true
+        vae = try c.decodeIfPresent(String.self, forKey: .vae)
+        tokenizer = try c.decodeIfPresent(String.self, forKey: .tokenizer)
+        data = try c.decode(DataPaths.self, forKey: .data)
+        output = try c.decode(String.self, forKey: .output)
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 0
+        cfgDropProbability = try c.decodeIfPresent(Double.self, forKey: .cfgDropProbability) ?? 0.1
+        repaLayer = try c.decodeIfPresent(Int.self, forKey: .repaLayer) ?? 6
+        repaWeight = try c.decodeIfPresent(Double.self, forKey: .repaWeight) ?? 1
+        repaHidden = try c.decodeIfPresent(Int.self, forKey: .repaHidden) ?? 2048
+        emaDecay = try c.decodeIfPresent(Double.self, forKey: .emaDecay) ?? 0.99
+        checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? 1000
+        logEvery = try c.decodeIfPresent(Int.self, forKey: .logEvery) ?? 10
+        maxSequenceLength = try c.decodeIfPresent(Int.self, forKey: .maxSequenceLength) ?? 4096
+        stages = try c.decode([StageConfig].self, forKey: .stages)
+        guard !stages.isEmpty else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.stages], debugDescription: "needs at least one stage"))
+        }
+        guard (0...1).contains(cfgDropProbability) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.cfgDropProbability], debugDescription: "must be in [0, 1]"))
+        }
+    }
+
+    public static func load(_ url: URL) throws -> TrainingConfig { try decodeConfig(TrainingConfig.self, from: url) }
+
+    public var totalSteps: Int { stages.reduce(0) { $0 + $1.steps } }
+
+    /// The stage and stage-local step of a global step.
+    public func locate(step: Int) -> (stage: Int, local: Int) {
+        var s = step
+        for (i, stage) in stages.enumerated() {
+            if s < stage.steps { return (i, s) }
+            s -= stage.steps
+        }
+        return (stages.count - 1, stages[stages.count - 1].steps)
+    }
+
+    /// The paper's Table 1 (v2): adaptation, unified pre-training (first 10k steps at 30:50:20), SFT.
+    public static func paperStages() -> [StageConfig] {
+        let newParts = ["vision_und_enc_aligner", "beg_of_und_embed", "vision_gen_enc_model", "vision_gen_enc_aligner",
+                        "vision_gen_dec_aligner_norm", "vision_gen_dec_aligner", "vision_gen_dec_model", "repa_projector"]
+        return [
+            StageConfig(name: "adaptation", steps: 10_000, learningRate: 1e-4, warmupSteps: 2_000, batchSize: 512,
+                        ratio: [50, 50, 0], trainable: newParts),
+            StageConfig(name: "unified-pretraining", steps: 390_000, learningRate: 1e-4, warmupSteps: 2_000, batchSize: 512,
+                        ratio: [14, 80, 6], ratioSchedule: [.init(untilStep: 10_000, ratio: [30, 50, 20])],
+                        frozen: ["vision_und_enc_model"]),
+            StageConfig(name: "sft", steps: 26_000, learningRate: 2e-5, warmupSteps: 1_000, batchSize: 256, ratio: [21, 70, 9]),
+        ]
+    }
+}
