@@ -88,9 +88,20 @@ public enum Parity {
     }
 
     /// Runs every stage the fixture holds through the Swift model (float32) and compares.
-    public static func run(fixtureDirectory: URL, log: ((ParityReport.Row) -> Void)? = nil) throws -> ParityReport {
+    /// Looser bounds for bfloat16 weights (float32 activations): bf16 keeps 8 significant bits, so single
+    /// stages land within about 1e-2 relative of the float32 reference.
+    public static let bfloat16StageTolerance = 5e-2
+    public static let bfloat16ChainTolerance = 1e-1
+
+    /// - weights: the dtype the model's weights are held in (float32 for exact parity; bfloat16 checks the
+    ///   release precision with looser bounds, and compares greedy steps by their logits, not token identity).
+    public static func run(fixtureDirectory: URL, weights: DType = .float32,
+                           log: ((ParityReport.Row) -> Void)? = nil) throws -> ParityReport {
         let fx = try Fixture(directory: fixtureDirectory)
-        let model = try JanusFlowModel.load(directory: fixtureDirectory.appendingPathComponent("model"))
+        let model = try JanusFlowModel.load(directory: fixtureDirectory.appendingPathComponent("model"), dtype: weights)
+        let exact = weights == .float32
+        let stageTolerance = exact ? Parity.stageTolerance : bfloat16StageTolerance
+        let chainTolerance = exact ? Parity.chainTolerance : bfloat16ChainTolerance
         var report = ParityReport()
         func add(_ row: ParityReport.Row) {
             report.rows.append(row)
@@ -125,10 +136,16 @@ public enum Parity {
                 let decoded = try TextDecoder.greedyTokens(model: model, inputsEmbeds: embeds, count: count, stopTokens: [])
                 let refIDs = try ref.values(Int.self)
                 let same = decoded.tokens == refIDs
-                add(.init(name: "und.greedy_tokens", maxAbsError: same ? 0 : 1, maxRelError: same ? 0 : 1, tolerance: 0, passed: same,
-                          note: same ? "\(count) tokens identical" : "got \(decoded.tokens), expected \(refIDs)"))
+                if exact {
+                    add(.init(name: "und.greedy_tokens", maxAbsError: same ? 0 : 1, maxRelError: same ? 0 : 1, tolerance: 0, passed: same,
+                              note: same ? "\(count) tokens identical" : "got \(decoded.tokens), expected \(refIDs)"))
+                }
                 if let stepRef = fx["und.greedy_step_logits"] {
-                    add(try compare("und.greedy_step_logits", stacked(decoded.stepLogits, axis: 0), stepRef, tolerance: tol, note: "KV-cached"))
+                    // Step k's logits depend on the tokens before k: compare the steps whose history matches.
+                    let comparable = (Array(zip(decoded.tokens, refIDs)).firstIndex { $0.0 != $0.1 } ?? count - 1) + 1
+                    add(try compare("und.greedy_step_logits", stacked(Array(decoded.stepLogits.prefix(comparable)), axis: 0),
+                                    stepRef.slice(axis: 0, 0, comparable), tolerance: tol,
+                                    note: comparable == count ? "KV-cached" : "KV-cached, first \(comparable) steps (token \(comparable - 1) differs)"))
                 }
             }
         }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import JanusFlow
+import MLXEngine
 
 struct ParityCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -10,9 +11,18 @@ struct ParityCommand: ParsableCommand {
     @Argument(help: "Fixture folder made by the official PyTorch code.")
     var directory: String
 
+    @Option(help: "Weight dtype: float32 (exact parity) or bfloat16 (release precision, looser bounds).")
+    var dtype = "float32"
+
     func run() throws {
         let url = URL(fileURLWithPath: directory)
-        let report = try Parity.run(fixtureDirectory: url) { print($0) }
+        let weights: DType
+        switch dtype {
+        case "float32", "f32": weights = .float32
+        case "bfloat16", "bf16": weights = .bfloat16
+        default: throw ValidationError("--dtype must be float32 or bfloat16, not '\(dtype)'")
+        }
+        let report = try Parity.run(fixtureDirectory: url, weights: weights) { print($0) }
         let failed = report.rows.filter { !$0.passed }.count
         print("\(report.rows.count - failed) passed, \(failed) failed")
         if failed > 0 || report.rows.isEmpty { throw ExitCode(1) }

@@ -24,3 +24,15 @@ final class ParityTests: XCTestCase {
         XCTAssertTrue(expected.isSubset(of: names), "stages not checked: \(expected.subtracting(names).sorted())")
     }
 }
+
+/// The release runs with bfloat16 weights: the same stages within the looser bf16 bounds.
+final class BFloat16ParityTests: XCTestCase {
+    func testEveryStageWithinBFloat16Bounds() throws {
+        let report = try Parity.run(fixtureDirectory: tinyFixture, weights: .bfloat16)
+        for row in report.rows where !row.passed { XCTFail("\(row)") }
+        XCTAssertGreaterThanOrEqual(report.rows.count, 27)
+        // bf16 must actually be in use: the errors are far above float32's.
+        let logits = report.rows.first { $0.name == "und.logits" }!
+        XCTAssertGreaterThan(logits.maxAbsError, 1e-4)
+    }
+}

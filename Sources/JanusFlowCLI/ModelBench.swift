@@ -1,0 +1,165 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import JanusFlow
+import MLXEngine
+
+/// Per-stage timings of the model with random weights of any config (the full 1.3B included).
+struct ModelBenchOptions: ParsableArguments {
+    @Option(help: "Model config: 'janusflow-1.3b' or a path to a config.json (or a folder holding one).")
+    var config = "janusflow-1.3b"
+
+    @Option(help: "Weight dtype: bfloat16, float32.")
+    var dtype = "bfloat16"
+
+    @Option(help: "Timed repetitions per stage (the best is reported).")
+    var repeats = 2
+
+    @Option(help: "Prompt length for the prefill row.")
+    var prefillTokens = 600
+
+    @Option(help: "Tokens to decode for the tokens/s row.")
+    var decodeTokens = 16
+
+    @Flag(help: "Use MLX's own ops instead of the shim's fast kernels.")
+    var noFastKernels = false
+
+    func loadConfig() throws -> JanusFlowConfig {
+        if config == "janusflow-1.3b" { return .janusFlow1_3B }
+        var url = URL(fileURLWithPath: config)
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir), isDir.boolValue {
+            url = url.appendingPathComponent("config.json")
+        }
+        return try JanusFlowConfig.load(url)
+    }
+
+    func weightDType() throws -> DType {
+        switch dtype {
+        case "bfloat16", "bf16": return .bfloat16
+        case "float32", "f32": return .float32
+        default: throw ValidationError("--dtype must be bfloat16 or float32, not '\(dtype)'")
+        }
+    }
+
+    /// A model with random weights, materialised in the requested dtype.
+    func makeModel() throws -> JanusFlowModel {
+        Kernels.enabled = !noFastKernels
+        let cfg = try loadConfig()
+        let start = Date()
+        note("building \(config) with random \(dtype) weights ...")
+        Initializer.seed(0)
+        let model = JanusFlowModel(cfg)
+        model.cast(to: try weightDType())
+        // Materialise in groups so peak memory stays near the final size.
+        let slots = model.parameterSlots()
+        for chunk in stride(from: 0, to: slots.count, by: 32) {
+            try Tensor.eval(slots[chunk..<Swift.min(chunk + 32, slots.count)].map { $0.1.tensor! })
+        }
+        note(String(format: "built %d parameters in %.1f s", model.parameterCount, Date().timeIntervalSince(start)))
+        return model
+    }
+}
+
+struct UnderstandBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "understand", abstract: "SigLIP encode, prefill and KV-cached decode.")
+    @OptionGroup var options: ModelBenchOptions
+
+    func run() throws {
+        let peak = MachineFigures.sgemmPeak(n: 2048, repeats: 3)
+        let bandwidth = MachineFigures.readBandwidth(bytes: 1 << 30, repeats: 3)
+        let model = try options.makeModel()
+        let cfg = model.config
+        Memory.resetPeak()
+        print("machine: sgemm peak \(fmt(peak)) GFLOP/s, read bandwidth \(fmt(bandwidth)) GB/s; weights \(options.dtype)")
+
+        let s = cfg.siglip
+        let pixels = Random.uniform([1, 3, s.imageSize, s.imageSize], key: RandomKey(seed: 1)) * 2 - 1
+        let encode = try bestTime(repeats: options.repeats) { model.encodeImages(pixels) }
+        let vitFlops = 2.0 * Double(model.understandingEncoder.parameterCount) * Double(s.tokens)
+            + 4.0 * Double(s.builtLayers * s.tokens * s.tokens * s.width)
+        report("SigLIP encode, 1 image (\(s.imageSize) px)", seconds: encode, gflop: vitFlops / 1e9, peak: peak)
+
+        let lm = model.languageModel
+        let l = options.prefillTokens
+        let llmParams = Double(lm.parameterCount - lm.model.embedTokens.parameterCount - lm.lmHead.parameterCount)
+        let h = cfg.languageConfig.hiddenSize
+        let embeds = Random.normal([1, l, h], key: RandomKey(seed: 2)) * 0.02
+        let prefill = try bestTime(repeats: options.repeats) {
+            lm.logits(lm.forward(inputsEmbeds: embeds).lastHiddenState.slice(axis: 1, -1))
+        }
+        let prefillFlops = 2.0 * llmParams * Double(l) + 4.0 * Double(cfg.languageConfig.numHiddenLayers * l * l * h) / 2
+            + 2.0 * Double(h * cfg.languageConfig.vocabSize)
+        report("LLM prefill, \(l) tokens (last logit)", seconds: prefill, gflop: prefillFlops / 1e9, peak: peak)
+
+        // Decode: one token at a time from a prefilled cache.
+        let cache = lm.makeCache()
+        try lm.forward(inputsEmbeds: embeds, cache: cache).lastHiddenState.eval()
+        var token = Tensor([Int32(1)], shape: [1, 1])
+        let start = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<options.decodeTokens {
+            let logits = lm.logits(lm.forward(inputsEmbeds: lm.embed(token), cache: cache).lastHiddenState)
+            token = logits.argMax(axis: -1).asType(.int32)
+            try token.eval()
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        let perToken = seconds / Double(options.decodeTokens)
+        let bytes = Double(llmParams + Double(lm.lmHead.parameterCount)) * Double(try options.weightDType().size)
+        print(row("LLM decode, KV cache", String(format: "%.2f tokens/s", 1 / perToken),
+                  String(format: "%.1f GB/s of weights = %@ of read bandwidth", bytes / perToken / 1e9, pct(bytes / perToken / 1e9 / bandwidth))))
+        print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
+    }
+}
+
+struct GenerateBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "generate", abstract: "One Euler step (1 and 5 images) with CFG.")
+    @OptionGroup var options: ModelBenchOptions
+
+    @Option(help: "Prompt length in tokens (the demo's prompts are about 20).")
+    var promptTokens = 20
+
+    func run() throws {
+        let peak = MachineFigures.sgemmPeak(n: 2048, repeats: 3)
+        let model = try options.makeModel()
+        Memory.resetPeak()
+        print("machine: sgemm peak \(fmt(peak)) GFLOP/s; weights \(options.dtype)")
+        let guidance = GuidanceBatch(promptIDs: [1] + Array(repeating: 100, count: promptTokens - 1), padID: 0)
+        var oneImage = 0.0
+        for images in [1, 5] {
+            let z = Random.normal([images, 4, latentSide(model), latentSide(model)], key: RandomKey(seed: 3))
+            let sampler = RectifiedFlowSampler(steps: 1, cfgWeight: 2)
+            // Timed: one step including the prompt cache (computed once per generation; a 30-step run amortises it).
+            var best = Double.infinity
+            for _ in 0..<options.repeats {
+                let start = DispatchTime.now().uptimeNanoseconds
+                _ = try sampler.sample(model: model, guidance: guidance, initialNoise: z)
+                best = Swift.min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+            }
+            if images == 1 { oneImage = best }
+            // LLM work of the step: 1 + N new positions in each of the 2B rows, plus the 2-row prompt prefill.
+            let lm = model.languageModel
+            let llmParams = Double(lm.parameterCount - lm.model.embedTokens.parameterCount - lm.lmHead.parameterCount)
+            let flops = 2.0 * llmParams * (Double((1 + imageTokens(model)) * 2 * images) + Double(2 * (promptTokens - 1)))
+            let extra = images == 1 ? "" : String(format: "  (%.2fx the 1-image step)", best / oneImage)
+            report("Euler step, \(images) image(s), CFG batch \(2 * images)", seconds: best, gflop: flops / 1e9, peak: peak, suffix: extra)
+        }
+        print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
+    }
+
+    func latentSide(_ model: JanusFlowModel) -> Int {
+        // 576 tokens at full size: a 24x24 grid from 48x48 latents (stride-2 patchify).
+        let grid = Int(Double(model.config.siglip.tokens).squareRoot())
+        return grid * model.config.genEncoder.stride
+    }
+
+    func imageTokens(_ model: JanusFlowModel) -> Int { model.config.siglip.tokens }
+}
+
+func row(_ name: String, _ figure: String, _ fraction: String) -> String {
+    "\(name.padding(toLength: 44, withPad: " ", startingAt: 0)) \(figure.padding(toLength: 18, withPad: " ", startingAt: 0)) \(fraction)"
+}
+
+func report(_ name: String, seconds: Double, gflop: Double, peak: Double, suffix: String = "") {
+    let rate = gflop / seconds
+    print(row(name, String(format: "%.3f s", seconds), "\(fmt(rate)) GFLOP/s = \(pct(rate / peak)) of sgemm peak\(suffix)"))
+}
