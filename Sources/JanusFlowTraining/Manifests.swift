@@ -1,0 +1,132 @@
+import Foundation
+
+/// One line of a training manifest (JSONL). Paths are relative to the manifest's folder.
+///
+/// - understanding: `{"image": "images/1.png", "conversation": [{"role": "User", "content": "<image_placeholder>\nWhat is it?"}, {"role": "Assistant", "content": "a red circle"}]}`
+/// - generation: `{"image": "images/2.png", "caption": "a photo of a red circle"}`
+/// - text: `{"text": "a triangle has three corners."}`
+public enum ManifestRecord: Equatable {
+    case understanding(image: URL, turns: [Turn])
+    case generation(image: URL, caption: String)
+    case text(String)
+
+    public struct Turn: Equatable, Codable {
+        public var role: String
+        public var content: String
+        public init(role: String, content: String) {
+            self.role = role
+            self.content = content
+        }
+    }
+}
+
+public enum ManifestKind: String, CaseIterable, Sendable {
+    case understanding, generation, text
+}
+
+/// Records that were read, and the ones skipped with the reason, for the run's report.
+public struct ManifestReport: CustomStringConvertible, Equatable {
+    public var file: String
+    public var lines = 0
+    public var used = 0
+    /// reason -> count
+    public var skipped: [String: Int] = [:]
+    /// The first few problems with their line numbers.
+    public var samples: [String] = []
+
+    public init(file: String) { self.file = file }
+
+    public mutating func skip(line: Int, _ reason: String, detail: String = "") {
+        skipped[reason, default: 0] += 1
+        if samples.count < 5 { samples.append("line \(line): \(reason)\(detail.isEmpty ? "" : " (\(detail))")") }
+    }
+
+    public var skippedCount: Int { skipped.values.reduce(0, +) }
+
+    public var description: String {
+        var text = "\(file): \(used) of \(lines) records used"
+        if !skipped.isEmpty {
+            text += ", \(skippedCount) skipped: " + skipped.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+            for s in samples { text += "\n  \(s)" }
+        }
+        return text
+    }
+}
+
+public enum Manifest {
+    /// Parses a manifest, skipping (and reporting) lines that are not valid records or whose image is missing.
+    /// A missing or unreadable manifest file is an error.
+    public static func read(_ url: URL, kind: ManifestKind) throws -> (records: [ManifestRecord], report: ManifestReport) {
+        guard let data = FileManager.default.contents(atPath: url.path) else {
+            throw TrainingError("\(url.path): manifest not found or not readable")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw TrainingError("\(url.path): manifest is not UTF-8 text")
+        }
+        let base = url.deletingLastPathComponent()
+        var report = ManifestReport(file: url.path)
+        var records: [ManifestRecord] = []
+        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty { continue }
+            report.lines += 1
+            let number = index + 1
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
+                report.skip(line: number, "invalid JSON")
+                continue
+            }
+            func image() -> URL? {
+                guard let path = object["image"] as? String, !path.isEmpty else {
+                    report.skip(line: number, "missing field 'image'")
+                    return nil
+                }
+                let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : base.appendingPathComponent(path)
+                guard FileManager.default.fileExists(atPath: url.path) else {
+                    report.skip(line: number, "missing image", detail: path)
+                    return nil
+                }
+                return url
+            }
+            switch kind {
+            case .understanding:
+                guard let list = object["conversation"] as? [[String: Any]] else {
+                    report.skip(line: number, "missing field 'conversation'")
+                    continue
+                }
+                let turns = list.compactMap { t -> ManifestRecord.Turn? in
+                    guard let role = t["role"] as? String, let content = t["content"] as? String else { return nil }
+                    return .init(role: role, content: content)
+                }
+                guard turns.count == list.count, turns.count >= 2, turns.count % 2 == 0 else {
+                    report.skip(line: number, "conversation must alternate User/Assistant turns with role and content")
+                    continue
+                }
+                guard turns.contains(where: { $0.content.contains("<image_placeholder>") }) else {
+                    report.skip(line: number, "no <image_placeholder> in the conversation")
+                    continue
+                }
+                guard let img = image() else { continue }
+                records.append(.understanding(image: img, turns: turns))
+            case .generation:
+                guard let caption = object["caption"] as? String else {
+                    report.skip(line: number, "missing field 'caption'")
+                    continue
+                }
+                guard !caption.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                    report.skip(line: number, "empty caption")
+                    continue
+                }
+                guard let img = image() else { continue }
+                records.append(.generation(image: img, caption: caption))
+            case .text:
+                guard let t = object["text"] as? String, !t.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                    report.skip(line: number, "missing or empty field 'text'")
+                    continue
+                }
+                records.append(.text(t))
+            }
+            report.used += 1
+        }
+        return (records, report)
+    }
+}
