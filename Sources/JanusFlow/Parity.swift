@@ -209,6 +209,20 @@ public enum Parity {
             add(try compare("gen.z_final", z, final, tolerance: chainTolerance, note: "prompt cache reused"))
         }
 
+        // f: VAE.
+        let vaeDir = fixtureDirectory.appendingPathComponent("vae")
+        if FileManager.default.fileExists(atPath: vaeDir.path), fx["vae.decode_in"] != nil || fx["vae.encode_in"] != nil {
+            let vae = try AutoencoderKL.load(directory: vaeDir, dtype: weights)
+            if let x = fx["vae.decode_in"], let ref = fx["vae.decoded"] {
+                add(try compare("vae.decoded", vae.decode(x), ref, tolerance: chainTolerance))
+            }
+            if let x = fx["vae.encode_in"] {
+                let (mean, logvar) = vae.encode(x)
+                if let ref = fx["vae.latent_mean"] { add(try compare("vae.latent_mean", mean, ref, tolerance: chainTolerance)) }
+                if let ref = fx["vae.latent_logvar"] { add(try compare("vae.latent_logvar", logvar, ref, tolerance: chainTolerance)) }
+                if let ref = fx["vae.latent_std"] { add(try compare("vae.latent_std", (logvar * 0.5).exp(), ref, tolerance: chainTolerance)) }
+            }
+        }
         return report
     }
 }

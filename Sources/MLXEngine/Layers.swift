@@ -79,6 +79,7 @@ public final class Conv2d: Module {
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let channels = weight.dim(0)
+        let weight = self.weight.asType(x.dtype)
         var y: Tensor
         if groups == channels && weight.dim(1) == 1 && stride == (1, 1) && x.dim(-1) == channels {
             // Depthwise: the shim's kernel (weight as (C, kh, kw)).
@@ -86,7 +87,7 @@ public final class Conv2d: Module {
         } else {
             y = NN.conv2d(x, weight: weight.transposed([0, 2, 3, 1]), stride: stride, padding: padding, groups: groups)
         }
-        if let bias { y = y + bias }
+        if let bias { y = y + bias.asType(y.dtype) }
         return y
     }
 }

@@ -142,3 +142,54 @@ final class LoadingErrorTests: XCTestCase {
         XCTAssertEqual(try model.beginOfUnderstandingEmbed.values(Float.self), try w["beg_of_und_embed"]!.values(Float.self))
     }
 }
+
+final class VAEStructureTests: XCTestCase {
+    func testSDXLVAEMatchesTheCheckpointManifest() throws {
+        let url = fixtures.appendingPathComponent("manifests/sdxl-vae.json")
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        let config = try decodeConfig(VAEConfig.self, from: JSONSerialization.data(withJSONObject: json["config"]!), name: "manifest")
+        XCTAssertEqual(config, VAEConfig.sdxl)
+        let params = AutoencoderKL(config: config).parameters()
+        var expected: [String: [Int]] = [:]
+        for p in json["parameters"] as! [[String: Any]] { expected[p["name"] as! String] = p["shape"] as? [Int] }
+        XCTAssertEqual(Set(params.keys), Set(expected.keys))
+        for (name, shape) in expected { XCTAssertEqual(params[name]?.shape, shape, name) }
+        XCTAssertEqual(params.values.reduce(0) { $0 + $1.size }, 83_653_863)
+    }
+
+    func testLegacyAttentionNamesLoad() throws {
+        let dir = tinyFixture.appendingPathComponent("vae")
+        let reference = try AutoencoderKL.load(directory: dir)
+        var legacy: [String: Tensor] = [:]
+        for (name, t) in try Safetensors.load(dir.appendingPathComponent("diffusion_pytorch_model.safetensors")).tensors {
+            var n = name
+            for (new, old) in [(".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."), (".to_out.0.", ".proj_attn.")] {
+                n = n.replacingOccurrences(of: new, with: old)
+            }
+            // Old files stored the attention projections as 1x1 convolutions.
+            legacy[n] = n != name && n.hasSuffix(".weight") ? t.reshaped(t.shape + [1, 1]) : t
+        }
+        XCTAssertTrue(legacy.keys.contains("decoder.mid_block.attentions.0.proj_attn.weight"))
+        let vae = AutoencoderKL(config: reference.config)
+        try vae.load(weights: AutoencoderKL.remapLegacyNames(legacy))
+        let z = Random.normal([1, 4, 4, 4], key: RandomKey(seed: 1))
+        XCTAssertEqual(try vae.decode(z).values(Float.self), try reference.decode(z).values(Float.self))
+    }
+
+    func testVAEFolderErrors() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("vae-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertThrowsError(try AutoencoderKL.load(directory: dir)) { XCTAssertEqual("\($0)", "\(dir.path): no config.json in the VAE folder") }
+        try #"{"layers_per_block": 1}"#.write(to: dir.appendingPathComponent("config.json"), atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try AutoencoderKL.load(directory: dir)) {
+            XCTAssertEqual("\($0)", "\(dir.path)/config.json: missing field 'block_out_channels'")
+        }
+        try FileManager.default.copyItem(at: tinyFixture.appendingPathComponent("vae/config.json"), to: dir.appendingPathComponent("c.json"))
+        try FileManager.default.removeItem(at: dir.appendingPathComponent("config.json"))
+        try FileManager.default.moveItem(at: dir.appendingPathComponent("c.json"), to: dir.appendingPathComponent("config.json"))
+        XCTAssertThrowsError(try AutoencoderKL.load(directory: dir)) {
+            XCTAssertEqual("\($0)", "\(dir.path): no diffusion_pytorch_model.safetensors in the VAE folder")
+        }
+    }
+}

@@ -20,6 +20,7 @@ final class ParityTests: XCTestCase {
             "gen.t_proj", "gen.in_conv", "gen.z_emb", "gen.t_emb", "gen.hs.0", "gen.z_emb_aligned",
             "gen.llm_inputs_embeds", "gen.llm_hidden_last", "gen.dec_in", "gen.velocity_cond", "gen.velocity_uncond",
             "gen.velocity_cfg", "gen.sample_attention_mask", "gen.z_step.0", "gen.z_step.1", "gen.z_step.2", "gen.z_final",
+            "vae.decoded", "vae.latent_mean", "vae.latent_logvar", "vae.latent_std",
         ]
         XCTAssertTrue(expected.isSubset(of: names), "stages not checked: \(expected.subtracting(names).sorted())")
     }

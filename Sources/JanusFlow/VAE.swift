@@ -1,0 +1,320 @@
+import Foundation
+import MLXEngine
+
+// The SDXL-VAE (diffusers' AutoencoderKL): the decoder turns generated latents into pixels, the encoder turns
+// training images into latents. Channels-last inside; NCHW at the public boundary like the official code.
+
+/// diffusers' AutoencoderKL `config.json`.
+public struct VAEConfig: Codable, Equatable, Sendable {
+    public var inChannels: Int
+    public var outChannels: Int
+    public var latentChannels: Int
+    public var blockOutChannels: [Int]
+    public var layersPerBlock: Int
+    public var normNumGroups: Int
+    public var scalingFactor: Double
+    public var sampleSize: Int
+    public var midBlockAddAttention: Bool
+    public var useQuantConv: Bool
+    public var usePostQuantConv: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case inChannels = "in_channels", outChannels = "out_channels", latentChannels = "latent_channels"
+        case blockOutChannels = "block_out_channels", layersPerBlock = "layers_per_block", normNumGroups = "norm_num_groups"
+        case scalingFactor = "scaling_factor", sampleSize = "sample_size", midBlockAddAttention = "mid_block_add_attention"
+        case useQuantConv = "use_quant_conv", usePostQuantConv = "use_post_quant_conv", actFn = "act_fn"
+    }
+
+    public init(blockOutChannels: [Int], layersPerBlock: Int, normNumGroups: Int, latentChannels: Int = 4,
+                scalingFactor: Double = 0.13025, sampleSize: Int = 1024) {
+        inChannels = 3
+        outChannels = 3
+        self.latentChannels = latentChannels
+        self.blockOutChannels = blockOutChannels
+        self.layersPerBlock = layersPerBlock
+        self.normNumGroups = normNumGroups
+        self.scalingFactor = scalingFactor
+        self.sampleSize = sampleSize
+        midBlockAddAttention = true
+        useQuantConv = true
+        usePostQuantConv = true
+    }
+
+    /// Required: the block structure; defaults are diffusers' (in/out 3 channels, latent 4, attention on).
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        blockOutChannels = try c.decode([Int].self, forKey: .blockOutChannels)
+        layersPerBlock = try c.decode(Int.self, forKey: .layersPerBlock)
+        normNumGroups = try c.decodeIfPresent(Int.self, forKey: .normNumGroups) ?? 32
+        inChannels = try c.decodeIfPresent(Int.self, forKey: .inChannels) ?? 3
+        outChannels = try c.decodeIfPresent(Int.self, forKey: .outChannels) ?? 3
+        latentChannels = try c.decodeIfPresent(Int.self, forKey: .latentChannels) ?? 4
+        scalingFactor = try c.decodeIfPresent(Double.self, forKey: .scalingFactor) ?? 0.18215
+        sampleSize = try c.decodeIfPresent(Int.self, forKey: .sampleSize) ?? 1024
+        midBlockAddAttention = try c.decodeIfPresent(Bool.self, forKey: .midBlockAddAttention) ?? true
+        useQuantConv = try c.decodeIfPresent(Bool.self, forKey: .useQuantConv) ?? true
+        usePostQuantConv = try c.decodeIfPresent(Bool.self, forKey: .usePostQuantConv) ?? true
+        let act = try c.decodeIfPresent(String.self, forKey: .actFn) ?? "silu"
+        guard act == "silu" else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.actFn], debugDescription: "unsupported activation '\(act)' (only silu)"))
+        }
+        guard !blockOutChannels.isEmpty, blockOutChannels.allSatisfy({ $0 % normNumGroups == 0 }) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.blockOutChannels],
+                                                    debugDescription: "every width must be a multiple of norm_num_groups \(normNumGroups)"))
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(inChannels, forKey: .inChannels)
+        try c.encode(outChannels, forKey: .outChannels)
+        try c.encode(latentChannels, forKey: .latentChannels)
+        try c.encode(blockOutChannels, forKey: .blockOutChannels)
+        try c.encode(layersPerBlock, forKey: .layersPerBlock)
+        try c.encode(normNumGroups, forKey: .normNumGroups)
+        try c.encode(scalingFactor, forKey: .scalingFactor)
+        try c.encode(sampleSize, forKey: .sampleSize)
+        try c.encode(midBlockAddAttention, forKey: .midBlockAddAttention)
+        try c.encode(useQuantConv, forKey: .useQuantConv)
+        try c.encode(usePostQuantConv, forKey: .usePostQuantConv)
+        try c.encode("silu", forKey: .actFn)
+    }
+
+    /// SDXL-VAE as published (stabilityai/sdxl-vae).
+    public static let sdxl = VAEConfig(blockOutChannels: [128, 256, 512, 512], layersPerBlock: 2, normNumGroups: 32)
+
+    /// Pixels per latent cell along each side.
+    public var downsamplingFactor: Int { 1 << (blockOutChannels.count - 1) }
+}
+
+/// ResnetBlock2D: GroupNorm, SiLU, 3x3 conv, twice, plus a 1x1 shortcut when the width changes.
+public final class VAEResnetBlock: Module {
+    let norm1: GroupNorm
+    let conv1: Conv2d
+    let norm2: GroupNorm
+    let conv2: Conv2d
+    @Child("conv_shortcut") var convShortcut: Conv2d?
+
+    init(_ inChannels: Int, _ outChannels: Int, groups: Int) {
+        norm1 = GroupNorm(groups: groups, channels: inChannels, eps: 1e-6)
+        conv1 = Conv2d(inChannels, outChannels, kernelSize: 3, padding: 1)
+        norm2 = GroupNorm(groups: groups, channels: outChannels, eps: 1e-6)
+        conv2 = Conv2d(outChannels, outChannels, kernelSize: 3, padding: 1)
+        super.init()
+        convShortcut = inChannels == outChannels ? nil : Conv2d(inChannels, outChannels, kernelSize: 1)
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        var h = conv1(NN.silu(norm1(x)))
+        h = conv2(NN.silu(norm2(h)))
+        return (convShortcut?(x) ?? x) + h
+    }
+}
+
+/// Single-head self-attention over the H*W positions, with GroupNorm first and a residual.
+public final class VAEAttention: Module {
+    @Child("group_norm") var groupNorm: GroupNorm
+    @Child("to_q") var toQ: Linear
+    @Child("to_k") var toK: Linear
+    @Child("to_v") var toV: Linear
+    @Child("to_out") var toOut: [Linear]
+
+    init(_ channels: Int, groups: Int) {
+        super.init()
+        groupNorm = GroupNorm(groups: groups, channels: channels, eps: 1e-6)
+        toQ = Linear(channels, channels)
+        toK = Linear(channels, channels)
+        toV = Linear(channels, channels)
+        toOut = [Linear(channels, channels)]
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        let (b, h, w, c) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3))
+        let tokens = groupNorm(x).reshaped([b, 1, h * w, c])
+        let o = NN.attention(queries: toQ(tokens), keys: toK(tokens), values: toV(tokens), scale: 1 / Float(c).squareRoot())
+        return x + toOut[0](o).reshaped([b, h, w, c])
+    }
+}
+
+public final class VAEMidBlock: Module {
+    let resnets: [VAEResnetBlock]
+    let attentions: [VAEAttention]
+
+    init(_ channels: Int, groups: Int, attention: Bool) {
+        resnets = [VAEResnetBlock(channels, channels, groups: groups), VAEResnetBlock(channels, channels, groups: groups)]
+        attentions = attention ? [VAEAttention(channels, groups: groups)] : []
+        super.init()
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        var h = resnets[0](x)
+        if let attention = attentions.first { h = attention(h) }
+        return resnets[1](h)
+    }
+}
+
+/// 3x3 stride-2 conv after padding right and bottom by one (diffusers' Downsample2D with padding 0).
+public final class VAEDownsample: Module {
+    let conv: Conv2d
+    init(_ channels: Int) {
+        conv = Conv2d(channels, channels, kernelSize: 3, stride: 2)
+        super.init()
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor { conv(x.padded(low: [0, 0, 0, 0], high: [0, 1, 1, 0])) }
+}
+
+/// Nearest 2x upsampling then a 3x3 conv.
+public final class VAEUpsample: Module {
+    let conv: Conv2d
+    init(_ channels: Int) {
+        conv = Conv2d(channels, channels, kernelSize: 3, padding: 1)
+        super.init()
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor { conv(NN.upsampleNearest(x, factor: 2)) }
+}
+
+public final class VAEDownBlock: Module {
+    let resnets: [VAEResnetBlock]
+    let downsamplers: [VAEDownsample]
+    init(_ inChannels: Int, _ outChannels: Int, layers: Int, groups: Int, downsample: Bool) {
+        resnets = (0..<layers).map { VAEResnetBlock($0 == 0 ? inChannels : outChannels, outChannels, groups: groups) }
+        downsamplers = downsample ? [VAEDownsample(outChannels)] : []
+        super.init()
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor { downsamplers.reduce(resnets.reduce(x) { $1($0) }) { $1($0) } }
+}
+
+public final class VAEUpBlock: Module {
+    let resnets: [VAEResnetBlock]
+    let upsamplers: [VAEUpsample]
+    init(_ inChannels: Int, _ outChannels: Int, layers: Int, groups: Int, upsample: Bool) {
+        resnets = (0..<layers).map { VAEResnetBlock($0 == 0 ? inChannels : outChannels, outChannels, groups: groups) }
+        upsamplers = upsample ? [VAEUpsample(outChannels)] : []
+        super.init()
+    }
+    func callAsFunction(_ x: Tensor) -> Tensor { upsamplers.reduce(resnets.reduce(x) { $1($0) }) { $1($0) } }
+}
+
+public final class VAEEncoder: Module {
+    @Child("conv_in") var convIn: Conv2d
+    @Child("down_blocks") var downBlocks: [VAEDownBlock]
+    @Child("mid_block") var midBlock: VAEMidBlock
+    @Child("conv_norm_out") var convNormOut: GroupNorm
+    @Child("conv_out") var convOut: Conv2d
+
+    init(_ c: VAEConfig) {
+        super.init()
+        let widths = c.blockOutChannels
+        convIn = Conv2d(c.inChannels, widths[0], kernelSize: 3, padding: 1)
+        downBlocks = widths.indices.map { i in
+            VAEDownBlock(i == 0 ? widths[0] : widths[i - 1], widths[i], layers: c.layersPerBlock, groups: c.normNumGroups,
+                         downsample: i < widths.count - 1)
+        }
+        midBlock = VAEMidBlock(widths[widths.count - 1], groups: c.normNumGroups, attention: c.midBlockAddAttention)
+        convNormOut = GroupNorm(groups: c.normNumGroups, channels: widths[widths.count - 1], eps: 1e-6)
+        convOut = Conv2d(widths[widths.count - 1], 2 * c.latentChannels, kernelSize: 3, padding: 1)
+    }
+
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        var h = convIn(x)
+        for block in downBlocks { h = block(h) }
+        return convOut(NN.silu(convNormOut(midBlock(h))))
+    }
+}
+
+public final class VAEDecoder: Module {
+    @Child("conv_in") var convIn: Conv2d
+    @Child("mid_block") var midBlock: VAEMidBlock
+    @Child("up_blocks") var upBlocks: [VAEUpBlock]
+    @Child("conv_norm_out") var convNormOut: GroupNorm
+    @Child("conv_out") var convOut: Conv2d
+
+    init(_ c: VAEConfig) {
+        super.init()
+        let reversed = Array(c.blockOutChannels.reversed())
+        convIn = Conv2d(c.latentChannels, reversed[0], kernelSize: 3, padding: 1)
+        midBlock = VAEMidBlock(reversed[0], groups: c.normNumGroups, attention: c.midBlockAddAttention)
+        upBlocks = reversed.indices.map { i in
+            VAEUpBlock(i == 0 ? reversed[0] : reversed[i - 1], reversed[i], layers: c.layersPerBlock + 1, groups: c.normNumGroups,
+                       upsample: i < reversed.count - 1)
+        }
+        convNormOut = GroupNorm(groups: c.normNumGroups, channels: c.blockOutChannels[0], eps: 1e-6)
+        convOut = Conv2d(c.blockOutChannels[0], c.outChannels, kernelSize: 3, padding: 1)
+    }
+
+    func callAsFunction(_ z: Tensor) -> Tensor {
+        var h = midBlock(convIn(z))
+        for block in upBlocks { h = block(h) }
+        return convOut(NN.silu(convNormOut(h)))
+    }
+}
+
+/// `AutoencoderKL` with the published parameter names.
+public final class AutoencoderKL: Module {
+    public let config: VAEConfig
+    public let encoder: VAEEncoder
+    public let decoder: VAEDecoder
+    @Child("quant_conv") var quantConv: Conv2d?
+    @Child("post_quant_conv") var postQuantConv: Conv2d?
+
+    public init(config: VAEConfig) {
+        self.config = config
+        encoder = VAEEncoder(config)
+        decoder = VAEDecoder(config)
+        super.init()
+        let l = config.latentChannels
+        quantConv = config.useQuantConv ? Conv2d(2 * l, 2 * l, kernelSize: 1) : nil
+        postQuantConv = config.usePostQuantConv ? Conv2d(l, l, kernelSize: 1) : nil
+    }
+
+    /// Latents (NCHW, already divided by the scaling factor) -> images (NCHW, about [-1, 1], not clipped).
+    public func decode(_ latents: Tensor) -> Tensor {
+        var z = NN.nchwToNHWC(latents)
+        if let postQuantConv { z = postQuantConv(z) }
+        return NN.nhwcToNCHW(decoder(z).asType(.float32))
+    }
+
+    /// Images (NCHW in [-1, 1]) -> the posterior's mean and log-variance (clamped to [-30, 20]), NCHW.
+    public func encode(_ images: Tensor) -> (mean: Tensor, logvar: Tensor) {
+        var moments = encoder(NN.nchwToNHWC(images))
+        if let quantConv { moments = quantConv(moments) }
+        let l = config.latentChannels
+        let mean = moments.slice(axis: -1, 0, l)
+        let logvar = moments.slice(axis: -1, l, 2 * l).clipped(min: -30, max: 20)
+        return (NN.nhwcToNCHW(mean).asType(.float32), NN.nhwcToNCHW(logvar).asType(.float32))
+    }
+
+    /// Older diffusers checkpoints name the mid-block attention `query/key/value/proj_attn` and may store
+    /// those weights as 1x1 convolutions; map them to today's names and shapes.
+    public static func remapLegacyNames(_ weights: [String: Tensor]) -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        let renames = [".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."]
+        for (name, tensor) in weights {
+            var n = name
+            if n.contains(".attentions.") {
+                for (old, new) in renames { n = n.replacingOccurrences(of: old, with: new) }
+                if n.hasSuffix(".weight"), tensor.ndim == 4, tensor.dim(2) == 1, tensor.dim(3) == 1 {
+                    out[n] = tensor.reshaped([tensor.dim(0), tensor.dim(1)])
+                    continue
+                }
+            }
+            out[n] = tensor
+        }
+        return out
+    }
+
+    /// Loads a diffusers VAE folder: config.json and diffusion_pytorch_model.safetensors (or model.safetensors).
+    public static func load(directory: URL, dtype: DType = .float32) throws -> AutoencoderKL {
+        let fm = FileManager.default
+        let configURL = directory.appendingPathComponent("config.json")
+        guard fm.fileExists(atPath: configURL.path) else { throw ModelLoadingError("\(directory.path): no config.json in the VAE folder") }
+        let config = try decodeConfig(VAEConfig.self, from: configURL)
+        let candidates = ["diffusion_pytorch_model.safetensors", "model.safetensors"].map { directory.appendingPathComponent($0) }
+        guard let file = candidates.first(where: { fm.fileExists(atPath: $0.path) }) else {
+            throw ModelLoadingError("\(directory.path): no diffusion_pytorch_model.safetensors in the VAE folder")
+        }
+        let vae = AutoencoderKL(config: config)
+        try vae.load(weights: remapLegacyNames(try Safetensors.load(file).tensors), dtype: dtype, source: file.path)
+        return vae
+    }
+}
