@@ -1,5 +1,6 @@
 import Foundation
 import JanusFlow
+import JanusFlowImageIO
 import JanusFlowTokenizer
 import MLXEngine
 import XCTest
@@ -48,5 +49,23 @@ final class ChatTemplateTests: XCTestCase {
         // The same ids as tokenizing the whole rendered conversation at once.
         let whole = processor.process(ChatTemplate.render([.user("<image_placeholder>\nWhat is it?"), .assistant("a red circle")]))
         XCTAssertEqual(prompt.ids, whole.ids)
+    }
+}
+
+/// The official VLMImageProcessor's output for the fixture's raw images (Pillow bicubic, pad, normalise).
+final class PreprocessingParityTests: XCTestCase {
+    func testPreprocessingMatchesTheFixtureExactly() throws {
+        let fx = try Parity.Fixture(directory: tinyFixture)
+        let p = ImagePreprocessor(size: 64)
+        var pairs = fx.numbered("pre.image_u8").enumerated().map { ($0.element, fx["pre.pixel_values.\($0.offset)"]!) }
+        pairs.append((try fx.require("und.image_u8"), try fx.require("und.prompt_pixel_values")))
+        XCTAssertEqual(pairs.count, 3)
+        for (raw, expected) in pairs {
+            let image = RGBImage(width: raw.dim(1), height: raw.dim(0), pixels: try raw.values(Int.self).map { UInt8($0) })
+            let values = p.pixelValues(image)
+            let reference = try expected.values(Float.self)
+            XCTAssertEqual(values.count, reference.count)
+            XCTAssertLessThanOrEqual(zip(values, reference).map { Swift.abs($0 - $1) }.max()!, 1e-6)
+        }
     }
 }
