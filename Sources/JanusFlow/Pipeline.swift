@@ -1,0 +1,168 @@
+import Foundation
+import JanusFlowImageIO
+import JanusFlowTokenizer
+import MLXEngine
+import PyTorchRandom
+
+/// Where the initial noise of image generation comes from.
+public enum NoiseSource: String, Sendable, CaseIterable {
+    /// MLX's random generator (fast, reproducible within this implementation).
+    case mlx
+    /// Exactly `torch.manual_seed(seed); torch.randn(..., dtype=torch.bfloat16)` on CPU, as DeepSeek's demo draws it.
+    case torch
+}
+
+/// Everything a Swift program needs to use JanusFlow: load a Hugging Face-style folder, ask questions about
+/// images, generate images.
+///
+/// ```swift
+/// let pipeline = try JanusFlowPipeline(modelDirectory: URL(fileURLWithPath: "JanusFlow-1.3B"),
+///                                      vaeDirectory: URL(fileURLWithPath: "sdxl-vae"))
+/// let answer = try pipeline.understand(image: RGBImage(contentsOf: photoURL), question: "What is in this picture?")
+/// let images = try pipeline.generate(prompt: "a red fox in the snow", count: 2, steps: 30, cfg: 2, seed: 12345)
+/// try images[0].writePNG(to: URL(fileURLWithPath: "fox.png"))
+/// ```
+public final class JanusFlowPipeline: @unchecked Sendable {
+    public let model: JanusFlowModel
+    public let vae: AutoencoderKL?
+    public let tokenizer: Tokenizer
+    public let processor: ChatProcessor
+    public let preprocessor: ImagePreprocessor
+
+    public init(model: JanusFlowModel, vae: AutoencoderKL?, tokenizer: Tokenizer) throws {
+        self.model = model
+        self.vae = vae
+        self.tokenizer = tokenizer
+        processor = try ChatProcessor(tokenizer: tokenizer, imageTokens: model.config.siglip.tokens)
+        preprocessor = ImagePreprocessor(size: model.config.siglip.imageSize)
+    }
+
+    /// Loads the model folder (config.json, weights, tokenizer.json) and optionally a diffusers VAE folder.
+    /// - progress: called with (files loaded, files) while reading weights.
+    public convenience init(modelDirectory: URL, vaeDirectory: URL? = nil, dtype: DType = .bfloat16,
+                            progress: ((Int, Int) -> Void)? = nil) throws {
+        let tokenizerURL = modelDirectory.appendingPathComponent("tokenizer.json")
+        guard FileManager.default.fileExists(atPath: tokenizerURL.path) else {
+            throw ModelLoadingError("\(modelDirectory.path): no tokenizer.json in the model folder")
+        }
+        let tokenizer = try Tokenizer(tokenizerJSON: tokenizerURL)
+        let model = try JanusFlowModel.load(directory: modelDirectory, dtype: dtype, progress: progress)
+        try model.evalParameters()
+        // The SDXL-VAE is kept in float32 (it is small, and half precision is known to overflow in it).
+        let vae = try vaeDirectory.map { try AutoencoderKL.load(directory: $0, dtype: .float32) }
+        try vae?.evalParameters()
+        try self.init(model: model, vae: vae, tokenizer: tokenizer)
+    }
+
+    // MARK: Understanding
+
+    /// The answer to `question` about `image` (greedy unless `parameters` samples). `onText` receives the
+    /// answer as it is produced, in whole characters; return false to stop early.
+    public func understand(image: RGBImage, question: String, history: [ChatMessage] = [],
+                           parameters: SamplingParameters = .greedy, onText: ((String) -> Bool)? = nil) throws -> String {
+        let prompt = processor.process(ChatTemplate.understandingPrompt(question: question, history: history))
+        guard prompt.imageCount == 1 else {
+            throw ModelLoadingError("the conversation has \(prompt.imageCount) image tags; give one image per question")
+        }
+        let pixels = Tensor(preprocessor.pixelValues(image), shape: [1, 1, 3, preprocessor.size, preprocessor.size])
+        let ids = Tensor(prompt.ids.map(Int32.init), shape: [1, prompt.ids.count])
+        let mask = Tensor(prompt.imageSeqMask, shape: [1, prompt.ids.count])
+        let embeds = model.prepareInputsEmbeds(ids: ids, pixels: pixels, imageSeqMask: mask)
+        var decoder = IncrementalDecoder(tokenizer: tokenizer)
+        var text = ""
+        _ = try TextDecoder.generate(model: model, inputsEmbeds: embeds, parameters: parameters, stopTokens: [tokenizer.eosID]) { token in
+            let piece = decoder.add(token)
+            text += piece
+            if let onText, !piece.isEmpty { return onText(piece) }
+            return true
+        }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The answer as a stream of text pieces.
+    public func understandStream(image: RGBImage, question: String, history: [ChatMessage] = [],
+                                 parameters: SamplingParameters = .greedy) -> AsyncThrowingStream<String, Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task.detached {
+                do {
+                    _ = try self.understand(image: image, question: question, history: history, parameters: parameters) { piece in
+                        continuation.yield(piece)
+                        return !Task.isCancelled
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    // MARK: Generation
+
+    /// The only image size the model makes (384 for JanusFlow-1.3B).
+    public var imageSize: Int { model.config.siglip.imageSize }
+
+    public struct GenerationError: Error, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+    }
+
+    /// Initial latents (count, 4, h, w) for a seed.
+    public func initialNoise(count: Int, seed: UInt64, source: NoiseSource = .mlx) throws -> Tensor {
+        guard let vae else { throw GenerationError(message: "image generation needs the VAE folder (--vae)") }
+        let side = imageSize / vae.config.downsamplingFactor
+        let shape = [count, vae.config.latentChannels, side, side]
+        switch source {
+        case .mlx:
+            return Random.normal(shape, key: RandomKey(seed: seed))
+        case .torch:
+            return try TorchNoise.randnBFloat16(shape: shape, seed: seed)
+        }
+    }
+
+    /// `count` images for `prompt` (Euler rectified flow with classifier-free guidance, then the VAE).
+    /// - size: must be the model's size (384 for the release); other sizes are refused, never garbled.
+    /// - progress: (step, steps); return false to cancel.
+    public func generate(prompt: String, count: Int = 1, steps: Int = 30, cfg: Double = 2.0, seed: UInt64 = 12345,
+                         size: Int? = nil, noise: NoiseSource = .mlx, progress: ProgressHandler? = nil) throws -> [RGBImage] {
+        if let size, size != imageSize {
+            throw GenerationError(message: "this model generates \(imageSize)x\(imageSize) images only (asked for \(size)x\(size))")
+        }
+        guard count >= 1 else { throw GenerationError(message: "count must be at least 1") }
+        guard steps >= 1 else { throw GenerationError(message: "steps must be at least 1") }
+        guard cfg >= 1 else { throw GenerationError(message: "the CFG weight must be at least 1") }
+        guard let vae else { throw GenerationError(message: "image generation needs the VAE folder (--vae)") }
+        let z0 = try initialNoise(count: count, seed: seed, source: noise)
+        let guidance = GuidanceBatch(promptIDs: processor.generationIDs(prompt), padID: tokenizer.padID)
+        let sampler = RectifiedFlowSampler(steps: steps, cfgWeight: cfg)
+        let latents = try sampler.sample(model: model, guidance: guidance, initialNoise: z0, progress: progress)
+        return try decodeLatents(latents, vae: vae)
+    }
+
+    /// VAE decode of sampler latents, clipped and converted to 8-bit images as the demo does.
+    public func decodeLatents(_ latents: Tensor, vae: AutoencoderKL) throws -> [RGBImage] {
+        var images: [RGBImage] = []
+        for i in 0..<latents.dim(0) {
+            let x = vae.decode(latents.slice(axis: 0, i, i + 1) / vae.config.scalingFactor)
+            let (h, w) = (x.dim(2), x.dim(3))
+            images.append(ImagePreprocessor.image(fromCHW: try x.values(Float.self), width: w, height: h))
+        }
+        return images
+    }
+}
+
+/// Initial noise drawn exactly as DeepSeek's demo draws it with PyTorch.
+public enum TorchNoise {
+    /// `torch.manual_seed(seed); torch.randn(shape, dtype=torch.bfloat16)`, as a float32 tensor.
+    public static func randnBFloat16(shape: [Int], seed: UInt64) throws -> Tensor {
+        var generator = TorchGenerator(seed: seed)
+        return Tensor(generator.randnBFloat16(count: shape.reduce(1, *)), shape: shape)
+    }
+
+    /// `torch.manual_seed(seed); torch.randn(shape)` (float32).
+    public static func randn(shape: [Int], seed: UInt64) throws -> Tensor {
+        var generator = TorchGenerator(seed: seed)
+        return Tensor(generator.randn(count: shape.reduce(1, *)), shape: shape)
+    }
+}
