@@ -60,6 +60,20 @@ public final class JanusFlowPipeline: @unchecked Sendable {
     /// answer as it is produced, in whole characters; return false to stop early.
     public func understand(image: RGBImage, question: String, history: [ChatMessage] = [],
                            parameters: SamplingParameters = .greedy, onText: ((String) -> Bool)? = nil) throws -> String {
+        var decoder = IncrementalDecoder(tokenizer: tokenizer)
+        var text = ""
+        _ = try respond(image: image, question: question, history: history, parameters: parameters) { token in
+            let piece = decoder.add(token)
+            text += piece
+            if let onText, !piece.isEmpty { return onText(piece) }
+            return true
+        }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The answer's tokens (EOS included when produced); `onToken` may stop early by returning false.
+    public func respond(image: RGBImage, question: String, history: [ChatMessage] = [], parameters: SamplingParameters = .greedy,
+                        onToken: ((Int) -> Bool)? = nil) throws -> TextDecoder.Result {
         let prompt = processor.process(ChatTemplate.understandingPrompt(question: question, history: history))
         guard prompt.imageCount == 1 else {
             throw ModelLoadingError("the conversation has \(prompt.imageCount) image tags; give one image per question")
@@ -68,15 +82,8 @@ public final class JanusFlowPipeline: @unchecked Sendable {
         let ids = Tensor(prompt.ids.map(Int32.init), shape: [1, prompt.ids.count])
         let mask = Tensor(prompt.imageSeqMask, shape: [1, prompt.ids.count])
         let embeds = model.prepareInputsEmbeds(ids: ids, pixels: pixels, imageSeqMask: mask)
-        var decoder = IncrementalDecoder(tokenizer: tokenizer)
-        var text = ""
-        _ = try TextDecoder.generate(model: model, inputsEmbeds: embeds, parameters: parameters, stopTokens: [tokenizer.eosID]) { token in
-            let piece = decoder.add(token)
-            text += piece
-            if let onText, !piece.isEmpty { return onText(piece) }
-            return true
-        }
-        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return try TextDecoder.generate(model: model, inputsEmbeds: embeds, parameters: parameters, stopTokens: [tokenizer.eosID],
+                                        onToken: onToken)
     }
 
     /// The answer as a stream of text pieces.
@@ -134,10 +141,16 @@ public final class JanusFlowPipeline: @unchecked Sendable {
         guard cfg >= 1 else { throw GenerationError(message: "the CFG weight must be at least 1") }
         guard let vae else { throw GenerationError(message: "image generation needs the VAE folder (--vae)") }
         let z0 = try initialNoise(count: count, seed: seed, source: noise)
-        let guidance = GuidanceBatch(promptIDs: processor.generationIDs(prompt), padID: tokenizer.padID)
-        let sampler = RectifiedFlowSampler(steps: steps, cfgWeight: cfg)
-        let latents = try sampler.sample(model: model, guidance: guidance, initialNoise: z0, progress: progress)
+        let latents = try sampleLatents(prompt: prompt, initialNoise: z0, steps: steps, cfg: cfg, progress: progress)
         return try decodeLatents(latents, vae: vae)
+    }
+
+    /// The sampler's final latents for `prompt` from given initial noise (NCHW), before the VAE.
+    public func sampleLatents(prompt: String, initialNoise z0: Tensor, steps: Int, cfg: Double,
+                              progress: ProgressHandler? = nil) throws -> Tensor {
+        let guidance = GuidanceBatch(promptIDs: processor.generationIDs(prompt), padID: tokenizer.padID)
+        return try RectifiedFlowSampler(steps: steps, cfgWeight: cfg).sample(model: model, guidance: guidance, initialNoise: z0,
+                                                                               progress: progress)
     }
 
     /// VAE decode of sampler latents, clipped and converted to 8-bit images as the demo does.

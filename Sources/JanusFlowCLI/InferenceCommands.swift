@@ -1,0 +1,207 @@
+import ArgumentParser
+import Foundation
+import JanusFlow
+import JanusFlowImageIO
+import JanusFlowTokenizer
+import MLXEngine
+
+/// Options every command that loads the model shares.
+struct ModelOptions: ParsableArguments {
+    @Option(help: "Model folder (config.json, model.safetensors, tokenizer.json) as published on Hugging Face.")
+    var model: String
+
+    @Option(help: "Weight dtype for inference: bfloat16 (default, as released) or float32.")
+    var dtype = "bfloat16"
+
+    func weightDType() throws -> DType {
+        switch dtype {
+        case "bfloat16", "bf16": return .bfloat16
+        case "float32", "f32": return .float32
+        default: throw ValidationError("--dtype must be bfloat16 or float32, not '\(dtype)'")
+        }
+    }
+
+    func loadPipeline(vae: String? = nil) throws -> JanusFlowPipeline {
+        let dir = URL(fileURLWithPath: model)
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
+            throw ValidationError("--model \(model): no such folder")
+        }
+        var bar: ProgressBar?
+        return try JanusFlowPipeline(modelDirectory: dir, vaeDirectory: vae.map { URL(fileURLWithPath: $0) },
+                                     dtype: try weightDType()) { done, total in
+            if bar == nil { bar = ProgressBar("loading weight files", total: total) }
+            bar!.update(done)
+        }
+    }
+}
+
+struct SamplingOptions: ParsableArguments {
+    @Option(help: "Sampling temperature; 0 is greedy.")
+    var temperature = 0.0
+    @Option(help: "Nucleus sampling threshold.")
+    var topP = 1.0
+    @Option(help: "Keep only the k most likely tokens (0 = all).")
+    var topK = 0
+    @Option(help: "Penalty > 1 for repeating tokens.")
+    var repetitionPenalty = 1.0
+    @Option(help: "Maximum new tokens.")
+    var maxTokens = 512
+    @Option(help: "Seed for sampling.")
+    var seed: UInt64 = 42
+
+    var parameters: SamplingParameters {
+        SamplingParameters(temperature: temperature, topP: topP, topK: topK, repetitionPenalty: repetitionPenalty,
+                           maxNewTokens: maxTokens, seed: seed)
+    }
+}
+
+struct UnderstandCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "understand", abstract: "Answer a question about an image (streams the answer).")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var sampling: SamplingOptions
+
+    @Option(help: "The image (PNG or JPEG).")
+    var image: String
+
+    @Argument(help: "The question.")
+    var question: String
+
+    func run() throws {
+        let picture = try RGBImage(contentsOf: URL(fileURLWithPath: image))
+        let pipeline = try modelOptions.loadPipeline()
+        _ = try pipeline.understand(image: picture, question: question, parameters: sampling.parameters) { piece in
+            FileHandle.standardOutput.write(piece.data(using: .utf8)!)
+            return true
+        }
+        print("")
+    }
+}
+
+struct GenerateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "generate",
+        abstract: "Generate images from a prompt (or a GenEval metadata.jsonl) and write PNG files.")
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "The SDXL-VAE folder (config.json, diffusion_pytorch_model.safetensors).")
+    var vae: String
+
+    @Option(help: "Images per prompt.")
+    var count = 1
+    @Option(help: "Euler steps.")
+    var steps = 30
+    @Option(help: "Classifier-free guidance weight (>= 1).")
+    var cfg = 2.0
+    @Option(help: "Random seed.")
+    var seed: UInt64 = 12345
+    @Option(help: "Image size; the model makes only its own size (384 for JanusFlow-1.3B).")
+    var size: Int?
+    @Option(help: "Initial noise: mlx, or torch (exactly torch.randn in bfloat16 as DeepSeek's demo draws it).")
+    var noise = "mlx"
+    @Option(help: "Output folder.")
+    var out: String
+    @Option(help: "GenEval metadata.jsonl: one prompt per line; writes OUT/NNNNN/{metadata.jsonl, samples/NNNN.png}.")
+    var metadata: String?
+
+    @Argument(help: "The prompt (omit with --metadata).")
+    var prompt: String?
+
+    func run() throws {
+        guard let source = NoiseSource(rawValue: noise) else { throw ValidationError("--noise must be mlx or torch") }
+        guard (prompt == nil) != (metadata == nil) else { throw ValidationError("give either a prompt or --metadata FILE") }
+        let pipeline = try modelOptions.loadPipeline(vae: vae)
+        if let size, size != pipeline.imageSize {
+            throw ValidationError("--size \(size): this model generates \(pipeline.imageSize)x\(pipeline.imageSize) images only")
+        }
+        let outDir = URL(fileURLWithPath: out)
+        if let prompt {
+            for (i, image) in try generate(pipeline, prompt: prompt, seed: seed, source: source).enumerated() {
+                let url = outDir.appendingPathComponent(String(format: "%04d.png", i))
+                try image.writePNG(to: url)
+                print(url.path)
+            }
+            return
+        }
+        // GenEval layout: one folder per prompt with its metadata line and samples/NNNN.png.
+        let text = try String(contentsOf: URL(fileURLWithPath: metadata!), encoding: .utf8)
+        let lines = text.split(separator: "\n").map(String.init).filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+        for (index, line) in lines.enumerated() {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let p = object["prompt"] as? String
+            else { throw ValidationError("\(metadata!): line \(index + 1) is not a JSON object with a 'prompt'") }
+            let folder = outDir.appendingPathComponent(String(format: "%05d", index))
+            try FileManager.default.createDirectory(at: folder.appendingPathComponent("samples"), withIntermediateDirectories: true)
+            try (line + "\n").write(to: folder.appendingPathComponent("metadata.jsonl"), atomically: true, encoding: .utf8)
+            note("[\(index + 1)/\(lines.count)] \(p)")
+            for (i, image) in try generate(pipeline, prompt: p, seed: seed &+ UInt64(index), source: source).enumerated() {
+                try image.writePNG(to: folder.appendingPathComponent("samples/\(String(format: "%04d", i)).png"))
+            }
+        }
+        print(outDir.path)
+    }
+
+    func generate(_ pipeline: JanusFlowPipeline, prompt: String, seed: UInt64, source: NoiseSource) throws -> [RGBImage] {
+        let bar = ProgressBar("sampling", total: steps)
+        return try pipeline.generate(prompt: prompt, count: count, steps: steps, cfg: cfg, seed: seed, noise: source) { step, _ in
+            bar.update(step)
+            return true
+        }
+    }
+}
+
+struct ChatCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "chat",
+        abstract: "Interactive multi-turn chat about images. Commands: /image PATH, /reset, /quit.")
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var sampling: SamplingOptions
+
+    func run() throws {
+        let pipeline = try modelOptions.loadPipeline()
+        var image: RGBImage?
+        var history: [ChatMessage] = []
+        print("JanusFlow chat. /image PATH attaches a picture, /reset forgets the conversation, /quit leaves.")
+        while true {
+            print("> ", terminator: "")
+            flushStandardOutput()
+            guard let line = readLine() else { break }
+            let text = line.trimmingCharacters(in: .whitespaces)
+            if text.isEmpty { continue }
+            if text == "/quit" || text == "/exit" { break }
+            if text == "/reset" {
+                history = []
+                image = nil
+                print("(conversation cleared)")
+                continue
+            }
+            if text.hasPrefix("/image ") {
+                let path = String(text.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+                do {
+                    image = try RGBImage(contentsOf: URL(fileURLWithPath: path))
+                    history = []
+                    print("(image loaded: \(image!.width)x\(image!.height); conversation restarted)")
+                } catch {
+                    print("error: \(error)")
+                }
+                continue
+            }
+            guard let picture = image else {
+                print("(attach an image first: /image PATH)")
+                continue
+            }
+            let answer = try pipeline.understand(image: picture, question: text, history: history, parameters: sampling.parameters) { piece in
+                print(piece, terminator: "")
+                flushStandardOutput()
+                return true
+            }
+            print("")
+            // Earlier turns keep the image tag in the first question, as the template renders them.
+            let question = history.isEmpty ? "<image_placeholder>\n" + text : text
+            history += [.user(question), .assistant(answer)]
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import Foundation
+import JanusFlow
+import JanusFlowImageIO
+import MLXEngine
+import XCTest
+
+/// The public pipeline on the official tiny fixture (float32 weights).
+final class PipelineTests: XCTestCase {
+    static let pipeline = try! JanusFlowPipeline(modelDirectory: tinyFixture.appendingPathComponent("model"),
+                                                 vaeDirectory: tinyFixture.appendingPathComponent("vae"), dtype: .float32)
+    let fx = try! Parity.Fixture(directory: tinyFixture)
+
+    func testGreedyUnderstandingReproducesTheOfficialTokens() throws {
+        let raw = try fx.require("und.image_u8")
+        let image = RGBImage(width: raw.dim(1), height: raw.dim(0), pixels: try raw.values(Int.self).map { UInt8($0) })
+        let expected = try fx.require("und.greedy_tokens").values(Int.self)
+        let result = try Self.pipeline.respond(image: image, question: "What is shown in this picture?",
+                                               parameters: SamplingParameters(maxNewTokens: expected.count))
+        XCTAssertEqual(result.tokens, expected)
+        // Streaming gives the same text as the one-shot call.
+        var streamed = ""
+        let text = try Self.pipeline.understand(image: image, question: "What is shown in this picture?",
+                                                parameters: SamplingParameters(maxNewTokens: expected.count)) { streamed += $0; return true }
+        XCTAssertEqual(text, streamed.trimmingCharacters(in: .whitespacesAndNewlines))
+        XCTAssertEqual(text, Self.pipeline.tokenizer.decode(expected, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    func testSamplerFromTheFixtureNoiseReproducesTheOfficialLatents() throws {
+        let prompt = (fx.index["strings"] as! [String: Any])["gen.sample_prompt_text"] as! String
+        XCTAssertTrue(prompt.hasPrefix("User: A small green tree under the sun."))
+        let z = try Self.pipeline.sampleLatents(prompt: "A small green tree under the sun.", initialNoise: try fx.require("gen.z0"),
+                                                steps: 3, cfg: fx.cfgWeight)
+        let row = try Parity.compare("z_final", z, try fx.require("gen.z_final"), tolerance: Parity.chainTolerance)
+        XCTAssertTrue(row.passed, "\(row)")
+    }
+
+    func testGenerationRefusesOtherSizesAndNeedsAVAE() throws {
+        XCTAssertThrowsError(try Self.pipeline.generate(prompt: "x", size: 384)) {
+            XCTAssertEqual("\($0)", "this model generates 64x64 images only (asked for 384x384)")
+        }
+        let noVAE = try JanusFlowPipeline(model: Self.pipeline.model, vae: nil, tokenizer: Self.pipeline.tokenizer)
+        XCTAssertThrowsError(try noVAE.generate(prompt: "x")) { XCTAssertEqual("\($0)", "image generation needs the VAE folder (--vae)") }
+    }
+
+    func testSeedsAreReproducibleAndCancellable() throws {
+        let a = try Self.pipeline.generate(prompt: "a blue square", count: 2, steps: 2, seed: 7)
+        let b = try Self.pipeline.generate(prompt: "a blue square", count: 2, steps: 2, seed: 7)
+        let c = try Self.pipeline.generate(prompt: "a blue square", count: 1, steps: 2, seed: 8)
+        XCTAssertEqual(a, b)
+        XCTAssertNotEqual(a[0], c[0])
+        XCTAssertEqual([a[0].width, a[0].height], [64, 64])
+        XCTAssertThrowsError(try Self.pipeline.generate(prompt: "x", steps: 5) { step, _ in step < 2 }) {
+            XCTAssertEqual("\($0)", "sampling cancelled")
+        }
+        // torch noise: the demo's bfloat16 draw for seed 12345.
+        let noise = try Self.pipeline.initialNoise(count: 1, seed: 12345, source: .torch)
+        XCTAssertEqual(Array(try noise.values(Float.self).prefix(3)), [-1.4765625, 0.48828125, -3.015625])
+    }
+}
+
+/// The command-line tool end to end on the tiny model.
+final class CLITests: XCTestCase {
+    var binary: URL { Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("janusflow") }
+
+    func run(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let output = out.fileHandleForReading.readDataToEndOfFile()
+        let error = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
+    }
+
+    func testUnderstandAndGenerateWriteValidOutputs() throws {
+        guard FileManager.default.fileExists(atPath: binary.path) else { return XCTFail("janusflow is not built next to the tests (run make test)") }
+        let model = tinyFixture.appendingPathComponent("model").path, vae = tinyFixture.appendingPathComponent("vae").path
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("cli-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let image = out.appendingPathComponent("in.png")
+        try RGBImage(width: 30, height: 20, fill: (200, 30, 30)).writePNG(to: image)
+
+        let understand = try run(["understand", "--model", model, "--dtype", "float32", "--image", image.path, "--max-tokens", "4", "what is it?"])
+        XCTAssertEqual(understand.status, 0, understand.error)
+        XCTAssertFalse(understand.output.isEmpty)
+
+        let generate = try run(["generate", "--model", model, "--vae", vae, "--count", "2", "--steps", "2", "--out", out.path, "a red circle"])
+        XCTAssertEqual(generate.status, 0, generate.error)
+        for name in ["0000.png", "0001.png"] {
+            let png = try RGBImage(contentsOf: out.appendingPathComponent(name))
+            XCTAssertEqual([png.width, png.height], [64, 64])
+        }
+
+        let metadata = out.appendingPathComponent("prompts.jsonl")
+        try "{\"tag\": \"single_object\", \"prompt\": \"a photo of a cat\"}\n{\"tag\": \"colors\", \"prompt\": \"a blue dog\"}\n"
+            .write(to: metadata, atomically: true, encoding: .utf8)
+        let geneval = try run(["generate", "--model", model, "--vae", vae, "--steps", "1", "--metadata", metadata.path, "--out", out.appendingPathComponent("geneval").path])
+        XCTAssertEqual(geneval.status, 0, geneval.error)
+        for folder in ["00000", "00001"] {
+            let dir = out.appendingPathComponent("geneval/\(folder)")
+            XCTAssertNoThrow(try RGBImage(contentsOf: dir.appendingPathComponent("samples/0000.png")))
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("metadata.jsonl").path))
+        }
+
+        let missing = try run(["understand", "--model", out.appendingPathComponent("nope").path, "--image", image.path, "q"])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.error.contains("nope: no such folder"), missing.error)
+        let noTokenizer = try run(["understand", "--model", out.path, "--image", image.path, "q"])
+        XCTAssertTrue(noTokenizer.error.contains("\(out.path): no tokenizer.json in the model folder"), noTokenizer.error)
+    }
+}
