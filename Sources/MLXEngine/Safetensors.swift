@@ -67,54 +67,70 @@ public enum Safetensors {
         return (entries, metadata)
     }
 
-    /// Loads every tensor (lazily: data is read when first evaluated) after validating the header.
+    /// Loads every tensor after validating the header. The file is memory-mapped and each tensor copied into
+    /// MLX memory, so peak memory stays near the size of the weights.
     public static func load(_ url: URL) throws -> (tensors: [String: Tensor], metadata: [String: String]) {
-        let (entries, _) = try header(of: url)
-        var map = mlxs_tensor_map()
-        guard mlxs_load_safetensors(url.path, &map) == 0 else {
-            throw SafetensorsError("\(url.path): \(String(cString: mlxs_last_error()))")
+        let (entries, metadata) = try header(of: url)
+        let data: Data
+        do {
+            data = try Data(contentsOf: url, options: .alwaysMapped)
+        } catch {
+            throw SafetensorsError("\(url.path): cannot read (\(error.localizedDescription))")
         }
-        defer { mlxs_tensor_map_free(&map) }
+        let headerLength = data.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+        let base = 8 + headerLength
         var tensors: [String: Tensor] = [:]
-        for i in 0..<Int(map.count) {
-            let name = String(cString: map.names[i]!)
-            tensors[name] = Tensor(checked: map.arrays[i])
-            map.arrays[i] = nil  // ownership moved to the Tensor
-        }
-        var metadata: [String: String] = [:]
-        for i in 0..<Int(map.metadata_count) {
-            metadata[String(cString: map.metadata_keys[i]!)] = String(cString: map.metadata_values[i]!)
-        }
-        guard Set(tensors.keys) == Set(entries.keys) else {
-            throw SafetensorsError("\(url.path): MLX read a different tensor set than the header lists")
+        try data.withUnsafeBytes { raw in
+            for (name, entry) in entries {
+                let slice = UnsafeRawBufferPointer(rebasing: raw[(base + entry.byteRange.lowerBound)..<(base + entry.byteRange.upperBound)])
+                let t = Tensor(bytes: slice, shape: entry.shape, dtype: entry.dtype)
+                if let e = t.error { throw SafetensorsError("\(url.path): tensor '\(name)': \(e.message)") }
+                tensors[name] = t
+            }
         }
         return (tensors, metadata)
     }
 
-    /// Writes tensors atomically: a temporary file in the same folder, then a rename over `url`.
+    /// Writes tensors atomically: a temporary file in the same folder, then a rename over `url`. The layout is the
+    /// published format (8-byte header length, JSON header padded to 8 bytes, little-endian data in name order).
     public static func save(_ tensors: [String: Tensor], metadata: [String: String] = [:], to url: URL) throws {
         let dir = url.deletingLastPathComponent()
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        // MLX appends ".safetensors" to names without it, so the temporary name keeps that suffix.
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp.safetensors")
+        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
         let names = tensors.keys.sorted()
-        var handles: [mlxs_array?] = []
-        for n in names {
-            guard let h = tensors[n]!.handle else { throw SafetensorsError("\(url.path): tensor '\(n)': \(tensors[n]!.error!.message)") }
-            handles.append(h)
+        for n in names where tensors[n]!.error != nil {
+            throw SafetensorsError("\(url.path): tensor '\(n)': \(tensors[n]!.error!.message)")
         }
-        let keys = metadata.keys.sorted()
-        let rc = withCStrings(names) { cNames in
-            withCStrings(keys) { cKeys in
-                withCStrings(keys.map { metadata[$0]! }) { cValues in
-                    mlxs_save_safetensors(tmp.path, cNames, handles, Int32(names.count), cKeys, cValues, Int32(keys.count))
+        var header: [String: Any] = [:]
+        if !metadata.isEmpty { header["__metadata__"] = metadata }
+        var offset = 0
+        for n in names {
+            let t = tensors[n]!
+            header[n] = ["dtype": t.dtype.safetensorsName, "shape": t.shape, "data_offsets": [offset, offset + t.nbytes]] as [String: Any]
+            offset += t.nbytes
+        }
+        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        while json.count % 8 != 0 { json.append(UInt8(ascii: " ")) }
+        guard FileManager.default.createFile(atPath: tmp.path, contents: nil), let handle = FileHandle(forWritingAtPath: tmp.path) else {
+            throw SafetensorsError("\(url.path): cannot create \(tmp.lastPathComponent) in \(dir.path)")
+        }
+        do {
+            var length = UInt64(json.count).littleEndian
+            try handle.write(contentsOf: Data(bytes: &length, count: 8))
+            try handle.write(contentsOf: json)
+            for n in names {
+                do {
+                    try handle.write(contentsOf: try tensors[n]!.rawBytes())
+                } catch let error as MLXError {
+                    throw SafetensorsError("\(url.path): tensor '\(n)': \(error.message)")
                 }
             }
-        }
-        withExtendedLifetime(tensors) {}
-        if rc != 0 {
+            try handle.close()
+        } catch {
+            try? handle.close()
             try? FileManager.default.removeItem(at: tmp)
-            throw SafetensorsError("\(url.path): \(String(cString: mlxs_last_error()))")
+            if let e = error as? SafetensorsError { throw e }
+            throw SafetensorsError("\(url.path): \(error)")
         }
         guard rename(tmp.path, url.path) == 0 else {
             try? FileManager.default.removeItem(at: tmp)
@@ -123,8 +139,3 @@ public enum Safetensors {
     }
 }
 
-func withCStrings<R>(_ strings: [String], _ body: ([UnsafePointer<CChar>?]) -> R) -> R {
-    let pointers: [UnsafeMutablePointer<CChar>?] = strings.map { strdup($0) }
-    defer { pointers.forEach { free($0) } }
-    return body(pointers.map { UnsafePointer($0) })
-}
