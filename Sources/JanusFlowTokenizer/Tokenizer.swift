@@ -50,15 +50,20 @@ public final class Tokenizer: @unchecked Sendable {
         try self.init(tokenizerJSON: directory.appendingPathComponent("tokenizer.json"))
     }
 
-    public init(tokenizerJSON url: URL) throws {
-        source = url.path
+    public convenience init(tokenizerJSON url: URL) throws {
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw TokenizerError("\(url.path): file not found")
         }
+        try self.init(json: data, name: url.path)
+    }
+
+    /// Parses tokenizer.json contents; `name` appears in error messages.
+    public init(json data: Data, name: String) throws {
+        source = name
         guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw TokenizerError("\(url.path): not a JSON object")
+            throw TokenizerError("\(name): not a JSON object")
         }
-        func fail(_ field: String, _ why: String) -> TokenizerError { TokenizerError("\(url.path): field '\(field)': \(why)") }
+        func fail(_ field: String, _ why: String) -> TokenizerError { TokenizerError("\(name): field '\(field)': \(why)") }
         guard let model = root["model"] as? [String: Any] else { throw fail("model", "missing") }
         guard (model["type"] as? String) == "BPE" else { throw fail("model.type", "unsupported '\(model["type"] ?? "nil")' (only BPE)") }
         if (model["byte_fallback"] as? Bool) == true { throw fail("model.byte_fallback", "byte fallback is not supported") }

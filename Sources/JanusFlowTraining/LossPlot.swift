@@ -5,6 +5,7 @@ import Foundation
 public struct LossPlot {
     public static let palette: [String: (UInt8, UInt8, UInt8)] = [
         "loss": (40, 40, 40), "understanding": (31, 119, 180), "rf": (214, 39, 40), "repa": (44, 160, 44), "text": (148, 103, 189),
+        "vae": (140, 86, 75), "siglip": (23, 190, 207), "llm": (188, 189, 34),
     ]
 
     public var width = 720

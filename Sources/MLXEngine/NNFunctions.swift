@@ -89,15 +89,19 @@ public enum NN {
         return matmul(softmax(scores, axis: -1), v)
     }
 
-    /// (Lq, Lk) additive mask: 0 where key j <= query i + (Lk - Lq), -inf elsewhere.
+    /// The additive value that hides a key. Finite on purpose: a query whose keys are all hidden (a padding
+    /// position) then gets a harmless average instead of NaN, which would leak into every later layer.
+    public static func hiddenKeyValue(_ dtype: DType) -> Double { dtype == .float16 ? -3e4 : -1e9 }
+
+    /// (Lq, Lk) additive mask: 0 where key j <= query i + (Lk - Lq), a large negative value elsewhere.
     public static func causalAdditiveMask(queries: Int, keys: Int, dtype: DType = .float32) -> Tensor {
         let qi = Tensor.arange(Double(keys - queries), Double(keys), dtype: .int32).reshaped([queries, 1])
         let kj = Tensor.arange(keys).reshaped([1, keys])
-        return which(kj .<= qi, Tensor(0.0, dtype: dtype), Tensor(-Double.infinity, dtype: dtype))
+        return which(kj .<= qi, Tensor(0.0, dtype: dtype), Tensor(hiddenKeyValue(dtype), dtype: dtype))
     }
 
     public static func boolMaskToAdditive(_ mask: Tensor, dtype: DType) -> Tensor {
-        which(mask, Tensor(0.0, dtype: dtype), Tensor(-Double.infinity, dtype: dtype))
+        which(mask, Tensor(0.0, dtype: dtype), Tensor(hiddenKeyValue(dtype), dtype: dtype))
     }
 
     /// 2D convolution on NHWC input with an OHWI weight (MLX layout).

@@ -255,3 +255,18 @@ final class TrainerTests: XCTestCase {
         }
     }
 }
+
+final class PaddingTests: XCTestCase {
+    /// Left-padded prompts leave padding queries with every key hidden; that must not turn into NaN.
+    func testLeftPaddedGenerationBatchesStayFinite() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pad-\(UUID().uuidString)")
+        let trainer = try makeTrainer(stages: [stage("s", steps: 1)], output: dir)
+        let long = GenerationExample(promptIDs: [bos, 14, 31, 15, 16, 17, imageTag], latent: Tensor.zeros([4, 8, 8]), repaTarget: Tensor.zeros([16, 16]) + 1)
+        let short = GenerationExample(promptIDs: [bos, 14, imageTag], latent: Tensor.zeros([4, 8, 8]), repaTarget: Tensor.zeros([16, 16]) + 1)
+        let batch = Collate.generation([long, short], dropped: [false, false], padID: pad, imageTokens: 16)
+        let (rf, repa) = Objectives.generationLoss(trainer.modules, batch, key: RandomKey(seed: 1), repaLayer: 2)
+        let (_, grads) = try Autograd.valueAndGrad(model: trainer.modules) { [rf + repa!] }
+        XCTAssertTrue(try rf.item(Float.self).isFinite)
+        for (name, g) in grads { XCTAssertFalse(try g.isNaN().any().item(Bool.self), name) }
+    }
+}

@@ -1,0 +1,306 @@
+import Foundation
+import JanusFlow
+import JanusFlowImageIO
+import JanusFlowTokenizer
+import JanusFlowTraining
+import MLXEngine
+import ShapesWorld
+
+/// The embedded default: a tiny JanusFlow trained from scratch on ShapesWorld with the real three-stage recipe
+/// and all three losses, then scored GenEval-style (generation) and VQA/POPE-style (understanding).
+struct ShapesDemo {
+    struct Settings: Codable {
+        var seed: UInt64 = 0
+        var imageSize = 32
+        var trainScenes = 2400
+        var vaeSteps = 700
+        var siglipSteps = 300
+        var llmSteps = 400
+        var stageSteps = [300, 1600, 500]
+        var batchSize = 32
+        var learningRate = 1e-3
+        var evalPromptsPerCategory = 20
+        var evalQuestions = 300
+        var sampleSteps = 20
+        var cfg = 3.0
+        var repa = true
+        var merges = 400
+
+        static let quick = Settings(trainScenes: 600, vaeSteps: 250, siglipSteps: 100, llmSteps: 120, stageSteps: [60, 300, 120],
+                                    evalPromptsPerCategory: 5, evalQuestions: 60, sampleSteps: 10)
+    }
+
+    let settings: Settings
+    let out: URL
+    var log: (String) -> Void = { print($0) }
+    var history: [[String: Double]] = []
+
+    init(settings: Settings, out: URL) {
+        self.settings = settings
+        self.out = out
+    }
+
+    static func toRGB(_ s: ShapeImage) -> RGBImage { RGBImage(width: s.width, height: s.height, pixels: s.pixels) }
+    static func toShape(_ r: RGBImage) -> ShapeImage { ShapeImage(width: r.width, height: r.height, pixels: r.pixels) }
+
+    func pixels(_ scene: Scene) -> [Float] {
+        ImagePreprocessor(size: settings.imageSize).pixelValues(Self.toRGB(scene.render(size: settings.imageSize)))
+    }
+
+    /// A small training loop for the pretraining phases.
+    func fit(_ name: String, module: Module, steps: Int, lr: Double, loss: @escaping (Int) -> Tensor) throws -> [Double] {
+        let opt = AdamW(schedule: WarmupCosineSchedule(peak: lr, warmupSteps: Swift.min(50, steps / 10), totalSteps: steps, final: lr * 0.1),
+                        beta1: 0.9, beta2: 0.95, weightDecay: 0)
+        let bar = ProgressBar(name, total: steps)
+        var losses: [Double] = []
+        for step in 0..<steps {
+            let (values, grads) = try Autograd.valueAndGrad(model: module) { [loss(step)] }
+            try opt.apply(gradients: clipGradNorm(grads, maxNorm: 1).grads, to: module)
+            losses.append(Double(try values[0].item(Float.self)))
+            if step % 10 == 0 || step == steps - 1 { bar.update(step + 1, detail: String(format: "loss %.4f", losses.last!)) }
+        }
+        return losses
+    }
+
+    mutating func run() throws -> [String: Any] {
+        let s = settings
+        let fm = FileManager.default
+        try fm.createDirectory(at: out, withIntermediateDirectories: true)
+        Initializer.seed(s.seed)
+        var rng = WorldRandom(seed: s.seed &+ 1)
+
+        // 1. The world: training scenes with captions, questions and text; held-out prompts and questions.
+        log("== ShapesWorld (seed \(s.seed))")
+        let genSamples = (0..<s.trainScenes).map { i in ShapesWorld.generationSample(GenEvalCategory.allCases[i % 6], rng: &rng) }
+        let questions = (0..<s.trainScenes).map { _ in ShapesWorld.question(about: ShapesWorld.randomScene(rng: &rng), rng: &rng) }
+        let texts = (0..<s.trainScenes).map { _ in ShapesWorld.textSample(rng: &rng) }
+        var heldRng = WorldRandom(seed: s.seed &+ 999_983)
+        let heldPrompts = GenEvalCategory.allCases.flatMap { c in (0..<s.evalPromptsPerCategory).map { _ in ShapesWorld.generationSample(c, rng: &heldRng) } }
+        let heldQuestions = (0..<s.evalQuestions).map { _ in ShapesWorld.question(about: ShapesWorld.randomScene(rng: &heldRng), rng: &heldRng) }
+
+        // 2. Tokenizer: byte-level BPE learned on the corpus and the chat templates.
+        let corpus = texts + questions.map { ChatTemplate.render([.user($0.question), .assistant($0.answer)]) }
+            + genSamples.map { ChatTemplate.generationPrompt($0.prompt) }
+        let modelDir = out.appendingPathComponent("model"), vaeDir = out.appendingPathComponent("vae")
+        try fm.createDirectory(at: modelDir, withIntermediateDirectories: true)
+        let tokenizerJSON = try BPETrainer.train(texts: corpus, merges: s.merges)
+        try tokenizerJSON.write(to: modelDir.appendingPathComponent("tokenizer.json"), options: .atomic)
+        let tokenizer = try Tokenizer(json: tokenizerJSON, name: "tokenizer.json")
+        log("tokenizer: \(tokenizer.vocabularySize) tokens")
+
+        // 3. The tiny VAE (AutoencoderKL structure), trained to reconstruct ShapesWorld images.
+        let vaeConfig = VAEConfig(blockOutChannels: [32, 64, 64], layersPerBlock: 1, normNumGroups: 8, latentChannels: 4,
+                                  scalingFactor: 1, sampleSize: s.imageSize)
+        let vae = AutoencoderKL(config: vaeConfig)
+        let allScenes = genSamples.map(\.scene) + questions.map(\.scene)
+        let imageBank = Tensor(allScenes.flatMap { pixels($0) }, shape: [allScenes.count, 3, s.imageSize, s.imageSize])
+        try imageBank.eval()
+        func batchIndices(_ step: Int, _ count: Int, salt: UInt64) -> Tensor {
+            var r = WorldRandom(seed: s.seed &* 31 &+ UInt64(step) &* 7919 &+ salt)
+            return Tensor((0..<s.batchSize).map { _ in Int32(r.int(count)) })
+        }
+        let vaeLosses = try fit("VAE", module: vae, steps: s.vaeSteps, lr: 2e-3) { step in
+            let x = imageBank.take(batchIndices(step, allScenes.count, salt: 1), axis: 0)
+            let (mean, logvar) = vae.encode(x)
+            let z = mean + (logvar * 0.5).exp() * Random.normal(mean.shape, key: RandomKey(seed: UInt64(step) &+ 77))
+            let kl = ((mean.square() + logvar.exp() - logvar - 1) * 0.5).mean()
+            return NN.mseLoss(vae.decode(z), x) + kl * 1e-4
+        }
+        // Scale latents to unit variance, as SD-style VAEs record in scaling_factor.
+        let probe = vae.encode(imageBank.slice(axis: 0, 0, Swift.min(256, allScenes.count))).mean
+        let std = Double(try (probe - probe.mean()).square().mean().sqrt().item(Float.self))
+        var scaledConfig = vaeConfig
+        scaledConfig.scalingFactor = 1 / Swift.max(std, 1e-3)
+        let trainedVAE = AutoencoderKL(config: scaledConfig)
+        try trainedVAE.load(weights: vae.parameters())
+        try fm.createDirectory(at: vaeDir, withIntermediateDirectories: true)
+        try JSONEncoder().encode(scaledConfig).write(to: vaeDir.appendingPathComponent("config.json"), options: .atomic)
+        try Safetensors.save(trainedVAE.parameters(), to: vaeDir.appendingPathComponent("diffusion_pytorch_model.safetensors"))
+
+        // 4. The model, with a SigLIP-style encoder pretrained on per-patch attributes and an LLM pretrained on text.
+        let config = JanusFlowConfig(
+            language: LanguageConfig(hiddenSize: 128, intermediateSize: 352, numAttentionHeads: 4, numHiddenLayers: 4,
+                                     vocabSize: tokenizer.vocabularySize),
+            siglip: SigLIPConfig(modelName: "siglip_shapes_patch8_32", imageSize: s.imageSize, patchSize: s.imageSize / 4, width: 64,
+                                 layers: 2, heads: 4),
+            genEncoder: UViTEncoderConfig(channels: 64, layersInMiddle: 2, hiddenSize: 128),
+            genDecoder: UViTDecoderConfig(inChannels: 64, channels: 64, layersInMiddle: 2, hiddenSize: 128))
+        let model = JanusFlowModel(config)
+        try model.evalParameters()
+
+        final class PatchHeads: Module {
+            let encoder: VisionUnderstandingEncoder
+            let color: Linear
+            let shape: Linear
+            init(_ encoder: VisionUnderstandingEncoder, width: Int) {
+                self.encoder = encoder
+                color = Linear(width, ShapeColor.allCases.count + 1)
+                shape = Linear(width, ShapeKind.allCases.count + 1)
+                super.init()
+            }
+        }
+        let heads = PatchHeads(model.understandingEncoder, width: config.siglip.width)
+        heads.encoder.visionTower.attnPool.freeze()
+        // Per-patch labels: the object of the cell the patch lies in (4x4 patches, 2x2 cells), or none.
+        func patchLabels(_ scene: Scene) -> ([Int32], [Int32]) {
+            var color = [Int32](repeating: Int32(ShapeColor.allCases.count), count: 16), shape = [Int32](repeating: Int32(ShapeKind.allCases.count), count: 16)
+            for o in scene.objects {
+                for py in 0..<2 { for px in 0..<2 {
+                    let p = (o.cell.rawValue / 2 * 2 + py) * 4 + (o.cell.rawValue % 2 * 2 + px)
+                    color[p] = Int32(ShapeColor.allCases.firstIndex(of: o.color)!)
+                    shape[p] = Int32(ShapeKind.allCases.firstIndex(of: o.kind)!)
+                } }
+            }
+            return (color, shape)
+        }
+        let labels = allScenes.map(patchLabels)
+        let colorLabels = Tensor(labels.flatMap(\.0), shape: [allScenes.count, 16]), shapeLabels = Tensor(labels.flatMap(\.1), shape: [allScenes.count, 16])
+        let siglipLosses = try fit("SigLIP", module: heads, steps: s.siglipSteps, lr: 2e-3) { step in
+            let idx = batchIndices(step, allScenes.count, salt: 2)
+            let features = heads.encoder(imageBank.take(idx, axis: 0))
+            return NN.crossEntropy(logits: heads.color(features), targets: colorLabels.take(idx, axis: 0))
+                + NN.crossEntropy(logits: heads.shape(features), targets: shapeLabels.take(idx, axis: 0))
+        }
+        let textIDs = texts.map { tokenizer.encode($0) + [tokenizer.eosID] }
+        let lm = model.languageModel
+        let llmLosses = try fit("LLM", module: lm, steps: s.llmSteps, lr: 2e-3) { step in
+            var r = WorldRandom(seed: UInt64(step) &+ 3)
+            let batch = Collate.text((0..<s.batchSize).map { _ in TextExample(ids: textIDs[r.int(textIDs.count)]) }, padID: tokenizer.padID)
+            return Objectives.textLoss(model, batch)
+        }
+
+        // 5. Training data for the three stages: latents and REPA targets computed once.
+        let processor = try ChatProcessor(tokenizer: tokenizer, imageTokens: config.siglip.tokens)
+        let genPixels = Tensor(genSamples.flatMap { pixels($0.scene) }, shape: [genSamples.count, 3, s.imageSize, s.imageSize])
+        var latents: [Tensor] = [], targets: [Tensor] = []
+        for start in stride(from: 0, to: genSamples.count, by: 128) {
+            let x = genPixels.slice(axis: 0, start, Swift.min(start + 128, genSamples.count))
+            let z = trainedVAE.encode(x).mean * scaledConfig.scalingFactor
+            let f = model.understandingEncoder(x)
+            try Tensor.eval([z, f])
+            latents.append(z)
+            targets.append(f)
+        }
+        let latentAll = concatenated(latents, axis: 0), targetAll = concatenated(targets, axis: 0)
+        var data = TrainingData(padID: tokenizer.padID)
+        for (i, g) in genSamples.enumerated() {
+            data.generation.append(GenerationExample(promptIDs: processor.generationIDs(g.prompt), latent: latentAll[i], repaTarget: targetAll[i]))
+        }
+        for q in questions {
+            let (prompt, labelMask) = processor.processForTraining(conversation: [.user("<image_placeholder>\n" + q.question), .assistant(q.answer)])
+            data.understanding.append(UnderstandingExample(ids: prompt.ids, labelMask: labelMask, imageSeqMask: prompt.imageSeqMask,
+                                                           pixels: Tensor(pixels(q.scene), shape: [3, s.imageSize, s.imageSize])))
+        }
+        data.text = textIDs.map { TextExample(ids: $0) }
+
+        // 6. The paper's three stages (Table 1 proportions, scaled down).
+        let newParts = ["vision_und_enc_aligner", "beg_of_und_embed", "vision_gen_enc_model", "vision_gen_enc_aligner",
+                        "vision_gen_dec_aligner_norm", "vision_gen_dec_aligner", "vision_gen_dec_model", "repa_projector"]
+        let stages = [
+            StageConfig(name: "adaptation", steps: s.stageSteps[0], learningRate: s.learningRate, warmupSteps: s.stageSteps[0] / 5,
+                        batchSize: s.batchSize, ratio: [50, 50, 0], trainable: newParts),
+            StageConfig(name: "unified-pretraining", steps: s.stageSteps[1], learningRate: s.learningRate, warmupSteps: s.stageSteps[1] / 20,
+                        batchSize: s.batchSize, ratio: [14, 80, 6], ratioSchedule: [.init(untilStep: s.stageSteps[1] / 8, ratio: [30, 50, 20])],
+                        frozen: ["vision_und_enc_model"]),
+            StageConfig(name: "sft", steps: s.stageSteps[2], learningRate: s.learningRate / 5, warmupSteps: s.stageSteps[2] / 10,
+                        batchSize: s.batchSize, ratio: [21, 70, 9]),
+        ]
+        let trainingConfig = TrainingConfig(model: modelDir.path, data: .init(), output: out.appendingPathComponent("training").path,
+                                            seed: s.seed, repaLayer: s.repa ? 2 : nil, repaHidden: 128, checkpointEvery: 0,
+                                            logEvery: 20, stages: stages)
+        let modules = TrainingModules(model: model, repaHidden: 128)
+        let trainer = try Trainer(config: trainingConfig, modules: modules, data: data, outputDirectory: out.appendingPathComponent("training"))
+        let bar = ProgressBar("JanusFlow stages", total: trainingConfig.totalSteps)
+        trainer.onProgress = { p in
+            if p.step % 10 == 0 || p.step == p.totalSteps {
+                let losses = p.losses.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f", $0.key, $0.value) }.joined(separator: " ")
+                bar.update(p.step, detail: "\(p.stage) lr \(String(format: "%.1e", p.learningRate)) \(losses)")
+            }
+        }
+        try trainer.run()
+        try trainer.exportModel(to: modelDir, parameters: trainer.emaModelParameters)
+        history = trainer.history
+
+        // 7. Evaluation through the public pipeline, on held-out prompts and images.
+        let pipeline = try JanusFlowPipeline(modelDirectory: modelDir, vaeDirectory: vaeDir, dtype: .float32)
+        let detector = Detector()
+        var genResults: [(GenEvalCategory, Bool)] = []
+        var grids: [GenEvalCategory: [RGBImage]] = [:]
+        var promptLines: [String] = []
+        let evalBar = ProgressBar("GenEval prompts", total: heldPrompts.count)
+        for (i, sample) in heldPrompts.enumerated() {
+            let image = try pipeline.generate(prompt: sample.prompt, count: 1, steps: s.sampleSteps, cfg: s.cfg, seed: s.seed &+ UInt64(i))[0]
+            let ok = GenEvalScorer.isCorrect(detector.detect(Self.toShape(image)), sample.requirements)
+            genResults.append((sample.requirements.category, ok))
+            grids[sample.requirements.category, default: []].append(image)
+            promptLines.append("\(sample.requirements.category.rawValue)\t\(ok ? "correct" : "wrong")\t\(sample.prompt)")
+            evalBar.update(i + 1)
+        }
+        var qaRows: [(type: String, expected: String, predicted: String)] = []
+        var qaLines = ["| question | expected | answer |", "|---|---|---|"]
+        let qaBar = ProgressBar("questions", total: heldQuestions.count)
+        for (i, q) in heldQuestions.enumerated() {
+            let answer = try pipeline.understand(image: Self.toRGB(q.scene.render(size: s.imageSize)), question: q.question,
+                                                 parameters: SamplingParameters(maxNewTokens: 8))
+            qaRows.append((q.type, q.answer, answer))
+            if i < 40 { qaLines.append("| \(q.question) | \(q.answer) | \(answer) |") }
+            qaBar.update(i + 1)
+        }
+        let generation = GenEvalScorer.summarize(genResults)
+        let understanding = UnderstandingScorer.summarize(qaRows)
+
+        // 8. The report folder.
+        let report = out.appendingPathComponent("report")
+        try fm.createDirectory(at: report, withIntermediateDirectories: true)
+        for (category, images) in grids {
+            try RGBImage.grid(images, columns: Swift.min(10, images.count)).writePNG(to: report.appendingPathComponent("generation_\(category.rawValue).png"))
+        }
+        try (promptLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("generation_prompts.tsv"), atomically: true, encoding: .utf8)
+        try (qaLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("understanding_samples.md"), atomically: true, encoding: .utf8)
+        let boundaries = [stages[0].steps, stages[0].steps + stages[1].steps]
+        let plot = LossPlot().render(history: trainer.history, stageBoundaries: boundaries)
+        try RGBImage(width: plot.width, height: plot.height, pixels: plot.pixels).writePNG(to: report.appendingPathComponent("loss_curves.png"))
+        var pre: [[String: Double]] = []
+        for (key, losses) in [("vae", vaeLosses), ("siglip", siglipLosses), ("llm", llmLosses)] {
+            pre += losses.enumerated().map { ["step": Double($0.offset + 1), key: $0.element] }
+        }
+        let prePlot = LossPlot().render(history: pre, series: ["vae", "siglip", "llm"])
+        try RGBImage(width: prePlot.width, height: prePlot.height, pixels: prePlot.pixels).writePNG(to: report.appendingPathComponent("pretraining_losses.png"))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(s).write(to: report.appendingPathComponent("config.json"), options: .atomic)
+        try encoder.encode(trainingConfig).write(to: report.appendingPathComponent("training_config.json"), options: .atomic)
+        func mean(_ xs: [Double]) -> Double { xs.isEmpty ? .nan : xs.reduce(0, +) / Double(xs.count) }
+        func firstLast(_ key: String) -> [String: Double] {
+            let v = trainer.history.compactMap { $0[key] }
+            let k = Swift.max(1, v.count / 10)
+            return ["first": mean(Array(v.prefix(k))), "last": mean(Array(v.suffix(k)))]
+        }
+        let scores: [String: Any] = [
+            "generation": generation, "understanding": understanding,
+            "losses": ["understanding": firstLast("understanding"), "rf": firstLast("rf"), "repa": firstLast("repa"), "text": firstLast("text"),
+                       "vae": ["first": mean(Array(vaeLosses.prefix(10))), "last": mean(Array(vaeLosses.suffix(10)))],
+                       "siglip": ["first": mean(Array(siglipLosses.prefix(10))), "last": mean(Array(siglipLosses.suffix(10)))],
+                       "llm": ["first": mean(Array(llmLosses.prefix(10))), "last": mean(Array(llmLosses.suffix(10)))]],
+            "chance": ["generation_overall": 0.0, "understanding_accuracy": chanceAccuracy(heldQuestions)],
+            "settings": ["repa": s.repa, "cfg": s.cfg, "sample_steps": s.sampleSteps, "seed": s.seed],
+        ]
+        let json = try JSONSerialization.data(withJSONObject: scores, options: [.prettyPrinted, .sortedKeys])
+        try json.write(to: report.appendingPathComponent("scores.json"), options: .atomic)
+        log("generation (GenEval-style): " + generation.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "))
+        log("understanding: " + understanding.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "))
+        log("report: \(report.path); model: \(modelDir.path); vae: \(vaeDir.path)")
+        return scores
+    }
+
+    /// Accuracy of always answering the most common answer of each question type.
+    func chanceAccuracy(_ qs: [QuestionSample]) -> Double {
+        var correct = 0
+        for type in Set(qs.map(\.type)) {
+            let answers = qs.filter { $0.type == type }.map(\.answer)
+            let counts = Dictionary(answers.map { ($0, 1) }, uniquingKeysWith: +)
+            correct += counts.values.max() ?? 0
+        }
+        return Double(correct) / Double(Swift.max(qs.count, 1))
+    }
+}
