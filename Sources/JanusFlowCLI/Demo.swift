@@ -89,18 +89,18 @@ struct ShapesDemo {
         log("tokenizer: \(tokenizer.vocabularySize) tokens")
 
         // 3. The tiny VAE (AutoencoderKL structure), trained to reconstruct ShapesWorld images.
-        let vaeConfig = VAEConfig(blockOutChannels: [32, 64, 64], layersPerBlock: 1, normNumGroups: 8, latentChannels: 4,
+        let vaeConfig = VAEConfig(blockOutChannels: [16, 32, 32], layersPerBlock: 1, normNumGroups: 8, latentChannels: 4,
                                   scalingFactor: 1, sampleSize: s.imageSize)
         let vae = AutoencoderKL(config: vaeConfig)
         let allScenes = genSamples.map(\.scene) + questions.map(\.scene)
         let imageBank = Tensor(allScenes.flatMap { pixels($0) }, shape: [allScenes.count, 3, s.imageSize, s.imageSize])
         try imageBank.eval()
-        func batchIndices(_ step: Int, _ count: Int, salt: UInt64) -> Tensor {
+        func batchIndices(_ step: Int, _ count: Int, salt: UInt64, size: Int? = nil) -> Tensor {
             var r = WorldRandom(seed: s.seed &* 31 &+ UInt64(step) &* 7919 &+ salt)
-            return Tensor((0..<s.batchSize).map { _ in Int32(r.int(count)) })
+            return Tensor((0..<(size ?? s.batchSize)).map { _ in Int32(r.int(count)) })
         }
         let vaeLosses = try fit("VAE", module: vae, steps: s.vaeSteps, lr: 2e-3) { step in
-            let x = imageBank.take(batchIndices(step, allScenes.count, salt: 1), axis: 0)
+            let x = imageBank.take(batchIndices(step, allScenes.count, salt: 1, size: 16), axis: 0)
             let (mean, logvar) = vae.encode(x)
             let z = mean + (logvar * 0.5).exp() * Random.normal(mean.shape, key: RandomKey(seed: UInt64(step) &+ 77))
             let kl = ((mean.square() + logvar.exp() - logvar - 1) * 0.5).mean()
@@ -258,7 +258,7 @@ struct ShapesDemo {
         try (promptLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("generation_prompts.tsv"), atomically: true, encoding: .utf8)
         try (qaLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("understanding_samples.md"), atomically: true, encoding: .utf8)
         let boundaries = [stages[0].steps, stages[0].steps + stages[1].steps]
-        let plot = LossPlot().render(history: trainer.history, stageBoundaries: boundaries)
+        let plot = LossPlot().render(history: trainer.history, series: ["understanding", "rf", "repa", "text"], stageBoundaries: boundaries)
         try RGBImage(width: plot.width, height: plot.height, pixels: plot.pixels).writePNG(to: report.appendingPathComponent("loss_curves.png"))
         var pre: [[String: Double]] = []
         for (key, losses) in [("vae", vaeLosses), ("siglip", siglipLosses), ("llm", llmLosses)] {

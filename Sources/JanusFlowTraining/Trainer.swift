@@ -60,6 +60,9 @@ public final class Trainer {
                 throw TrainingError("stage '\(stage.name)': the data ratio asks for \(names[i]) data but data.\(names[i]) has no usable records")
             }
         }
+        if config.repaLayer != nil, !data.generation.isEmpty, imageTokens != modules.model.config.siglip.tokens {
+            throw TrainingError("REPA aligns the \(imageTokens) generation tokens with the understanding encoder's \(modules.model.config.siglip.tokens) patch features; they must match (or set repa_layer to null)")
+        }
         if let layer = config.repaLayer, layer > modules.model.config.languageConfig.numHiddenLayers || layer < 1 {
             throw TrainingError("repa_layer \(layer) is outside the LLM's 1...\(modules.model.config.languageConfig.numHiddenLayers) blocks")
         }
@@ -228,6 +231,9 @@ public final class Trainer {
         try? fm.removeItem(at: tmp)
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
         try exportModel(to: tmp, parameters: modules.model.parameters())
+        // With the run's tokenizer the checkpoint is a complete model folder for the inference pipeline.
+        let tokenizer = outputDirectory.appendingPathComponent("tokenizer.json")
+        if fm.fileExists(atPath: tokenizer.path) { try fm.copyItem(at: tokenizer, to: tmp.appendingPathComponent("tokenizer.json")) }
         try Safetensors.save(modules.repaProjector.parameters(), to: tmp.appendingPathComponent("repa_projector.safetensors"))
         if let ema { try Safetensors.save(ema.shadow, to: tmp.appendingPathComponent("ema.safetensors")) }
         if let optimizer {

@@ -165,7 +165,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         output = try c.decode(String.self, forKey: .output)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? 0
         cfgDropProbability = try c.decodeIfPresent(Double.self, forKey: .cfgDropProbability) ?? 0.1
-        repaLayer = try c.decodeIfPresent(Int.self, forKey: .repaLayer) ?? 6
+        // An explicit null turns REPA off; a missing key means the paper's layer 6.
+        repaLayer = c.contains(.repaLayer) ? try c.decodeIfPresent(Int.self, forKey: .repaLayer) : 6
         repaWeight = try c.decodeIfPresent(Double.self, forKey: .repaWeight) ?? 1
         repaHidden = try c.decodeIfPresent(Int.self, forKey: .repaHidden) ?? 2048
         emaDecay = try c.decodeIfPresent(Double.self, forKey: .emaDecay) ?? 0.99

@@ -113,3 +113,100 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(noTokenizer.error.contains("\(out.path): no tokenizer.json in the model folder"), noTokenizer.error)
     }
 }
+
+/// The embedded demo's short variant: every loss falls and both scores beat chance clearly.
+final class QuickDemoTests: XCTestCase {
+    func testQuickDemoLearns() throws {
+        let binary = Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("janusflow")
+        guard FileManager.default.fileExists(atPath: binary.path) else { return XCTFail("janusflow is not built next to the tests (run make test)") }
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("demo-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: out) }
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = ["demo", "--quick", "--out", out.path]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        let scores = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("report/scores.json"))) as! [String: Any]
+        let losses = scores["losses"] as! [String: [String: Double]]
+        for (name, pair) in losses { XCTAssertLessThan(pair["last"]!, pair["first"]!, "\(name) loss did not fall: \(pair)") }
+        for name in ["vae", "siglip", "llm", "understanding", "rf"] {
+            XCTAssertLessThan(losses[name]!["last"]! / losses[name]!["first"]!, 0.5, "\(name): \(losses[name]!)")
+        }
+        let chance = scores["chance"] as! [String: Double]
+        let generation = scores["generation"] as! [String: Double], understanding = scores["understanding"] as! [String: Double]
+        XCTAssertEqual(Set(generation.keys), ["overall", "single_object", "two_object", "counting", "colors", "position", "color_attr"])
+        XCTAssertGreaterThanOrEqual(generation["overall"]!, chance["generation_overall"]! + 0.1, "\(generation)")
+        XCTAssertGreaterThanOrEqual(understanding["accuracy"]!, chance["understanding_accuracy"]! + 0.1, "\(understanding)")
+        for file in ["loss_curves.png", "generation_colors.png", "understanding_samples.md", "config.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("report/\(file)").path), file)
+        }
+        // The trained model is in the published layout: the pipeline loads it and answers.
+        let pipeline = try JanusFlowPipeline(modelDirectory: out.appendingPathComponent("model"), vaeDirectory: out.appendingPathComponent("vae"), dtype: .float32)
+        XCTAssertEqual(try pipeline.generate(prompt: "a photo of a red circle", steps: 2).count, 1)
+    }
+}
+
+/// `janusflow train` on manifests: bad records are reported and skipped, checkpoints load in the pipeline,
+/// and a resumed run continues from the checkpoint.
+final class TrainCommandTests: XCTestCase {
+    func testTrainFromManifestsAndResume() throws {
+        let binary = Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("janusflow")
+        guard FileManager.default.fileExists(atPath: binary.path) else { return XCTFail("janusflow is not built next to the tests (run make test)") }
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("train-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir.appendingPathComponent("images"), withIntermediateDirectories: true)
+        for (i, color) in [(200, 30, 30), (30, 200, 30), (30, 30, 200)].enumerated() {
+            try RGBImage(width: 40, height: 30, fill: (UInt8(color.0), UInt8(color.1), UInt8(color.2))).writePNG(to: dir.appendingPathComponent("images/\(i).png"))
+        }
+        try "not a png".write(to: dir.appendingPathComponent("images/broken.png"), atomically: true, encoding: .utf8)
+        let und = [#"{"image": "images/0.png", "conversation": [{"role": "User", "content": "<image_placeholder>\nwhat colour?"}, {"role": "Assistant", "content": "red"}]}"#,
+                   #"{"image": "images/1.png", "conversation": [{"role": "User", "content": "<image_placeholder>\nwhat colour?"}, {"role": "Assistant", "content": "green"}]}"#,
+                   #"{"image": "images/broken.png", "conversation": [{"role": "User", "content": "<image_placeholder>\nwhat?"}, {"role": "Assistant", "content": "x"}]}"#,
+                   #"{"image": "images/missing.png", "conversation": [{"role": "User", "content": "<image_placeholder>\nwhat?"}, {"role": "Assistant", "content": "x"}]}"#]
+        let gen = [#"{"image": "images/0.png", "caption": "a red picture"}"#, #"{"image": "images/2.png", "caption": "a blue picture"}"#,
+                   #"{"image": "images/1.png", "caption": ""}"#, "{broken json"]
+        try und.joined(separator: "\n").write(to: dir.appendingPathComponent("und.jsonl"), atomically: true, encoding: .utf8)
+        try gen.joined(separator: "\n").write(to: dir.appendingPathComponent("gen.jsonl"), atomically: true, encoding: .utf8)
+        try #"{"text": "a red picture and a blue picture."}"#.write(to: dir.appendingPathComponent("text.jsonl"), atomically: true, encoding: .utf8)
+        let config: [String: Any] = [
+            "model": tinyFixture.appendingPathComponent("model").path, "vae": tinyFixture.appendingPathComponent("vae").path,
+            "data": ["understanding": dir.appendingPathComponent("und.jsonl").path, "generation": dir.appendingPathComponent("gen.jsonl").path,
+                     "text": dir.appendingPathComponent("text.jsonl").path],
+            "output": dir.appendingPathComponent("run").path, "repa_layer": NSNull(), "checkpoint_every": 2, "log_every": 1,
+            "stages": [["name": "a", "steps": 2, "lr": 1e-3, "batch_size": 4, "ratio": [1, 1, 1]],
+                       ["name": "b", "steps": 2, "lr": 1e-3, "batch_size": 4, "ratio": [1, 1, 0]]],
+        ]
+        let configURL = dir.appendingPathComponent("train.json")
+        try JSONSerialization.data(withJSONObject: config).write(to: configURL)
+        func run(_ args: [String]) throws -> (Int32, String) {
+            let p = Process()
+            p.executableURL = binary
+            p.arguments = args
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, text)
+        }
+        let (status, log) = try run(["train", "--config", configURL.path, "--until", "2"])
+        XCTAssertEqual(status, 0, log)
+        XCTAssertTrue(log.contains("und.jsonl: 2 of 4 records used, 2 skipped: 1 missing image, 1 unreadable image"), log)
+        XCTAssertTrue(log.contains("gen.jsonl: 2 of 4 records used, 2 skipped: 1 empty caption, 1 invalid JSON"), log)
+        let checkpoint = dir.appendingPathComponent("run/checkpoints/step-00000002")
+        let pipeline = try JanusFlowPipeline(modelDirectory: checkpoint, vaeDirectory: tinyFixture.appendingPathComponent("vae"), dtype: .float32)
+        XCTAssertEqual(try pipeline.generate(prompt: "a red picture", steps: 1).count, 1)
+        let (resumed, resumeLog) = try run(["train", "--config", configURL.path, "--resume"])
+        XCTAssertEqual(resumed, 0, resumeLog)
+        XCTAssertTrue(resumeLog.contains("resumed at step 2"), resumeLog)
+        let metrics = try String(contentsOf: dir.appendingPathComponent("run/metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        XCTAssertEqual(metrics.count, 4)
+        for f in ["run/final/model.safetensors", "run/final-ema/model.safetensors", "run/loss_curves.png", "run/checkpoints/step-00000004/optimizer.safetensors"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent(f).path), f)
+        }
+    }
+}

@@ -270,3 +270,19 @@ final class PaddingTests: XCTestCase {
         for (name, g) in grads { XCTAssertFalse(try g.isNaN().any().item(Bool.self), name) }
     }
 }
+
+final class RecipeConfigTests: XCTestCase {
+    /// The shipped paper config decodes to Table 1.
+    func testPaperConfigMatchesTable1() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("configs/janusflow-paper.json")
+        let config = try TrainingConfig.load(url)
+        XCTAssertEqual(config.stages, TrainingConfig.paperStages())
+        XCTAssertEqual(config.stages.map(\.steps), [10_000, 390_000, 26_000])
+        XCTAssertEqual(config.stages[1].ratio(atStep: 9_999), [30, 50, 20])
+        XCTAssertEqual(config.stages[1].ratio(atStep: 10_000), [14, 80, 6])
+        XCTAssertEqual(config.emaDecay, 0.99)
+        XCTAssertEqual(config.cfgDropProbability, 0.1)
+        XCTAssertEqual(config.repaLayer, 6)
+    }
+}
