@@ -5,6 +5,15 @@ import JanusFlowImageIO
 import JanusFlowTokenizer
 import MLXEngine
 
+/// The `--dtype` values every command accepts for weights.
+func parseWeightDType(_ text: String) throws -> DType {
+    switch text {
+    case "bfloat16", "bf16": return .bfloat16
+    case "float32", "f32": return .float32
+    default: throw ValidationError("--dtype must be bfloat16 or float32, not '\(text)'")
+    }
+}
+
 /// Options every command that loads the model shares.
 struct ModelOptions: ParsableArguments {
     @Option(help: "Model folder (config.json, model.safetensors, tokenizer.json) as published on Hugging Face.")
@@ -13,13 +22,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Weight dtype for inference: bfloat16 (default, as released) or float32.")
     var dtype = "bfloat16"
 
-    func weightDType() throws -> DType {
-        switch dtype {
-        case "bfloat16", "bf16": return .bfloat16
-        case "float32", "f32": return .float32
-        default: throw ValidationError("--dtype must be bfloat16 or float32, not '\(dtype)'")
-        }
-    }
+    func weightDType() throws -> DType { try parseWeightDType(dtype) }
 
     func loadPipeline(vae: String? = nil) throws -> JanusFlowPipeline {
         let dir = URL(fileURLWithPath: model)

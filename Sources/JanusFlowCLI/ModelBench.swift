@@ -34,13 +34,7 @@ struct ModelBenchOptions: ParsableArguments {
         return try JanusFlowConfig.load(url)
     }
 
-    func weightDType() throws -> DType {
-        switch dtype {
-        case "bfloat16", "bf16": return .bfloat16
-        case "float32", "f32": return .float32
-        default: throw ValidationError("--dtype must be bfloat16 or float32, not '\(dtype)'")
-        }
-    }
+    func weightDType() throws -> DType { try parseWeightDType(dtype) }
 
     /// A model with random weights, materialised in the requested dtype.
     func makeModel() throws -> JanusFlowModel {

@@ -16,12 +16,7 @@ struct ParityCommand: ParsableCommand {
 
     func run() throws {
         let url = URL(fileURLWithPath: directory)
-        let weights: DType
-        switch dtype {
-        case "float32", "f32": weights = .float32
-        case "bfloat16", "bf16": weights = .bfloat16
-        default: throw ValidationError("--dtype must be float32 or bfloat16, not '\(dtype)'")
-        }
+        let weights = try parseWeightDType(dtype)
         let report = try Parity.run(fixtureDirectory: url, weights: weights) { print($0) }
         let failed = report.rows.filter { !$0.passed }.count
         print("\(report.rows.count - failed) passed, \(failed) failed")

@@ -58,23 +58,33 @@ final class PipelineTests: XCTestCase {
     }
 }
 
+/// The built `janusflow` next to the test bundle.
+let cliBinary = Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("janusflow")
+
+/// Runs the CLI; standard error goes to a file so a chatty command cannot block on a full pipe.
+func runCLI(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+    let process = Process()
+    process.executableURL = cliBinary
+    process.arguments = arguments
+    let out = Pipe()
+    let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("cli-stderr-\(UUID().uuidString)")
+    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    defer { try? FileManager.default.removeItem(at: errURL) }
+    let errHandle = try FileHandle(forWritingTo: errURL)
+    process.standardOutput = out
+    process.standardError = errHandle
+    try process.run()
+    let output = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    try errHandle.close()
+    let error = (try? Data(contentsOf: errURL)) ?? Data()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
+}
+
 /// The command-line tool end to end on the tiny model.
 final class CLITests: XCTestCase {
-    var binary: URL { Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("janusflow") }
-
-    func run(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let output = out.fileHandleForReading.readDataToEndOfFile()
-        let error = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
-    }
+    var binary: URL { cliBinary }
+    func run(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) { try runCLI(arguments) }
 
     func testUnderstandAndGenerateWriteValidOutputs() throws {
         guard FileManager.default.fileExists(atPath: binary.path) else { return XCTFail("janusflow is not built next to the tests (run make test)") }
@@ -182,16 +192,8 @@ final class TrainCommandTests: XCTestCase {
         let configURL = dir.appendingPathComponent("train.json")
         try JSONSerialization.data(withJSONObject: config).write(to: configURL)
         func run(_ args: [String]) throws -> (Int32, String) {
-            let p = Process()
-            p.executableURL = binary
-            p.arguments = args
-            let err = Pipe()
-            p.standardError = err
-            p.standardOutput = FileHandle.nullDevice
-            try p.run()
-            let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            p.waitUntilExit()
-            return (p.terminationStatus, text)
+            let result = try runCLI(args)
+            return (result.status, result.error)
         }
         let (status, log) = try run(["train", "--config", configURL.path, "--until", "2"])
         XCTAssertEqual(status, 0, log)
