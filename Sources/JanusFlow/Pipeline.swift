@@ -153,6 +153,31 @@ public final class JanusFlowPipeline: @unchecked Sendable {
                                                                                progress: progress)
     }
 
+    /// Progress events and the final images of `generate`, as an asynchronous stream (cancel by ending it).
+    public enum GenerationEvent: Sendable {
+        case step(Int, of: Int)
+        case images([RGBImage])
+    }
+
+    public func generateStream(prompt: String, count: Int = 1, steps: Int = 30, cfg: Double = 2.0, seed: UInt64 = 12345,
+                               noise: NoiseSource = .mlx) -> AsyncThrowingStream<GenerationEvent, Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task.detached {
+                do {
+                    let images = try self.generate(prompt: prompt, count: count, steps: steps, cfg: cfg, seed: seed, noise: noise) { step, total in
+                        continuation.yield(.step(step, of: total))
+                        return !Task.isCancelled
+                    }
+                    continuation.yield(.images(images))
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
     /// VAE decode of sampler latents, clipped and converted to 8-bit images as the demo does.
     public func decodeLatents(_ latents: Tensor, vae: AutoencoderKL) throws -> [RGBImage] {
         var images: [RGBImage] = []

@@ -137,7 +137,31 @@ struct GenerateBench: ParsableCommand {
             let extra = images == 1 ? "" : String(format: "  (%.2fx the 1-image step)", best / oneImage)
             report("Euler step, \(images) image(s), CFG batch \(2 * images)", seconds: best, gflop: flops / 1e9, peak: peak, suffix: extra)
         }
+        // SDXL-VAE decode of one 48x48 latent to 384x384 (random float32 weights).
+        let vae = AutoencoderKL(config: .sdxl)
+        try vae.evalParameters()
+        let side = latentSide(model)
+        let latent = Random.normal([1, 4, side, side], key: RandomKey(seed: 4))
+        let decode = try bestTime(repeats: Swift.max(1, options.repeats - 1)) { vae.decode(latent) }
+        report("SDXL-VAE decode \(side)x\(side) -> \(side * 8)x\(side * 8)", seconds: decode, gflop: vaeDecodeFlops(side: side) / 1e9, peak: peak)
         print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
+    }
+
+    /// Convolution FLOPs of the SDXL-VAE decoder at a latent side (3x3 convs dominate; attention is small).
+    func vaeDecodeFlops(side: Int) -> Double {
+        var flops = 0.0
+        func conv(_ cin: Int, _ cout: Int, _ hw: Int, _ k: Int = 3) { flops += 2.0 * Double(cin * cout * k * k * hw * hw) }
+        conv(4, 512, side)
+        for _ in 0..<4 { conv(512, 512, side) }  // mid block: two resnets
+        let widths = [512, 512, 256, 128]
+        var hw = side, cin = 512
+        for (i, w) in widths.enumerated() {
+            for r in 0..<3 { conv(r == 0 ? cin : w, w, hw); conv(w, w, hw); if r == 0 && cin != w { conv(cin, w, hw, 1) } }
+            cin = w
+            if i < widths.count - 1 { hw *= 2; conv(w, w, hw) }
+        }
+        conv(128, 3, hw)
+        return flops
     }
 
     func latentSide(_ model: JanusFlowModel) -> Int {

@@ -212,3 +212,24 @@ final class TrainCommandTests: XCTestCase {
         }
     }
 }
+
+final class StreamingTests: XCTestCase {
+    func testGenerationAndAnswerStreams() async throws {
+        let pipeline = PipelineTests.pipeline
+        var steps: [Int] = []
+        var images: [RGBImage] = []
+        for try await event in pipeline.generateStream(prompt: "a red circle", count: 1, steps: 3, seed: 5) {
+            switch event {
+            case .step(let k, _): steps.append(k)
+            case .images(let result): images = result
+            }
+        }
+        XCTAssertEqual(steps, [0, 1, 2, 3])
+        XCTAssertEqual(images, try pipeline.generate(prompt: "a red circle", count: 1, steps: 3, seed: 5))
+        var text = ""
+        let image = RGBImage(width: 20, height: 20, fill: (10, 200, 10))
+        for try await piece in pipeline.understandStream(image: image, question: "what?", parameters: SamplingParameters(maxNewTokens: 5)) { text += piece }
+        XCTAssertEqual(text.trimmingCharacters(in: .whitespacesAndNewlines),
+                       try pipeline.understand(image: image, question: "what?", parameters: SamplingParameters(maxNewTokens: 5)))
+    }
+}
