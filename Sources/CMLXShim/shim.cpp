@@ -371,6 +371,9 @@ mlxs_array mlxs_argmin(mlxs_array a, int axis, bool keepdims) {
 mlxs_array mlxs_cumsum(mlxs_array a, int axis, bool reverse, bool inclusive) {
   return guard([&] { return mx::cumsum(A(a), axis, reverse, inclusive); });
 }
+mlxs_array mlxs_cummax(mlxs_array a, int axis, bool reverse, bool inclusive) {
+  return guard([&] { return mx::cummax(A(a), axis, reverse, inclusive); });
+}
 mlxs_array mlxs_softmax(mlxs_array a, const int* axes, int naxes, bool precise) {
   return guard([&] {
     auto& x = A(a);

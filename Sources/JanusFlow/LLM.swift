@@ -27,13 +27,18 @@ public final class LlamaAttention: Module {
     }
 
     /// x (B, L, H); positions start at `offset` in every row. `mask` is additive, broadcastable to (B, 1, L, S).
-    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?) -> Tensor {
+    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, positions: Tensor? = nil) -> Tensor {
         let (b, l) = (x.dim(0), x.dim(1))
         var q = qProj(x).reshaped([b, l, heads, headDim]).transposed([0, 2, 1, 3])
         var k = kProj(x).reshaped([b, l, kvHeads, headDim]).transposed([0, 2, 1, 3])
         var v = vProj(x).reshaped([b, l, kvHeads, headDim]).transposed([0, 2, 1, 3])
-        q = NN.rope(q, dims: headDim, traditional: false, base: ropeTheta, offset: offset)
-        k = NN.rope(k, dims: headDim, traditional: false, base: ropeTheta, offset: offset)
+        if let positions {
+            q = NN.rope(q, positions: positions, dims: headDim, base: ropeTheta)
+            k = NN.rope(k, positions: positions, dims: headDim, base: ropeTheta)
+        } else {
+            q = NN.rope(q, dims: headDim, traditional: false, base: ropeTheta, offset: offset)
+            k = NN.rope(k, dims: headDim, traditional: false, base: ropeTheta, offset: offset)
+        }
         if let cache { (k, v) = cache.update(keys: k, values: v) }
         let scale = 1 / Float(headDim).squareRoot()
         let o = mask == nil
@@ -72,8 +77,8 @@ public final class LlamaDecoderLayer: Module {
         postAttentionLayerNorm = RMSNorm(config.hiddenSize, eps: config.rmsNormEps)
     }
 
-    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?) -> Tensor {
-        let h = x + selfAttention(inputLayerNorm(x), mask: mask, offset: offset, cache: cache)
+    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, positions: Tensor? = nil) -> Tensor {
+        let h = x + selfAttention(inputLayerNorm(x), mask: mask, offset: offset, cache: cache, positions: positions)
         return h + mlp(postAttentionLayerNorm(h))
     }
 }
@@ -123,16 +128,24 @@ public final class LanguageModel: Module {
     /// - cache: per-layer caches, extended in place; positions continue from the cache length.
     /// - stopAfterLayer: run only the first n layers (REPA reads an intermediate layer); the final norm is
     ///   then not applied.
+    /// - segments: for packed rows, (B, L) sample ids (-1 for padding): attention stays inside each sample
+    ///   and positions restart at 0 for every sample.
     public func forward(inputsEmbeds: Tensor, keyMask: Tensor? = nil, cache: [KVCache]? = nil,
-                        collectHiddenStates: Bool = false, stopAfterLayer: Int? = nil) -> LanguageModelOutput {
+                        collectHiddenStates: Bool = false, stopAfterLayer: Int? = nil, segments: Tensor? = nil) -> LanguageModelOutput {
         let offset = cache?.first?.offset ?? 0
         let l = inputsEmbeds.dim(1)
-        let mask = LanguageModel.additiveMask(queries: l, offset: offset, keyMask: keyMask, dtype: inputsEmbeds.dtype)
+        var mask = LanguageModel.additiveMask(queries: l, offset: offset, keyMask: keyMask, dtype: inputsEmbeds.dtype)
+        var positions: Tensor?
+        if let segments {
+            let (m, p) = LanguageModel.packedMaskAndPositions(segments: segments, dtype: inputsEmbeds.dtype)
+            mask = m
+            positions = p
+        }
         var h = inputsEmbeds
         var states: [Tensor] = collectHiddenStates ? [h] : []
         let count = stopAfterLayer ?? model.layers.count
         for (i, layer) in model.layers.prefix(count).enumerated() {
-            h = layer(h, mask: mask, offset: offset, cache: cache?[i])
+            h = layer(h, mask: mask, offset: offset, cache: cache?[i], positions: positions)
             if collectHiddenStates && i < count - 1 { states.append(h) }
         }
         if stopAfterLayer != nil && count < model.layers.count {
@@ -151,6 +164,20 @@ public final class LanguageModel: Module {
         let causal = NN.causalAdditiveMask(queries: l, keys: s, dtype: dtype)  // (L, S)
         let keep = keyMask.slice(axis: 1, 0, s).asType(.bool).reshaped([keyMask.dim(0), 1, 1, s])
         return causal.reshaped([1, 1, l, s]) + NN.boolMaskToAdditive(keep, dtype: dtype)
+    }
+
+    /// Block-diagonal causal mask (B, 1, L, L) and per-sample positions (B, L) for packed rows.
+    static func packedMaskAndPositions(segments: Tensor, dtype: DType) -> (Tensor, Tensor) {
+        let (b, l) = (segments.dim(0), segments.dim(1))
+        let seg = segments.asType(.int32)
+        let same = seg.reshaped([b, l, 1]) .== seg.reshaped([b, 1, l])
+        let causal = Tensor.arange(l).reshaped([1, l, 1]) .>= Tensor.arange(l).reshaped([1, 1, l])
+        let keep = same.logicalAnd(causal).logicalAnd((seg .>= 0).reshaped([b, 1, l]))
+        // Position = index minus the index where the sample starts (segments are contiguous runs).
+        let index = Tensor.arange(l).reshaped([1, l]).broadcast(to: [b, l])
+        let isStart = concatenated([Tensor.ones([b, 1], dtype: .bool), seg.slice(axis: 1, 1) .!= seg.slice(axis: 1, 0, l - 1)], axis: 1)
+        let starts = which(isStart, index, Tensor.zeros([b, l], dtype: .int32)).cumulativeMax(axis: 1)
+        return (NN.boolMaskToAdditive(keep, dtype: dtype).expandedDims(axis: 1), index - starts)
     }
 
     public func embed(_ ids: Tensor) -> Tensor { model.embedTokens(ids) }

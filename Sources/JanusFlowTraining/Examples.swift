@@ -74,6 +74,77 @@ public enum Collate {
                                   imageSeqMask: Tensor(images, shape: [b, t]))
     }
 
+    /// Greedy packing of whole samples into rows of at most `rowLength` tokens (a longer sample gets its own row).
+    static func packRows(_ lengths: [Int], rowLength: Int) -> [[Int]] {
+        var rows: [[Int]] = [], current: [Int] = [], used = 0
+        for (i, n) in lengths.enumerated() {
+            if !current.isEmpty && used + n > rowLength {
+                rows.append(current)
+                current = []
+                used = 0
+            }
+            current.append(i)
+            used += n
+        }
+        if !current.isEmpty { rows.append(current) }
+        return rows
+    }
+
+    /// Understanding samples packed into rows (the paper packs to 4096 tokens); attention stays inside each sample.
+    public static func packedUnderstanding(_ examples: [UnderstandingExample], padID: Int, rowLength: Int) -> UnderstandingBatch {
+        let rows = packRows(examples.map(\.ids.count), rowLength: rowLength)
+        let t = rows.map { $0.reduce(0) { $0 + examples[$1].ids.count } }.max() ?? 0
+        let maxImages = rows.map(\.count).max() ?? 1
+        var ids: [Int32] = [], segs: [Int32] = [], labels: [Int32] = [], images: [Bool] = [], pixels: [Tensor] = []
+        let blank = Tensor.zeros(examples[0].pixels.shape)
+        for row in rows {
+            var n = 0
+            for (s, i) in row.enumerated() {
+                let e = examples[i]
+                ids += e.ids.map(Int32.init)
+                segs += Array(repeating: Int32(s), count: e.ids.count)
+                labels += e.labelMask.map { $0 ? 1 : 0 }
+                images += e.imageSeqMask
+                pixels.append(e.pixels)
+                n += e.ids.count
+            }
+            ids += Array(repeating: Int32(padID), count: t - n)
+            segs += Array(repeating: -1, count: t - n)
+            labels += Array(repeating: 0, count: t - n)
+            images += Array(repeating: false, count: t - n)
+            pixels += Array(repeating: blank, count: maxImages - row.count)
+        }
+        let b = rows.count
+        let segments = Tensor(segs, shape: [b, t])
+        return UnderstandingBatch(ids: Tensor(ids, shape: [b, t]), keyMask: (segments .>= 0).asType(.int32),
+                                  labelMask: Tensor(labels, shape: [b, t]),
+                                  pixels: stacked(pixels).reshaped([b, maxImages] + examples[0].pixels.shape),
+                                  imageSeqMask: Tensor(images, shape: [b, t]), segments: segments)
+    }
+
+    public static func packedText(_ examples: [TextExample], padID: Int, rowLength: Int) -> TextBatch {
+        let rows = packRows(examples.map(\.ids.count), rowLength: rowLength)
+        let t = rows.map { $0.reduce(0) { $0 + examples[$1].ids.count } }.max() ?? 0
+        var ids: [Int32] = [], segs: [Int32] = [], labels: [Int32] = []
+        for row in rows {
+            var n = 0
+            for (s, i) in row.enumerated() {
+                let e = examples[i]
+                ids += e.ids.map(Int32.init)
+                segs += Array(repeating: Int32(s), count: e.ids.count)
+                labels += [0] + Array(repeating: 1, count: e.ids.count - 1)  // each sample's BOS is not a target
+                n += e.ids.count
+            }
+            ids += Array(repeating: Int32(padID), count: t - n)
+            segs += Array(repeating: -1, count: t - n)
+            labels += Array(repeating: 0, count: t - n)
+        }
+        let b = rows.count
+        let segments = Tensor(segs, shape: [b, t])
+        return TextBatch(ids: Tensor(ids, shape: [b, t]), keyMask: (segments .>= 0).asType(.int32), segments: segments,
+                         labelMask: Tensor(labels, shape: [b, t]))
+    }
+
     public static func text(_ examples: [TextExample], padID: Int) -> TextBatch {
         let t = examples.map(\.ids.count).max() ?? 0
         var ids: [Int32] = [], keys: [Int32] = []

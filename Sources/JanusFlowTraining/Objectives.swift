@@ -38,15 +38,18 @@ public struct UnderstandingBatch {
     public var ids: Tensor  // (B, T) int32
     public var keyMask: Tensor  // (B, T) 1 for real tokens
     public var labelMask: Tensor  // (B, T) 1 where the token is a response token to predict
-    public var pixels: Tensor  // (B, 1, 3, S, S)
+    public var pixels: Tensor  // (B, n, 3, S, S): the images of each row in order
     public var imageSeqMask: Tensor  // (B, T) bool
+    /// Packed rows: (B, T) sample index per position (-1 for padding); attention stays inside a sample.
+    public var segments: Tensor?
 
-    public init(ids: Tensor, keyMask: Tensor, labelMask: Tensor, pixels: Tensor, imageSeqMask: Tensor) {
+    public init(ids: Tensor, keyMask: Tensor, labelMask: Tensor, pixels: Tensor, imageSeqMask: Tensor, segments: Tensor? = nil) {
         self.ids = ids
         self.keyMask = keyMask
         self.labelMask = labelMask
         self.pixels = pixels
         self.imageSeqMask = imageSeqMask
+        self.segments = segments
     }
 }
 
@@ -69,10 +72,15 @@ public struct GenerationBatch {
 public struct TextBatch {
     public var ids: Tensor  // (B, T)
     public var keyMask: Tensor  // (B, T)
+    /// Packed rows: sample index per position (-1 for padding) and the targets (every token but each BOS).
+    public var segments: Tensor?
+    public var labelMask: Tensor?
 
-    public init(ids: Tensor, keyMask: Tensor) {
+    public init(ids: Tensor, keyMask: Tensor, segments: Tensor? = nil, labelMask: Tensor? = nil) {
         self.ids = ids
         self.keyMask = keyMask
+        self.segments = segments
+        self.labelMask = labelMask
     }
 }
 
@@ -87,15 +95,17 @@ public enum Objectives {
     /// L_AR on understanding data: only response tokens count.
     public static func understandingLoss(_ model: JanusFlowModel, _ batch: UnderstandingBatch) -> Tensor {
         let embeds = model.prepareInputsEmbeds(ids: batch.ids, pixels: batch.pixels, imageSeqMask: batch.imageSeqMask)
-        let hidden = model.languageModel.forward(inputsEmbeds: embeds, keyMask: batch.keyMask).lastHiddenState
+        let hidden = model.languageModel.forward(inputsEmbeds: embeds, keyMask: batch.segments == nil ? batch.keyMask : nil,
+                                                 segments: batch.segments).lastHiddenState
         return nextTokenLoss(logits: model.languageModel.logits(hidden), ids: batch.ids, labelMask: batch.labelMask)
     }
 
     /// L_AR on text: every real token after BOS.
     public static func textLoss(_ model: JanusFlowModel, _ batch: TextBatch) -> Tensor {
         let embeds = model.languageModel.embed(batch.ids)
-        let hidden = model.languageModel.forward(inputsEmbeds: embeds, keyMask: batch.keyMask).lastHiddenState
-        return nextTokenLoss(logits: model.languageModel.logits(hidden), ids: batch.ids, labelMask: batch.keyMask)
+        let hidden = model.languageModel.forward(inputsEmbeds: embeds, keyMask: batch.segments == nil ? batch.keyMask : nil,
+                                                 segments: batch.segments).lastHiddenState
+        return nextTokenLoss(logits: model.languageModel.logits(hidden), ids: batch.ids, labelMask: batch.labelMask ?? batch.keyMask)
     }
 
     /// Noise, times and the interpolated latents for one rectified-flow step: t ~ logit-normal(0, 1),

@@ -144,9 +144,12 @@ public final class Trainer {
             let txt = (0..<kinds[2]).map { _ in data.text[Int(rng.next() % UInt64(data.text.count))] }
             let dropped = gen.map { _ in Double(rng.next() >> 11) / Double(1 << 53) < config.cfgDropProbability }
             let key = RandomKey(seed: rng.next())
-            let uBatch = und.isEmpty ? nil : Collate.understanding(und, padID: data.padID)
+            let pack = config.packTo
+            let uBatch = und.isEmpty ? nil : pack.map { Collate.packedUnderstanding(und, padID: data.padID, rowLength: $0) }
+                ?? Collate.understanding(und, padID: data.padID)
             let gBatch = gen.isEmpty ? nil : Collate.generation(gen, dropped: dropped, padID: data.padID, imageTokens: imageTokens)
-            let tBatch = txt.isEmpty ? nil : Collate.text(txt, padID: data.padID)
+            let tBatch = txt.isEmpty ? nil : pack.map { Collate.packedText(txt, padID: data.padID, rowLength: $0) }
+                ?? Collate.text(txt, padID: data.padID)
             let n = Double(micro)
             let repaLayer = config.repaLayer, repaWeight = config.repaWeight
             let modules = self.modules

@@ -113,6 +113,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     public var checkpointEvery: Int
     public var logEvery: Int
     public var maxSequenceLength: Int
+    /// Pack understanding and text samples into rows of this many tokens (the paper: 4096); nil pads each sample.
+    public var packTo: Int?
     public var stages: [StageConfig]
 
     public struct DataPaths: Codable, Equatable, Sendable {
@@ -130,13 +132,13 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         case model, initFromWeights = "init_from_weights", vae, tokenizer, data, output, seed
         case cfgDropProbability = "cfg_drop_prob", repaLayer = "repa_layer", repaWeight = "repa_weight"
         case repaHidden = "repa_hidden", emaDecay = "ema_decay", checkpointEvery = "checkpoint_every"
-        case logEvery = "log_every", maxSequenceLength = "max_sequence_length", stages
+        case logEvery = "log_every", maxSequenceLength = "max_sequence_length", packTo = "pack_to", stages
     }
 
     public init(model: String, initFromWeights: Bool = true, vae: String? = nil, tokenizer: String? = nil, data: DataPaths,
                 output: String, seed: UInt64 = 0, cfgDropProbability: Double = 0.1, repaLayer: Int? = 6, repaWeight: Double = 1,
                 repaHidden: Int = 2048, emaDecay: Double = 0.99, checkpointEvery: Int = 1000, logEvery: Int = 10,
-                maxSequenceLength: Int = 4096, stages: [StageConfig]) {
+                maxSequenceLength: Int = 4096, packTo: Int? = nil, stages: [StageConfig]) {
         self.model = model
         self.initFromWeights = initFromWeights
         self.vae = vae
@@ -152,6 +154,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         self.checkpointEvery = checkpointEvery
         self.logEvery = logEvery
         self.maxSequenceLength = maxSequenceLength
+        self.packTo = packTo
         self.stages = stages
     }
 
@@ -173,6 +176,7 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? 1000
         logEvery = try c.decodeIfPresent(Int.self, forKey: .logEvery) ?? 10
         maxSequenceLength = try c.decodeIfPresent(Int.self, forKey: .maxSequenceLength) ?? 4096
+        packTo = try c.decodeIfPresent(Int.self, forKey: .packTo)
         stages = try c.decode([StageConfig].self, forKey: .stages)
         guard !stages.isEmpty else {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.stages], debugDescription: "needs at least one stage"))

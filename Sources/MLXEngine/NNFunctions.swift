@@ -1,3 +1,4 @@
+import Foundation
 import CMLXShim
 
 /// Stateless neural-network functions. Images are channels-last (NHWC), MLX's native layout.
@@ -54,6 +55,18 @@ public enum NN {
     public static func rope(_ x: Tensor, dims: Int, traditional: Bool = false, base: Float = 10000, scale: Float = 1,
                             offset: Int = 0) -> Tensor {
         Tensor.op(x) { mlxs_rope($0[0], Int32(dims), traditional, base, scale, Int32(offset)) }
+    }
+
+    /// Rotary embedding (rotate-half layout) at explicit positions: x (B, H, L, D), positions (B, L).
+    /// Used when positions restart inside a row (packed sequences).
+    public static func rope(_ x: Tensor, positions: Tensor, dims: Int, base: Float = 10000) -> Tensor {
+        let half = dims / 2
+        let inv = (Tensor.arange(0, Double(half), dtype: .float32) * (-2 * Foundation.log(Double(base)) / Double(dims))).exp()
+        let angles = positions.asType(.float32).expandedDims(axis: -1) * inv.reshaped([1, 1, half])  // (B, L, half)
+        let cos = concatenated([angles.cos(), angles.cos()], axis: -1).expandedDims(axis: 1).asType(x.dtype)
+        let sin = concatenated([angles.sin(), angles.sin()], axis: -1).expandedDims(axis: 1).asType(x.dtype)
+        let x1 = x.slice(axis: -1, 0, half), x2 = x.slice(axis: -1, half, dims)
+        return x * cos + concatenated([-x2, x1], axis: -1) * sin
     }
 
     /// Scaled dot-product attention. q (B, H, Lq, D), k/v (B, Hkv, Lk, D).

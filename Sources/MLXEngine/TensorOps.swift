@@ -94,6 +94,10 @@ extension Tensor {
         Tensor.op(self) { mlxs_cumsum($0[0], Int32(axis), reverse, inclusive) }
     }
 
+    public func cumulativeMax(axis: Int, reverse: Bool = false, inclusive: Bool = true) -> Tensor {
+        Tensor.op(self) { mlxs_cummax($0[0], Int32(axis), reverse, inclusive) }
+    }
+
     public func sorted(axis: Int = -1) -> Tensor { Tensor.op(self) { mlxs_sort($0[0], Int32(axis)) } }
     public func argSort(axis: Int = -1) -> Tensor { Tensor.op(self) { mlxs_argsort($0[0], Int32(axis)) } }
     /// The k largest values along `axis` (unordered, as MLX returns them).

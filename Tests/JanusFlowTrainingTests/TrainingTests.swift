@@ -286,3 +286,31 @@ final class RecipeConfigTests: XCTestCase {
         XCTAssertEqual(config.repaLayer, 6)
     }
 }
+
+final class PackingTests: XCTestCase {
+    /// Packing changes the layout, not the loss: attention stays inside each sample and positions restart.
+    func testPackedLossesEqualPaddedLosses() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pack-\(UUID().uuidString)")
+        let trainer = try makeTrainer(stages: [stage("s", steps: 1)], output: dir)
+        let model = trainer.modules.model
+        var und = Array(trainer.data.understanding.prefix(4))
+        und[1].ids.removeLast(3)  // different lengths
+        und[1].labelMask.removeLast(3)
+        und[1].imageSeqMask.removeLast(3)
+        let padded = Collate.understanding(und, padID: pad)
+        let packed = Collate.packedUnderstanding(und, padID: pad, rowLength: 60)
+        XCTAssertEqual(packed.ids.dim(0), 2)  // two samples of ~25 tokens per 60-token row
+        XCTAssertEqual(try Objectives.understandingLoss(model, packed).item(Float.self),
+                       try Objectives.understandingLoss(model, padded).item(Float.self), accuracy: 1e-5)
+        let text = [TextExample(ids: [bos, 16, 17, 18, eos]), TextExample(ids: [bos, 30, eos]), TextExample(ids: [bos, 31, 32, 33, 34, 35, eos])]
+        let pt = Collate.packedText(text, padID: pad, rowLength: 9)
+        XCTAssertEqual(pt.ids.dim(0), 2)
+        XCTAssertEqual(try Objectives.textLoss(model, pt).item(Float.self), try Objectives.textLoss(model, Collate.text(text, padID: pad)).item(Float.self), accuracy: 1e-5)
+        // A short run with packing on trains.
+        var config = trainer.config
+        config.packTo = 64
+        let packedTrainer = try Trainer(config: config, modules: trainer.modules, data: trainer.data, outputDirectory: dir)
+        try packedTrainer.run()
+        XCTAssertTrue(packedTrainer.history[0]["understanding"]!.isFinite)
+    }
+}

@@ -81,6 +81,7 @@ mlxs_array mlxs_reduce(mlxs_reduce_op op, mlxs_array a, const int* axes, int nax
 mlxs_array mlxs_argmax(mlxs_array a, int axis, bool keepdims);
 mlxs_array mlxs_argmin(mlxs_array a, int axis, bool keepdims);
 mlxs_array mlxs_cumsum(mlxs_array a, int axis, bool reverse, bool inclusive);
+mlxs_array mlxs_cummax(mlxs_array a, int axis, bool reverse, bool inclusive);
 mlxs_array mlxs_softmax(mlxs_array a, const int* axes, int naxes, bool precise);
 mlxs_array mlxs_sort(mlxs_array a, int axis);
 mlxs_array mlxs_argsort(mlxs_array a, int axis);
