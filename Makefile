@@ -35,7 +35,7 @@ build: setup
 # Tests run in release mode: the model tests evaluate real networks and debug Swift is 10-50x slower.
 test: setup
 	swift build $(SWIFT_FLAGS) --build-tests
-	swift test $(SWIFT_FLAGS) --skip-build
+	swift test $(SWIFT_FLAGS) --skip-build --disable-swift-testing
 
 demo: build
 	$(CLI) demo --out demo-out
