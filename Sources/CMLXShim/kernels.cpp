@@ -187,6 +187,141 @@ mx::array fast_linear(const mx::array& x, const mx::array& w) {
   return mx::array(shape, mx::float32, std::make_shared<FastLinear>(mx::default_stream(mx::Device::cpu)), {xc, wc});
 }
 
+// Depthwise convolution, NHWC, stride 1, zero padding: channels are contiguous, so each output pixel is a sum of
+// kh*kw channel vectors scaled by per-channel weights (AVX2 over channels, rows split across cores).
+mx::array depthwise_reference(const mx::array& x, const mx::array& w, int ph, int pw) {
+  return mx::conv2d(x, mx::expand_dims(w, 3), {1, 1}, {ph, pw}, {1, 1}, int(w.shape(0)));
+}
+
+class DepthwiseConv : public mx::UnaryPrimitive {
+ public:
+  DepthwiseConv(mx::Stream s, int ph, int pw) : mx::UnaryPrimitive(s), ph_(ph), pw_(pw) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    const auto& x = inputs[0];
+    const auto& w = inputs[1];
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    encoder.set_input_array(x);
+    encoder.set_input_array(w);
+    encoder.set_output_array(out);
+    int ph = ph_, pw = pw_;
+    encoder.dispatch([x, w, out, ph, pw]() mutable {
+      int b = int(x.shape(0)), h = int(x.shape(1)), wd = int(x.shape(2)), c = int(x.shape(3));
+      int kh = int(w.shape(1)), kw = int(w.shape(2));
+      int oh = int(out.shape(1)), ow = int(out.shape(2));
+      const float* xp = x.data<float>();
+      const float* wp = w.data<float>();
+      float* yp = out.data<float>();
+      // Weights as (kh, kw, C) so that each tap is a contiguous channel vector.
+      std::vector<float> taps(size_t(kh) * kw * c);
+      for (int ch = 0; ch < c; ++ch)
+        for (int t = 0; t < kh * kw; ++t) taps[size_t(t) * c + ch] = wp[size_t(ch) * kh * kw + t];
+      parallel_for(b * oh, [&](int lo, int hi) {
+        for (int row = lo; row < hi; ++row) {
+          int n = row / oh, oy = row % oh;
+          for (int ox = 0; ox < ow; ++ox) {
+            float* dst = yp + ((size_t(n) * oh + oy) * ow + ox) * c;
+            int ch = 0;
+            // Four independent accumulators hide the FMA latency.
+            for (; ch + 32 <= c; ch += 32) {
+              __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+              for (int ky = 0; ky < kh; ++ky) {
+                int iy = oy + ky - ph;
+                if (iy < 0 || iy >= h) continue;
+                for (int kx = 0; kx < kw; ++kx) {
+                  int ix = ox + kx - pw;
+                  if (ix < 0 || ix >= wd) continue;
+                  const float* src = xp + ((size_t(n) * h + iy) * wd + ix) * c + ch;
+                  const float* tap = &taps[size_t(ky * kw + kx) * c + ch];
+                  a0 = _mm256_fmadd_ps(_mm256_loadu_ps(src), _mm256_loadu_ps(tap), a0);
+                  a1 = _mm256_fmadd_ps(_mm256_loadu_ps(src + 8), _mm256_loadu_ps(tap + 8), a1);
+                  a2 = _mm256_fmadd_ps(_mm256_loadu_ps(src + 16), _mm256_loadu_ps(tap + 16), a2);
+                  a3 = _mm256_fmadd_ps(_mm256_loadu_ps(src + 24), _mm256_loadu_ps(tap + 24), a3);
+                }
+              }
+              _mm256_storeu_ps(dst + ch, a0);
+              _mm256_storeu_ps(dst + ch + 8, a1);
+              _mm256_storeu_ps(dst + ch + 16, a2);
+              _mm256_storeu_ps(dst + ch + 24, a3);
+            }
+            for (; ch + 8 <= c; ch += 8) {
+              __m256 acc = _mm256_setzero_ps();
+              for (int ky = 0; ky < kh; ++ky) {
+                int iy = oy + ky - ph;
+                if (iy < 0 || iy >= h) continue;
+                for (int kx = 0; kx < kw; ++kx) {
+                  int ix = ox + kx - pw;
+                  if (ix < 0 || ix >= wd) continue;
+                  const float* src = xp + ((size_t(n) * h + iy) * wd + ix) * c + ch;
+                  acc = _mm256_fmadd_ps(_mm256_loadu_ps(src), _mm256_loadu_ps(&taps[size_t(ky * kw + kx) * c + ch]), acc);
+                }
+              }
+              _mm256_storeu_ps(dst + ch, acc);
+            }
+            for (; ch < c; ++ch) {
+              float acc = 0;
+              for (int ky = 0; ky < kh; ++ky) {
+                int iy = oy + ky - ph;
+                if (iy < 0 || iy >= h) continue;
+                for (int kx = 0; kx < kw; ++kx) {
+                  int ix = ox + kx - pw;
+                  if (ix < 0 || ix >= wd) continue;
+                  acc += xp[((size_t(n) * h + iy) * wd + ix) * c + ch] * taps[size_t(ky * kw + kx) * c + ch];
+                }
+              }
+              dst[ch] = acc;
+            }
+          }
+        }
+      });
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("DepthwiseConv: CPU only"); }
+
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    int ph = ph_, pw = pw_;
+    auto [outs, grads] = mx::vjp(
+        [ph, pw](const std::vector<mx::array>& in) { return std::vector<mx::array>{depthwise_reference(in[0], in[1], ph, pw)}; },
+        primals, cotangents);
+    std::vector<mx::array> selected;
+    for (int a : argnums) selected.push_back(grads[a]);
+    return selected;
+  }
+  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error("DepthwiseConv: jvp not implemented");
+  }
+  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error("DepthwiseConv: vmap not implemented");
+  }
+  const char* name() const override { return "DepthwiseConv"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const DepthwiseConv*>(&other);
+    return o && o->ph_ == ph_ && o->pw_ == pw_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    auto s = inputs[0].shape();
+    s[1] = s[1] + 2 * ph_ - int(inputs[1].shape(1)) + 1;
+    s[2] = s[2] + 2 * pw_ - int(inputs[1].shape(2)) + 1;
+    return {s};
+  }
+
+ private:
+  int ph_, pw_;
+};
+
+mx::array depthwise_conv(const mx::array& x, const mx::array& w, int ph, int pw) {
+  if (w.ndim() != 3) throw std::invalid_argument("depthwise_conv2d: weight must be (C, kh, kw)");
+  if (x.ndim() != 4 || x.shape(3) != w.shape(0)) throw std::invalid_argument("depthwise_conv2d: input must be NHWC with C channels");
+  if (!fast_enabled || x.dtype() != mx::float32 || w.dtype() != mx::float32) return depthwise_reference(x, w, ph, pw);
+  auto shape = x.shape();
+  shape[1] = shape[1] + 2 * ph - int(w.shape(1)) + 1;
+  shape[2] = shape[2] + 2 * pw - int(w.shape(2)) + 1;
+  return mx::array(shape, mx::float32, std::make_shared<DepthwiseConv>(mx::default_stream(mx::Device::cpu), ph, pw),
+                   {mx::contiguous(x), mx::contiguous(w)});
+}
+
 }  // namespace
 
 extern "C" {
@@ -195,12 +330,7 @@ void mlxs_set_fast_kernels(int enabled) { fast_enabled = enabled ? 1 : 0; }
 int mlxs_fast_kernels_enabled(void) { return fast_enabled.load(); }
 
 mlxs_array mlxs_depthwise_conv2d(mlxs_array x, mlxs_array w, int pad_h, int pad_w) {
-  return guard([&] {
-    auto& weight = unwrap(w);
-    if (weight.ndim() != 3) throw std::invalid_argument("depthwise_conv2d: weight must be (C, kh, kw)");
-    auto ohwi = mx::expand_dims(weight, 3);
-    return mx::conv2d(unwrap(x), ohwi, {1, 1}, {pad_h, pad_w}, {1, 1}, int(weight.shape(0)));
-  });
+  return guard([&] { return depthwise_conv(unwrap(x), unwrap(w), pad_h, pad_w); });
 }
 
 mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float scale, bool causal,

@@ -39,3 +39,28 @@ final class KernelTests: XCTestCase {
         for i in 0..<2 { assertClose(fast[i], values(plain[i]), atol: 1e-5, rtol: 1e-5, "grad \(i)") }
     }
 }
+
+final class DepthwiseKernelTests: XCTestCase {
+    override func tearDown() { Kernels.enabled = true }
+
+    func testDepthwiseMatchesGroupedConvolution() throws {
+        for (b, h, w, c, k, p) in [(1, 9, 9, 6, 7, 3), (2, 5, 7, 13, 3, 1), (1, 24, 24, 16, 7, 3), (1, 6, 6, 8, 3, 0)] {
+            let x = tensor([b, h, w, c], seed: UInt64(h * c)), wt = tensor([c, k, k], seed: UInt64(k + c))
+            Kernels.enabled = false
+            let expected = values(NN.depthwiseConv2d(x, weight: wt, padding: (p, p)))
+            Kernels.enabled = true
+            let fast = NN.depthwiseConv2d(x, weight: wt, padding: (p, p))
+            XCTAssertEqual(fast.shape, [b, h + 2 * p - k + 1, w + 2 * p - k + 1, c])
+            assertClose(fast, expected, atol: 1e-5, rtol: 1e-5, "\(b)x\(h)x\(w)x\(c) k\(k) p\(p)")
+        }
+    }
+
+    func testDepthwiseGradients() throws {
+        let x = tensor([1, 6, 5, 10], seed: 1), w = tensor([10, 3, 3], seed: 2), r = tensor([1, 6, 5, 10], seed: 3)
+        let (_, fast) = try Autograd.valueAndGrad([x, w]) { [(NN.depthwiseConv2d($0[0], weight: $0[1], padding: (1, 1)) * r).sum()] }
+        Kernels.enabled = false
+        let (_, plain) = try Autograd.valueAndGrad([x, w]) { [(NN.depthwiseConv2d($0[0], weight: $0[1], padding: (1, 1)) * r).sum()] }
+        Kernels.enabled = true
+        for i in 0..<2 { assertClose(fast[i], values(plain[i]), atol: 1e-4, rtol: 1e-4, "grad \(i)") }
+    }
+}
