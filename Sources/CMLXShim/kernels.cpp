@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <thread>
@@ -322,6 +323,176 @@ mx::array depthwise_conv(const mx::array& x, const mx::array& w, int ph, int pw)
                    {mx::contiguous(x), mx::contiguous(w)});
 }
 
+// Attention as two OpenBLAS sgemms per head around a vectorised softmax (scores for one head fit in memory
+// at the sizes JanusFlow uses: 600-1200 positions).
+inline __m256 exp256(__m256 x) {
+  // exp(x) = 2^n * e^r with r in [-ln2/2, ln2/2]; degree-6 polynomial for e^r (relative error ~1e-7).
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// Softmax of one row in place (after adding its mask and hiding keys beyond `valid`).
+void softmax_row(float* row, int n, int valid) {
+  float m = -INFINITY;
+  for (int j = 0; j < valid; ++j) m = std::max(m, row[j]);
+  __m256 vm = _mm256_set1_ps(m), vs = _mm256_setzero_ps();
+  int j = 0;
+  for (; j + 8 <= valid; j += 8) {
+    __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(row + j), vm));
+    _mm256_storeu_ps(row + j, e);
+    vs = _mm256_add_ps(vs, e);
+  }
+  float sum = hsum(vs);
+  for (; j < valid; ++j) {
+    row[j] = std::exp(row[j] - m);
+    sum += row[j];
+  }
+  float inv = 1.0f / sum;
+  __m256 vi = _mm256_set1_ps(inv);
+  j = 0;
+  for (; j + 8 <= valid; j += 8) _mm256_storeu_ps(row + j, _mm256_mul_ps(_mm256_loadu_ps(row + j), vi));
+  for (; j < valid; ++j) row[j] *= inv;
+  for (j = valid; j < n; ++j) row[j] = 0;
+}
+
+mx::array attention_reference(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
+                              const std::optional<mx::array>& mask) {
+  auto kk = k, vv = v;
+  int hq = int(q.shape(1)), hkv = int(k.shape(1));
+  if (hq != hkv) {
+    kk = mx::repeat(k, hq / hkv, 1);
+    vv = mx::repeat(v, hq / hkv, 1);
+  }
+  auto scores = mx::matmul(mx::multiply(q, mx::array(scale, q.dtype())), mx::swapaxes(kk, -1, -2));
+  if (causal) {
+    int lq = int(q.shape(2)), lk = int(k.shape(2));
+    auto qi = mx::reshape(mx::arange(lk - lq, lk, mx::int32), {lq, 1});
+    auto kj = mx::reshape(mx::arange(0, lk, mx::int32), {1, lk});
+    scores = mx::where(mx::less_equal(kj, qi), scores, mx::array(-1e9f, scores.dtype()));
+  }
+  if (mask) scores = mx::add(scores, *mask);
+  return mx::matmul(mx::softmax(scores, std::vector<int>{-1}, true), vv);
+}
+
+class FastAttention : public mx::UnaryPrimitive {
+ public:
+  FastAttention(mx::Stream s, float scale, bool causal, bool has_mask)
+      : mx::UnaryPrimitive(s), scale_(scale), causal_(causal), has_mask_(has_mask) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    for (auto& a : inputs) encoder.set_input_array(a);
+    encoder.set_output_array(out);
+    float scale = scale_;
+    bool causal = causal_, has_mask = has_mask_;
+    auto q = inputs[0], k = inputs[1], v = inputs[2];
+    std::optional<mx::array> mask;
+    if (has_mask) mask = inputs[3];
+    encoder.dispatch([q, k, v, mask, out, scale, causal]() mutable {
+      int b = int(q.shape(0)), hq = int(q.shape(1)), lq = int(q.shape(2)), d = int(q.shape(3));
+      int hkv = int(k.shape(1)), lk = int(k.shape(2));
+      const float* qp = q.data<float>();
+      const float* kp = k.data<float>();
+      const float* vp = v.data<float>();
+      float* op = out.data<float>();
+      std::vector<float> scores(size_t(lq) * lk);
+      int mb = 1, mh = 1, mq = 1;
+      const float* mp = nullptr;
+      if (mask) {
+        mb = int(mask->shape(0)), mh = int(mask->shape(1)), mq = int(mask->shape(2));
+        mp = mask->data<float>();
+      }
+      for (int n = 0; n < b; ++n) {
+        for (int h = 0; h < hq; ++h) {
+          int kvh = h / (hq / hkv);
+          const float* Q = qp + (size_t(n) * hq + h) * lq * d;
+          const float* K = kp + (size_t(n) * hkv + kvh) * lk * d;
+          const float* V = vp + (size_t(n) * hkv + kvh) * lk * d;
+          cblas_sgemm(101, 111, 112, lq, lk, d, scale, Q, d, K, d, 0.0f, scores.data(), lk);
+          const float* M = mp ? mp + ((size_t(mb == 1 ? 0 : n) * mh + (mh == 1 ? 0 : h)) * mq) * lk : nullptr;
+          parallel_for(lq, [&](int lo, int hi) {
+            for (int i = lo; i < hi; ++i) {
+              float* row = scores.data() + size_t(i) * lk;
+              if (M) {
+                const float* mrow = M + size_t(mq == 1 ? 0 : i) * lk;
+                for (int j = 0; j < lk; ++j) row[j] += mrow[j];
+              }
+              softmax_row(row, lk, causal ? std::min(lk, i + 1 + (lk - lq)) : lk);
+            }
+          });
+          cblas_sgemm(101, 111, 111, lq, d, lk, 1.0f, scores.data(), lk, V, d, 0.0f, op + (size_t(n) * hq + h) * lq * d, d);
+        }
+      }
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("FastAttention: CPU only"); }
+
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    float scale = scale_;
+    bool causal = causal_, has_mask = has_mask_;
+    auto [outs, grads] = mx::vjp(
+        [scale, causal, has_mask](const std::vector<mx::array>& in) {
+          std::optional<mx::array> m;
+          if (has_mask) m = in[3];
+          return std::vector<mx::array>{attention_reference(in[0], in[1], in[2], scale, causal, m)};
+        },
+        primals, cotangents);
+    std::vector<mx::array> selected;
+    for (int a : argnums) selected.push_back(grads[a]);
+    return selected;
+  }
+  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error("FastAttention: jvp not implemented");
+  }
+  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error("FastAttention: vmap not implemented");
+  }
+  const char* name() const override { return "FastAttention"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FastAttention*>(&other);
+    return o && o->scale_ == scale_ && o->causal_ == causal_ && o->has_mask_ == has_mask_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override { return {inputs[0].shape()}; }
+
+ private:
+  float scale_;
+  bool causal_, has_mask_;
+};
+
+mx::array fast_attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
+                         std::optional<mx::array> mask) {
+  bool eligible = fast_enabled && q.dtype() == mx::float32 && k.dtype() == mx::float32 && v.dtype() == mx::float32 &&
+                  q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 && k.shape(1) > 0 && q.shape(1) % k.shape(1) == 0 &&
+                  // One head's scores must stay small (the kernel keeps them whole).
+                  int64_t(q.shape(2)) * k.shape(2) <= (int64_t(1) << 24);
+  if (mask) {
+    auto m = *mask;
+    if (m.dtype() != mx::float32) m = mx::astype(m, mx::float32);
+    while (m.ndim() < 4) m = mx::expand_dims(m, 0);
+    eligible = eligible && m.ndim() == 4 && m.shape(3) == k.shape(2) && (m.shape(0) == 1 || m.shape(0) == q.shape(0)) &&
+               (m.shape(1) == 1 || m.shape(1) == q.shape(1)) && (m.shape(2) == 1 || m.shape(2) == q.shape(2));
+    mask = m;
+  }
+  if (!eligible) return attention_reference(q, k, v, scale, causal, mask);
+  std::vector<mx::array> inputs = {mx::contiguous(q), mx::contiguous(k), mx::contiguous(v)};
+  if (mask) inputs.push_back(mx::contiguous(*mask));
+  return mx::array(q.shape(), mx::float32,
+                   std::make_shared<FastAttention>(mx::default_stream(mx::Device::cpu), scale, causal, mask.has_value()), inputs);
+}
+
 }  // namespace
 
 extern "C" {
@@ -339,8 +510,10 @@ mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float s
     std::optional<mx::array> m;
     if (mask) m = unwrap(mask);
     if (causal && m) throw std::invalid_argument("fast_attention: give either causal or a mask, not both");
-    return mx::fast::scaled_dot_product_attention(unwrap(q), unwrap(k), unwrap(v), scale,
-                                                  causal ? "causal" : (m ? "array" : ""), m);
+    if (!fast_enabled) {
+      return mx::fast::scaled_dot_product_attention(unwrap(q), unwrap(k), unwrap(v), scale, causal ? "causal" : (m ? "array" : ""), m);
+    }
+    return fast_attention(unwrap(q), unwrap(k), unwrap(v), scale, causal, m);
   });
 }
 
