@@ -5,6 +5,12 @@ import MLXEngine
 // training images into latents. Channels-last inside; NCHW at the public boundary like the official code.
 
 /// diffusers' AutoencoderKL `config.json`.
+///
+/// Required: `block_out_channels`, `layers_per_block`, `in_channels`, `out_channels`, `latent_channels`,
+/// `norm_num_groups`, `scaling_factor`, `sample_size`, `down_block_types`, `up_block_types`, `act_fn` (must be
+/// "silu"). Optional with diffusers' defaults: `mid_block_add_attention`, `use_quant_conv`, `use_post_quant_conv`
+/// (true), `force_upcast` (true), `shift_factor` (none). Decode through `decodeConfig` (or `AutoencoderKL.load`)
+/// to get messages such as `config.json: missing field 'block_out_channels'`.
 public struct VAEConfig: Codable, Equatable, Sendable {
     public var inChannels: Int
     public var outChannels: Int
@@ -13,59 +19,92 @@ public struct VAEConfig: Codable, Equatable, Sendable {
     public var layersPerBlock: Int
     public var normNumGroups: Int
     public var scalingFactor: Double
+    public var shiftFactor: Double?
     public var sampleSize: Int
+    public var forceUpcast: Bool
+    public var downBlockTypes: [String]
+    public var upBlockTypes: [String]
     public var midBlockAddAttention: Bool
     public var useQuantConv: Bool
     public var usePostQuantConv: Bool
 
+    /// The only block types an SDXL-style AutoencoderKL uses (and the only ones built here).
+    public static let downBlockType = "DownEncoderBlock2D"
+    public static let upBlockType = "UpDecoderBlock2D"
+
     enum CodingKeys: String, CodingKey {
         case inChannels = "in_channels", outChannels = "out_channels", latentChannels = "latent_channels"
         case blockOutChannels = "block_out_channels", layersPerBlock = "layers_per_block", normNumGroups = "norm_num_groups"
-        case scalingFactor = "scaling_factor", sampleSize = "sample_size", midBlockAddAttention = "mid_block_add_attention"
+        case scalingFactor = "scaling_factor", shiftFactor = "shift_factor", sampleSize = "sample_size"
+        case forceUpcast = "force_upcast", downBlockTypes = "down_block_types", upBlockTypes = "up_block_types"
+        case midBlockAddAttention = "mid_block_add_attention"
         case useQuantConv = "use_quant_conv", usePostQuantConv = "use_post_quant_conv", actFn = "act_fn"
+        case className = "_class_name"
     }
 
     public init(blockOutChannels: [Int], layersPerBlock: Int, normNumGroups: Int, latentChannels: Int = 4,
-                scalingFactor: Double = 0.13025, sampleSize: Int = 1024) {
-        inChannels = 3
-        outChannels = 3
+                scalingFactor: Double = 0.13025, sampleSize: Int = 1024, inChannels: Int = 3, outChannels: Int = 3,
+                shiftFactor: Double? = nil, forceUpcast: Bool = true, midBlockAddAttention: Bool = true,
+                useQuantConv: Bool = true, usePostQuantConv: Bool = true) {
+        self.inChannels = inChannels
+        self.outChannels = outChannels
         self.latentChannels = latentChannels
         self.blockOutChannels = blockOutChannels
         self.layersPerBlock = layersPerBlock
         self.normNumGroups = normNumGroups
         self.scalingFactor = scalingFactor
+        self.shiftFactor = shiftFactor
         self.sampleSize = sampleSize
-        midBlockAddAttention = true
-        useQuantConv = true
-        usePostQuantConv = true
+        self.forceUpcast = forceUpcast
+        downBlockTypes = Array(repeating: Self.downBlockType, count: blockOutChannels.count)
+        upBlockTypes = Array(repeating: Self.upBlockType, count: blockOutChannels.count)
+        self.midBlockAddAttention = midBlockAddAttention
+        self.useQuantConv = useQuantConv
+        self.usePostQuantConv = usePostQuantConv
     }
 
-    /// Required: the block structure; defaults are diffusers' (in/out 3 channels, latent 4, attention on).
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
+        func invalid(_ key: CodingKeys, _ message: String) -> DecodingError {
+            DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [key], debugDescription: message))
+        }
+        // The block structure first: a file without it is not an AutoencoderKL config at all.
         blockOutChannels = try c.decode([Int].self, forKey: .blockOutChannels)
         layersPerBlock = try c.decode(Int.self, forKey: .layersPerBlock)
-        normNumGroups = try c.decodeIfPresent(Int.self, forKey: .normNumGroups) ?? 32
-        inChannels = try c.decodeIfPresent(Int.self, forKey: .inChannels) ?? 3
-        outChannels = try c.decodeIfPresent(Int.self, forKey: .outChannels) ?? 3
-        latentChannels = try c.decodeIfPresent(Int.self, forKey: .latentChannels) ?? 4
-        scalingFactor = try c.decodeIfPresent(Double.self, forKey: .scalingFactor) ?? 0.18215
-        sampleSize = try c.decodeIfPresent(Int.self, forKey: .sampleSize) ?? 1024
+        inChannels = try c.decode(Int.self, forKey: .inChannels)
+        outChannels = try c.decode(Int.self, forKey: .outChannels)
+        latentChannels = try c.decode(Int.self, forKey: .latentChannels)
+        normNumGroups = try c.decode(Int.self, forKey: .normNumGroups)
+        scalingFactor = try c.decode(Double.self, forKey: .scalingFactor)
+        sampleSize = try c.decode(Int.self, forKey: .sampleSize)
+        downBlockTypes = try c.decode([String].self, forKey: .downBlockTypes)
+        upBlockTypes = try c.decode([String].self, forKey: .upBlockTypes)
+        let act = try c.decode(String.self, forKey: .actFn)
+        shiftFactor = try c.decodeIfPresent(Double.self, forKey: .shiftFactor)
+        forceUpcast = try c.decodeIfPresent(Bool.self, forKey: .forceUpcast) ?? true
         midBlockAddAttention = try c.decodeIfPresent(Bool.self, forKey: .midBlockAddAttention) ?? true
         useQuantConv = try c.decodeIfPresent(Bool.self, forKey: .useQuantConv) ?? true
         usePostQuantConv = try c.decodeIfPresent(Bool.self, forKey: .usePostQuantConv) ?? true
-        let act = try c.decodeIfPresent(String.self, forKey: .actFn) ?? "silu"
-        guard act == "silu" else {
-            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.actFn], debugDescription: "unsupported activation '\(act)' (only silu)"))
+
+        guard act == "silu" else { throw invalid(.actFn, "unsupported activation '\(act)' (only silu)") }
+        guard !blockOutChannels.isEmpty, blockOutChannels.allSatisfy({ $0 > 0 && $0 % normNumGroups == 0 }) else {
+            throw invalid(.blockOutChannels, "every width must be a positive multiple of norm_num_groups \(normNumGroups)")
         }
-        guard !blockOutChannels.isEmpty, blockOutChannels.allSatisfy({ $0 % normNumGroups == 0 }) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.blockOutChannels],
-                                                    debugDescription: "every width must be a multiple of norm_num_groups \(normNumGroups)"))
+        guard layersPerBlock >= 1 else { throw invalid(.layersPerBlock, "must be at least 1") }
+        guard inChannels > 0, outChannels > 0, latentChannels > 0 else {
+            throw invalid(.latentChannels, "channel counts must be positive")
+        }
+        guard downBlockTypes == Array(repeating: Self.downBlockType, count: blockOutChannels.count) else {
+            throw invalid(.downBlockTypes, "expected \(blockOutChannels.count) x \(Self.downBlockType), found \(downBlockTypes)")
+        }
+        guard upBlockTypes == Array(repeating: Self.upBlockType, count: blockOutChannels.count) else {
+            throw invalid(.upBlockTypes, "expected \(blockOutChannels.count) x \(Self.upBlockType), found \(upBlockTypes)")
         }
     }
 
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode("AutoencoderKL", forKey: .className)
         try c.encode(inChannels, forKey: .inChannels)
         try c.encode(outChannels, forKey: .outChannels)
         try c.encode(latentChannels, forKey: .latentChannels)
@@ -73,7 +112,11 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         try c.encode(layersPerBlock, forKey: .layersPerBlock)
         try c.encode(normNumGroups, forKey: .normNumGroups)
         try c.encode(scalingFactor, forKey: .scalingFactor)
+        try c.encode(shiftFactor, forKey: .shiftFactor)
         try c.encode(sampleSize, forKey: .sampleSize)
+        try c.encode(forceUpcast, forKey: .forceUpcast)
+        try c.encode(downBlockTypes, forKey: .downBlockTypes)
+        try c.encode(upBlockTypes, forKey: .upBlockTypes)
         try c.encode(midBlockAddAttention, forKey: .midBlockAddAttention)
         try c.encode(useQuantConv, forKey: .useQuantConv)
         try c.encode(usePostQuantConv, forKey: .usePostQuantConv)
@@ -81,7 +124,8 @@ public struct VAEConfig: Codable, Equatable, Sendable {
     }
 
     /// SDXL-VAE as published (stabilityai/sdxl-vae).
-    public static let sdxl = VAEConfig(blockOutChannels: [128, 256, 512, 512], layersPerBlock: 2, normNumGroups: 32)
+    public static let sdxl = VAEConfig(blockOutChannels: [128, 256, 512, 512], layersPerBlock: 2, normNumGroups: 32,
+                                       latentChannels: 4, scalingFactor: 0.13025, sampleSize: 1024)
 
     /// Pixels per latent cell along each side.
     public var downsamplingFactor: Int { 1 << (blockOutChannels.count - 1) }
