@@ -124,9 +124,35 @@ void gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k)
   }
 }
 
-class FastLinear : public mx::UnaryPrimitive {
+// A primitive computed by our own CPU code whose derivatives come from an equivalent expression in MLX ops.
+class ReferencedPrimitive : public mx::UnaryPrimitive {
  public:
-  explicit FastLinear(mx::Stream s) : mx::UnaryPrimitive(s) {}
+  explicit ReferencedPrimitive(mx::Stream s) : mx::UnaryPrimitive(s) {}
+  virtual mx::array reference(const std::vector<mx::array>& inputs) const = 0;
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error(std::string(name()) + ": CPU only");
+  }
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    auto [outs, grads] = mx::vjp([this](const std::vector<mx::array>& in) { return std::vector<mx::array>{reference(in)}; },
+                                 primals, cotangents);
+    std::vector<mx::array> selected;
+    for (int a : argnums) selected.push_back(grads[a]);
+    return selected;
+  }
+  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error(std::string(name()) + ": jvp not implemented");
+  }
+  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error(std::string(name()) + ": vmap not implemented");
+  }
+};
+
+class FastLinear : public ReferencedPrimitive {
+ public:
+  explicit FastLinear(mx::Stream s) : ReferencedPrimitive(s) {}
+  mx::array reference(const std::vector<mx::array>& in) const override { return linear_reference(in[0], in[1]); }
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
@@ -150,22 +176,6 @@ class FastLinear : public mx::UnaryPrimitive {
         cblas_sgemm(101, 111, 112, m, n, k, 1.0f, xp, k, w.data<float>(), k, 0.0f, y, n);
       }
     });
-  }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("FastLinear: CPU only"); }
-
-  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
-                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
-    auto [outs, grads] = mx::vjp([](const std::vector<mx::array>& in) { return std::vector<mx::array>{linear_reference(in[0], in[1])}; },
-                                 primals, cotangents);
-    std::vector<mx::array> selected;
-    for (int a : argnums) selected.push_back(grads[a]);
-    return selected;
-  }
-  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
-    throw std::runtime_error("FastLinear: jvp not implemented");
-  }
-  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
-    throw std::runtime_error("FastLinear: vmap not implemented");
   }
   const char* name() const override { return "FastLinear"; }
   bool is_equivalent(const mx::Primitive& other) const override { return dynamic_cast<const FastLinear*>(&other) != nullptr; }
@@ -194,9 +204,10 @@ mx::array depthwise_reference(const mx::array& x, const mx::array& w, int ph, in
   return mx::conv2d(x, mx::expand_dims(w, 3), {1, 1}, {ph, pw}, {1, 1}, int(w.shape(0)));
 }
 
-class DepthwiseConv : public mx::UnaryPrimitive {
+class DepthwiseConv : public ReferencedPrimitive {
  public:
-  DepthwiseConv(mx::Stream s, int ph, int pw) : mx::UnaryPrimitive(s), ph_(ph), pw_(pw) {}
+  DepthwiseConv(mx::Stream s, int ph, int pw) : ReferencedPrimitive(s), ph_(ph), pw_(pw) {}
+  mx::array reference(const std::vector<mx::array>& in) const override { return depthwise_reference(in[0], in[1], ph_, pw_); }
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
@@ -277,24 +288,6 @@ class DepthwiseConv : public mx::UnaryPrimitive {
         }
       });
     });
-  }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("DepthwiseConv: CPU only"); }
-
-  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
-                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
-    int ph = ph_, pw = pw_;
-    auto [outs, grads] = mx::vjp(
-        [ph, pw](const std::vector<mx::array>& in) { return std::vector<mx::array>{depthwise_reference(in[0], in[1], ph, pw)}; },
-        primals, cotangents);
-    std::vector<mx::array> selected;
-    for (int a : argnums) selected.push_back(grads[a]);
-    return selected;
-  }
-  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
-    throw std::runtime_error("DepthwiseConv: jvp not implemented");
-  }
-  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
-    throw std::runtime_error("DepthwiseConv: vmap not implemented");
   }
   const char* name() const override { return "DepthwiseConv"; }
   bool is_equivalent(const mx::Primitive& other) const override {
@@ -385,10 +378,15 @@ mx::array attention_reference(const mx::array& q, const mx::array& k, const mx::
   return mx::matmul(mx::softmax(scores, std::vector<int>{-1}, true), vv);
 }
 
-class FastAttention : public mx::UnaryPrimitive {
+class FastAttention : public ReferencedPrimitive {
  public:
   FastAttention(mx::Stream s, float scale, bool causal, bool has_mask)
-      : mx::UnaryPrimitive(s), scale_(scale), causal_(causal), has_mask_(has_mask) {}
+      : ReferencedPrimitive(s), scale_(scale), causal_(causal), has_mask_(has_mask) {}
+  mx::array reference(const std::vector<mx::array>& in) const override {
+    std::optional<mx::array> m;
+    if (has_mask_) m = in[3];
+    return attention_reference(in[0], in[1], in[2], scale_, causal_, m);
+  }
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     out.set_data(mx::allocator::malloc(out.nbytes()));
@@ -436,29 +434,6 @@ class FastAttention : public mx::UnaryPrimitive {
         }
       }
     });
-  }
-  void eval_gpu(const std::vector<mx::array>&, mx::array&) override { throw std::runtime_error("FastAttention: CPU only"); }
-
-  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
-                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
-    float scale = scale_;
-    bool causal = causal_, has_mask = has_mask_;
-    auto [outs, grads] = mx::vjp(
-        [scale, causal, has_mask](const std::vector<mx::array>& in) {
-          std::optional<mx::array> m;
-          if (has_mask) m = in[3];
-          return std::vector<mx::array>{attention_reference(in[0], in[1], in[2], scale, causal, m)};
-        },
-        primals, cotangents);
-    std::vector<mx::array> selected;
-    for (int a : argnums) selected.push_back(grads[a]);
-    return selected;
-  }
-  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
-    throw std::runtime_error("FastAttention: jvp not implemented");
-  }
-  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
-    throw std::runtime_error("FastAttention: vmap not implemented");
   }
   const char* name() const override { return "FastAttention"; }
   bool is_equivalent(const mx::Primitive& other) const override {
