@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "mlx/fast.h"
-#include "mlx/io.h"
 #include "mlx/memory.h"
 #include "mlx/mlx.h"
 #include "mlx/random.h"
@@ -570,66 +569,6 @@ int mlxs_vjp(mlxs_closure_fn fn, void* ctx, const mlxs_array* primals, int n_pri
     *n_outputs = int(outs.size());
     for (size_t i = 0; i < outs.size(); ++i) outputs_out[i] = wrap(outs[i]);
     for (size_t i = 0; i < vjps.size(); ++i) vjps_out[i] = wrap(vjps[i]);
-  });
-}
-
-// ---- safetensors
-
-static char* dup_string(const std::string& s) {
-  char* p = static_cast<char*>(malloc(s.size() + 1));
-  std::memcpy(p, s.c_str(), s.size() + 1);
-  return p;
-}
-
-int mlxs_load_safetensors(const char* path, mlxs_tensor_map* out) {
-  std::memset(out, 0, sizeof(*out));
-  return guard_status([&] {
-    auto [arrays, meta] = mx::load_safetensors(std::string(path));
-    out->count = int(arrays.size());
-    out->names = static_cast<char**>(calloc(arrays.size() + 1, sizeof(char*)));
-    out->arrays = static_cast<mlxs_array*>(calloc(arrays.size() + 1, sizeof(mlxs_array)));
-    int i = 0;
-    for (auto& [name, arr] : arrays) {
-      out->names[i] = dup_string(name);
-      out->arrays[i] = wrap(arr);
-      ++i;
-    }
-    out->metadata_count = int(meta.size());
-    out->metadata_keys = static_cast<char**>(calloc(meta.size() + 1, sizeof(char*)));
-    out->metadata_values = static_cast<char**>(calloc(meta.size() + 1, sizeof(char*)));
-    i = 0;
-    for (auto& [k, v] : meta) {
-      out->metadata_keys[i] = dup_string(k);
-      out->metadata_values[i] = dup_string(v);
-      ++i;
-    }
-  });
-}
-
-void mlxs_tensor_map_free(mlxs_tensor_map* map) {
-  for (int i = 0; i < map->count; ++i) {
-    free(map->names[i]);
-    if (map->arrays[i]) mlxs_free(map->arrays[i]);
-  }
-  for (int i = 0; i < map->metadata_count; ++i) {
-    free(map->metadata_keys[i]);
-    free(map->metadata_values[i]);
-  }
-  free(map->names);
-  free(map->arrays);
-  free(map->metadata_keys);
-  free(map->metadata_values);
-  std::memset(map, 0, sizeof(*map));
-}
-
-int mlxs_save_safetensors(const char* path, const char* const* names, const mlxs_array* arrays, int count,
-                          const char* const* keys, const char* const* values, int metadata_count) {
-  return guard_status([&] {
-    std::unordered_map<std::string, mx::array> m;
-    for (int i = 0; i < count; ++i) m.insert({names[i], A(arrays[i])});
-    std::unordered_map<std::string, std::string> meta;
-    for (int i = 0; i < metadata_count; ++i) meta[keys[i]] = values[i];
-    mx::save_safetensors(std::string(path), m, meta);
   });
 }
 

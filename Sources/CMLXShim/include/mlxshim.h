@@ -145,21 +145,6 @@ int mlxs_vjp(mlxs_closure_fn fn, void* context, const mlxs_array* primals, int n
              const mlxs_array* cotangents, int n_cotangents, mlxs_array* outputs_out, int max_outputs,
              int* n_outputs, mlxs_array* vjps_out);
 
-// ---- safetensors
-typedef struct {
-  int count;
-  char** names;
-  mlxs_array* arrays;
-  int metadata_count;
-  char** metadata_keys;
-  char** metadata_values;
-} mlxs_tensor_map;
-// Lazy: tensors are read from the file when evaluated.
-int mlxs_load_safetensors(const char* path, mlxs_tensor_map* out);
-void mlxs_tensor_map_free(mlxs_tensor_map* map);  // frees names, metadata and the handles still in it
-int mlxs_save_safetensors(const char* path, const char* const* names, const mlxs_array* arrays, int count,
-                          const char* const* metadata_keys, const char* const* metadata_values, int metadata_count);
-
 // ---- memory and threads
 size_t mlxs_active_memory(void);
 size_t mlxs_peak_memory(void);
