@@ -1,8 +1,13 @@
 import Foundation
 
-/// Pillow's resampling (`Image.resize` with BICUBIC) reproduced byte for byte: separable convolution with
-/// antialiasing (the kernel widens by the downscale factor), fixed-point coefficients with 22 fractional bits,
-/// a horizontal pass then a vertical pass, each rounded and clipped to 8 bits.
+/// Pillow's `Image.resize(size, Image.BICUBIC)` on an RGB image, byte for byte (libImaging/Resample.c):
+/// a separable convolution with the bicubic kernel (a = -0.5, support 2) widened by the scale factor when shrinking
+/// (antialiasing); per output pixel the taps run from `Int(center - support + 0.5)` to `Int(center + support + 0.5)`
+/// clamped to the input, are normalised to sum 1 and converted to fixed point with 22 fractional bits (rounded away
+/// from zero); each pass accumulates in integers from 1 << 21, shifts right by 22 and clips to 0...255, so the
+/// intermediate image is 8-bit too. A pass whose size does not change is skipped. The order of the two passes
+/// depends on the Pillow version (see `PassOrder`); horizontal-first only computes the input rows the vertical pass
+/// reads.
 public enum PillowResize {
     static let precisionBits = 32 - 8 - 2
 
@@ -14,88 +19,149 @@ public enum PillowResize {
         return 0
     }
 
-    /// For each output index: the first input index, the count, and integer weights.
-    static func coefficients(inSize: Int, outSize: Int) -> (bounds: [(Int, Int)], weights: [[Int32]]) {
+    /// Per output index: the first input index and the tap count; the fixed-point weights, `stride` per output.
+    struct Coefficients {
+        var start: [Int]
+        var count: [Int]
+        var weights: [Int32]
+        var stride: Int
+    }
+
+    static func coefficients(inSize: Int, outSize: Int) -> Coefficients {
         let support = 2.0
         let scale = Double(inSize) / Double(outSize)
         let filterScale = Swift.max(scale, 1)
         let width = support * filterScale
-        var bounds: [(Int, Int)] = []
-        var weights: [[Int32]] = []
+        let stride = Int(width.rounded(.up)) * 2 + 1
+        var c = Coefficients(start: [], count: [], weights: [Int32](repeating: 0, count: outSize * stride), stride: stride)
+        c.start.reserveCapacity(outSize)
+        c.count.reserveCapacity(outSize)
+        let one = Double(1 << precisionBits)
+        var k = [Double](repeating: 0, count: stride)
         for xx in 0..<outSize {
             let center = (Double(xx) + 0.5) * scale
             let ss = 1 / filterScale
             let xmin = Swift.max(Int(center - width + 0.5), 0)
-            let xmax = Swift.min(Int(center + width + 0.5), inSize) - xmin
-            var k = (0..<xmax).map { bicubic((Double($0 + xmin) - center + 0.5) * ss) }
-            let total = k.reduce(0, +)
-            if total != 0 { k = k.map { $0 / total } }
-            let one = Double(1 << precisionBits)
-            weights.append(k.map { $0 < 0 ? Int32(-0.5 + $0 * one) : Int32(0.5 + $0 * one) })
-            bounds.append((xmin, xmax))
+            let xcount = Swift.min(Int(center + width + 0.5), inSize) - xmin
+            var total = 0.0
+            for x in 0..<xcount {
+                k[x] = bicubic((Double(x + xmin) - center + 0.5) * ss)
+                total += k[x]
+            }
+            for x in 0..<xcount {
+                let w = total != 0 ? k[x] / total : k[x]
+                c.weights[xx * stride + x] = w < 0 ? Int32(-0.5 + w * one) : Int32(0.5 + w * one)
+            }
+            c.start.append(xmin)
+            c.count.append(xcount)
         }
-        return (bounds, weights)
+        return c
     }
 
     @inline(__always)
-    static func clip8(_ v: Int64) -> UInt8 {
-        if v >= Int64(1) << (precisionBits + 8) { return 255 }
+    static func clip8(_ v: Int32) -> UInt8 {
+        if v >= Int32(1) << (precisionBits + 8) { return 255 }
         if v <= 0 { return 0 }
-        return UInt8(v >> precisionBits)
+        return UInt8(truncatingIfNeeded: v >> precisionBits)
     }
 
-    public static func resize(_ image: RGBImage, width: Int, height: Int) -> RGBImage {
-        var current = image
+    /// Which pass runs first when both are needed.
+    public enum PassOrder: Sendable {
+        /// Pillow 13 and later: the vertical pass first when the height shrinks by more than twice as many pixels
+        /// as the width does (`inH - outH > 0 && inH - outH > (inW - outW) * 2`), otherwise horizontal first.
+        case pillow13
+        /// Pillow 12 and earlier: always horizontal first.
+        case horizontalFirst
+    }
+
+    /// Whether `order` runs the vertical pass first for this resize.
+    public static func verticalFirst(from source: (width: Int, height: Int), to target: (width: Int, height: Int),
+                                     order: PassOrder = .pillow13) -> Bool {
+        switch order {
+        case .horizontalFirst: return false
+        case .pillow13:
+            let shrinkY = source.height - target.height, shrinkX = source.width - target.width
+            return shrinkY > 0 && shrinkY > shrinkX * 2
+        }
+    }
+
+    public static func resize(_ image: RGBImage, width: Int, height: Int, order: PassOrder = .pillow13) -> RGBImage {
+        precondition(width > 0 && height > 0, "PillowResize: target size \(width)x\(height)")
+        precondition(image.width > 0 && image.height > 0, "PillowResize: empty source image")
         let needHorizontal = width != image.width
         let needVertical = height != image.height
-        let vertical = coefficients(inSize: image.height, outSize: height)
-        // Rows the vertical pass will read; the horizontal pass only produces those.
-        let firstRow = needVertical ? vertical.bounds[0].0 : 0
-        let lastRow = needVertical ? vertical.bounds[height - 1].0 + vertical.bounds[height - 1].1 : image.height
+        if !needHorizontal && !needVertical { return image }
+        if needHorizontal && needVertical
+            && verticalFirst(from: (image.width, image.height), to: (width, height), order: order) {
+            // Vertical over every column, then horizontal over the resized rows.
+            return pass(pass(image, width: image.width, height: height), width: width, height: height)
+        }
+        return pass(image, width: width, height: height)
+    }
+
+    /// Horizontal then vertical, as Pillow runs them in that order (either may be skipped).
+    static func pass(_ image: RGBImage, width: Int, height: Int) -> RGBImage {
+        let needHorizontal = width != image.width
+        let needVertical = height != image.height
+        if !needHorizontal && !needVertical { return image }
+        let vertical = needVertical ? coefficients(inSize: image.height, outSize: height) : nil
+        let rounding = Int32(1) << (precisionBits - 1)
+        var current = image
         if needHorizontal {
-            let (bounds, weights) = coefficients(inSize: image.width, outSize: width)
+            // Only the rows the vertical pass reads.
+            let firstRow = vertical.map { $0.start[0] } ?? 0
+            let lastRow = vertical.map { $0.start[height - 1] + $0.count[height - 1] } ?? image.height
             let rows = lastRow - firstRow
+            let c = coefficients(inSize: image.width, outSize: width)
             var out = [UInt8](repeating: 0, count: width * rows * 3)
-            for y in 0..<rows {
-                let src = (y + firstRow) * image.width * 3
-                for x in 0..<width {
-                    let (xmin, count) = bounds[x]
-                    let k = weights[x]
-                    var s0 = Int64(1) << (precisionBits - 1), s1 = s0, s2 = s0
-                    for i in 0..<count {
-                        let p = src + (xmin + i) * 3
-                        let w = Int64(k[i])
-                        s0 += Int64(image.pixels[p]) * w
-                        s1 += Int64(image.pixels[p + 1]) * w
-                        s2 += Int64(image.pixels[p + 2]) * w
+            image.pixels.withUnsafeBufferPointer { src in
+                c.weights.withUnsafeBufferPointer { weights in
+                    out.withUnsafeMutableBufferPointer { dst in
+                        for y in 0..<rows {
+                            let row = (y + firstRow) * image.width * 3
+                            for x in 0..<width {
+                                let k = x * c.stride
+                                var s0 = rounding, s1 = rounding, s2 = rounding
+                                var p = row + c.start[x] * 3
+                                for i in 0..<c.count[x] {
+                                    let w = weights[k + i]
+                                    s0 &+= Int32(src[p]) &* w
+                                    s1 &+= Int32(src[p + 1]) &* w
+                                    s2 &+= Int32(src[p + 2]) &* w
+                                    p += 3
+                                }
+                                let o = (y * width + x) * 3
+                                dst[o] = clip8(s0)
+                                dst[o + 1] = clip8(s1)
+                                dst[o + 2] = clip8(s2)
+                            }
+                        }
                     }
-                    let o = (y * width + x) * 3
-                    out[o] = clip8(s0)
-                    out[o + 1] = clip8(s1)
-                    out[o + 2] = clip8(s2)
                 }
             }
             current = RGBImage(width: width, height: rows, pixels: out)
         }
-        if needVertical {
+        if let c = vertical {
+            let offset = needHorizontal ? c.start[0] : 0
+            let rowBytes = width * 3
             var out = [UInt8](repeating: 0, count: width * height * 3)
-            let offset = needHorizontal ? firstRow : 0
-            for y in 0..<height {
-                let (ymin, count) = vertical.bounds[y]
-                let k = vertical.weights[y]
-                for x in 0..<width {
-                    var s0 = Int64(1) << (precisionBits - 1), s1 = s0, s2 = s0
-                    for i in 0..<count {
-                        let p = ((ymin - offset + i) * width + x) * 3
-                        let w = Int64(k[i])
-                        s0 += Int64(current.pixels[p]) * w
-                        s1 += Int64(current.pixels[p + 1]) * w
-                        s2 += Int64(current.pixels[p + 2]) * w
+            current.pixels.withUnsafeBufferPointer { src in
+                c.weights.withUnsafeBufferPointer { weights in
+                    out.withUnsafeMutableBufferPointer { dst in
+                        for y in 0..<height {
+                            let k = y * c.stride
+                            let first = (c.start[y] - offset) * rowBytes
+                            for x in 0..<rowBytes {
+                                var s = rounding
+                                var p = first + x
+                                for i in 0..<c.count[y] {
+                                    s &+= Int32(src[p]) &* weights[k + i]
+                                    p += rowBytes
+                                }
+                                dst[y * rowBytes + x] = clip8(s)
+                            }
+                        }
                     }
-                    let o = (y * width + x) * 3
-                    out[o] = clip8(s0)
-                    out[o + 1] = clip8(s1)
-                    out[o + 2] = clip8(s2)
                 }
             }
             current = RGBImage(width: width, height: height, pixels: out)
@@ -104,32 +170,49 @@ public enum PillowResize {
     }
 }
 
-/// JanusFlow's image preprocessing (VLMImageProcessor): resize the long side to `size` (Pillow bicubic), pad to
-/// a square with the mean colour, scale to [0, 1], normalise with mean/std.
+/// JanusFlow's image preprocessing (`VLMImageProcessor` in DeepSeek's janus/models/image_processing_vlm.py):
+/// resize so the long side is `size` (Pillow bicubic, the short side `max(Int(short / long * size), minimumSide)`),
+/// paste centred on a square canvas of the resized long side filled with `Int(mean * 255)`, offset
+/// `(long - short) / 2`; then `Float(Double(byte) * rescaleFactor)` and `(x - mean) / std` in float32 (the float64
+/// rescale then float32 normalisation of transformers' image utilities), giving CHW float32 (3, size, size).
 public struct ImagePreprocessor: Sendable {
     public var size: Int
     public var mean: [Float]
     public var std: [Float]
     public var minimumSide: Int
+    public var rescaleFactor: Double
+    /// The Pillow version whose resize is reproduced (they differ only for images whose height shrinks much more
+    /// than their width).
+    public var resizeOrder: PillowResize.PassOrder
 
-    public init(size: Int = 384, mean: [Float] = [0.5, 0.5, 0.5], std: [Float] = [0.5, 0.5, 0.5], minimumSide: Int = 14) {
+    public init(size: Int = 384, mean: [Float] = [0.5, 0.5, 0.5], std: [Float] = [0.5, 0.5, 0.5], minimumSide: Int = 14,
+                rescaleFactor: Double = 1.0 / 255.0, resizeOrder: PillowResize.PassOrder = .pillow13) {
+        precondition(size > 0 && mean.count == 3 && std.count == 3, "ImagePreprocessor: size \(size), mean/std need 3 values")
         self.size = size
         self.mean = mean
         self.std = std
         self.minimumSide = minimumSide
+        self.rescaleFactor = rescaleFactor
+        self.resizeOrder = resizeOrder
     }
 
-    /// The background colour of the padding: int(mean * 255) per channel.
+    /// The background colour of the padding: `int(mean * 255)` per channel (127 for 0.5).
     public var background: (UInt8, UInt8, UInt8) {
-        (UInt8(Int(mean[0] * 255)), UInt8(Int(mean[1] * 255)), UInt8(Int(mean[2] * 255)))
+        func level(_ m: Float) -> UInt8 { UInt8(clamping: Int(Double(m) * 255)) }
+        return (level(mean[0]), level(mean[1]), level(mean[2]))
     }
 
-    /// The resized and padded 8-bit image (size x size).
+    /// The size the image is resized to before padding: the long side becomes `size`.
+    public func resizedSize(width: Int, height: Int) -> (width: Int, height: Int) {
+        let long = Double(Swift.max(width, height))
+        return (Swift.max(Int(Double(width) / long * Double(size)), minimumSide),
+                Swift.max(Int(Double(height) / long * Double(size)), minimumSide))
+    }
+
+    /// The resized and padded 8-bit image (square, side `size` unless `minimumSide` exceeds it).
     public func squareImage(_ image: RGBImage) -> RGBImage {
-        let long = Swift.max(image.width, image.height)
-        let w = Swift.max(Int(Double(image.width) / Double(long) * Double(size)), minimumSide)
-        let h = Swift.max(Int(Double(image.height) / Double(long) * Double(size)), minimumSide)
-        let resized = PillowResize.resize(image, width: w, height: h)
+        let (w, h) = resizedSize(width: image.width, height: image.height)
+        let resized = PillowResize.resize(image, width: w, height: h, order: resizeOrder)
         if w == h { return resized }
         let side = Swift.max(w, h)
         var canvas = RGBImage(width: side, height: side, fill: background)
@@ -137,27 +220,37 @@ public struct ImagePreprocessor: Sendable {
         return canvas
     }
 
-    /// Float32 CHW values (3 x size x size) in the model's input range.
+    /// Float32 CHW values (3 x side x side) in the model's input range.
     public func pixelValues(_ image: RGBImage) -> [Float] {
-        let square = squareImage(image)
-        let n = square.width * square.height
+        normalize(squareImage(image))
+    }
+
+    /// The rescale and normalisation alone: HWC bytes to CHW float32.
+    public func normalize(_ image: RGBImage) -> [Float] {
+        let n = image.width * image.height
         var out = [Float](repeating: 0, count: 3 * n)
+        // The 256 possible values per channel, computed as the reference does.
+        let table = (0..<3).map { c in
+            (0..<256).map { (Float(Double($0) * rescaleFactor) - mean[c]) / std[c] }
+        }
         for i in 0..<n {
             for c in 0..<3 {
-                out[c * n + i] = (Float(square.pixels[3 * i + c]) * (1 / 255.0) - mean[c]) / std[c]
+                out[c * n + i] = table[c][Int(image.pixels[3 * i + c])]
             }
         }
         return out
     }
 
-    /// The inverse the demo applies to generated images: clip to [-1, 1], (x + 1) / 2 * 255, truncate to 8 bits.
-    /// `chw` holds 3 x height x width values.
+    /// The inverse the demo applies to decoded images: clip to [-1, 1], (x + 1) / 2 * 255 in float32, truncate to
+    /// 8 bits (NaN becomes 0). `chw` holds 3 x height x width values.
     public static func image(fromCHW chw: [Float], width: Int, height: Int) -> RGBImage {
         let n = width * height
+        precondition(chw.count == 3 * n, "image(fromCHW:): \(chw.count) values for 3x\(height)x\(width)")
         var pixels = [UInt8](repeating: 0, count: 3 * n)
         for i in 0..<n {
             for c in 0..<3 {
-                let v = Swift.min(Swift.max(chw[c * n + i], -1), 1)
+                let x = chw[c * n + i]
+                let v: Float = x.isNaN ? -1 : (x < -1 ? -1 : (x > 1 ? 1 : x))
                 pixels[3 * i + c] = UInt8((v + 1) / 2 * 255)
             }
         }

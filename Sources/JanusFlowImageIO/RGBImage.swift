@@ -1,20 +1,63 @@
 import CImageCodecs
 import Foundation
 
-/// A problem reading or writing an image; the message names the file.
-public struct ImageError: Error, CustomStringConvertible, Equatable {
+/// A problem reading or writing an image. `message` names the file.
+public struct ImageError: Error, CustomStringConvertible, Equatable, Sendable {
+    public enum Kind: Sendable, Equatable {
+        case notFound, unreadable, empty, unsupportedFormat, truncated, corrupt, unsupported, outOfMemory, writeFailed,
+            invalidArgument
+    }
+
+    public let kind: Kind
     public let message: String
-    public init(_ message: String) { self.message = message }
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+
     public var description: String { message }
 }
 
-/// An 8-bit RGB image, row-major, channels interleaved (HWC).
+/// The image file formats read here, recognised by their first bytes.
+public enum ImageFileFormat: String, Sendable {
+    case png = "PNG"
+    case jpeg = "JPEG"
+
+    static let pngSignature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
+    static let jpegSignature: [UInt8] = [0xFF, 0xD8, 0xFF]
+
+    /// The format whose signature `bytes` starts with, if any.
+    public static func detect<Bytes: Collection>(_ bytes: Bytes) -> ImageFileFormat? where Bytes.Element == UInt8 {
+        if bytes.starts(with: pngSignature) { return .png }
+        if bytes.starts(with: jpegSignature) { return .jpeg }
+        return nil
+    }
+
+    /// What a file that is neither PNG nor JPEG looks like, for error messages.
+    static func describeOther(_ head: [UInt8]) -> String {
+        func starts(_ s: String) -> Bool { head.starts(with: Array(s.utf8)) }
+        if starts("GIF87a") || starts("GIF89a") { return "GIF image" }
+        if starts("BM") { return "BMP image" }
+        if starts("RIFF") && head.count >= 12 && Array(head[8..<12]) == Array("WEBP".utf8) { return "WebP image" }
+        if head.starts(with: [0x49, 0x49, 0x2A, 0x00]) || head.starts(with: [0x4D, 0x4D, 0x00, 0x2A]) { return "TIFF image" }
+        if head.count >= 12 && Array(head[4..<8]) == Array("ftyp".utf8) { return "HEIF/AVIF/MP4 container" }
+        if starts("%PDF") { return "PDF document" }
+        if starts("<svg") || starts("<?xml") { return "SVG/XML text" }
+        let text = head.allSatisfy { ($0 >= 0x20 && $0 < 0x7F) || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D || $0 >= 0x80 }
+        if text && String(validating: head, as: UTF8.self) != nil { return "text" }
+        return "unrecognised signature"
+    }
+}
+
+/// An 8-bit RGB image, rows top to bottom, channels interleaved (HWC).
 public struct RGBImage: Equatable, Sendable {
     public var width: Int
     public var height: Int
     public var pixels: [UInt8]
 
     public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(width >= 0 && height >= 0, "RGBImage: negative size \(width)x\(height)")
         precondition(pixels.count == width * height * 3, "RGBImage: \(pixels.count) bytes for \(width)x\(height)")
         self.width = width
         self.height = height
@@ -22,14 +65,16 @@ public struct RGBImage: Equatable, Sendable {
     }
 
     public init(width: Int, height: Int, fill: (UInt8, UInt8, UInt8) = (0, 0, 0)) {
+        precondition(width >= 0 && height >= 0, "RGBImage: negative size \(width)x\(height)")
         self.width = width
         self.height = height
-        pixels = [UInt8](repeating: 0, count: width * height * 3)
+        var pixels = [UInt8](repeating: 0, count: width * height * 3)
         for i in 0..<(width * height) {
             pixels[3 * i] = fill.0
             pixels[3 * i + 1] = fill.1
             pixels[3 * i + 2] = fill.2
         }
+        self.pixels = pixels
     }
 
     public subscript(x x: Int, y y: Int) -> (UInt8, UInt8, UInt8) {
@@ -45,68 +90,114 @@ public struct RGBImage: Equatable, Sendable {
         }
     }
 
-    /// Reads a PNG or JPEG file (detected by its first bytes, not its name).
+    /// Reads a PNG or JPEG file, recognised by its first bytes (not its name), as Pillow's
+    /// `Image.open(path).convert("RGB")` would (see `image_codecs.h` for the conversions).
     public init(contentsOf url: URL) throws {
         let path = url.path
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw ImageError("\(path): file not found or not readable") }
-        let magic = [UInt8](handle.readData(ofLength: 8))
-        try? handle.close()
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ImageError(.notFound, "\(path): file not found")
+        }
+        if isDirectory.boolValue { throw ImageError(.unreadable, "\(path): is a directory, not an image file") }
+        if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber, size.intValue == 0 {
+            throw ImageError(.empty, "\(path): empty file, not an image")
+        }
+        let data: Data
+        do {
+            data = try Data(contentsOf: url)
+        } catch {
+            let reason = access(path, R_OK) != 0 ? String(cString: strerror(errno)) : "\(error.localizedDescription)"
+            throw ImageError(.unreadable, "\(path): cannot read file (\(reason))")
+        }
+        try self.init(data: data, name: path)
+    }
+
+    /// Decodes PNG or JPEG bytes; `name` starts every error message.
+    public init(data: Data, name: String = "image data") throws {
+        let bytes = [UInt8](data)
+        guard !bytes.isEmpty else { throw ImageError(.empty, "\(name): empty file, not an image") }
+        guard let format = ImageFileFormat.detect(bytes) else {
+            if bytes.count < 8 && ImageFileFormat.pngSignature.starts(with: bytes) {
+                throw ImageError(.truncated, "\(name): truncated PNG file (data ends early)")
+            }
+            if bytes.count < 3 && ImageFileFormat.jpegSignature.starts(with: bytes) {
+                throw ImageError(.truncated, "\(name): truncated JPEG file (data ends early)")
+            }
+            let what = ImageFileFormat.describeOther(Array(bytes.prefix(64)))
+            throw ImageError(.unsupportedFormat, "\(name): not a PNG or JPEG file (\(what))")
+        }
         var image = ic_image()
         var error = [CChar](repeating: 0, count: 512)
-        let rc: Int32
-        if magic.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) {
-            rc = ic_read_png(path, &image, &error, Int32(error.count))
-        } else if magic.starts(with: [0xFF, 0xD8, 0xFF]) {
-            rc = ic_read_jpeg(path, &image, &error, Int32(error.count))
-        } else if magic.isEmpty {
-            throw ImageError("\(path): empty file")
-        } else {
-            throw ImageError("\(path): not a PNG or JPEG file (\(RGBImage.describeFormat(magic)))")
+        let rc = bytes.withUnsafeBufferPointer { buffer in
+            switch format {
+            case .png: ic_decode_png(buffer.baseAddress, buffer.count, &image, &error, Int32(error.count))
+            case .jpeg: ic_decode_jpeg(buffer.baseAddress, buffer.count, &image, &error, Int32(error.count))
+            }
         }
-        guard rc == 0 else { throw ImageError("\(path): \(String(cString: error))") }
+        guard rc == 0 else {
+            let message = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw ImageError(RGBImage.kind(of: rc), "\(name): \(message)")
+        }
         defer { ic_free(&image) }
         width = Int(image.width)
         height = Int(image.height)
         pixels = Array(UnsafeBufferPointer(start: image.pixels, count: width * height * 3))
     }
 
-    static func describeFormat(_ magic: [UInt8]) -> String {
-        if magic.starts(with: Array("GIF8".utf8)) { return "GIF" }
-        if magic.starts(with: Array("BM".utf8)) { return "BMP" }
-        if magic.starts(with: Array("RIFF".utf8)) { return "RIFF/WebP" }
-        if magic.starts(with: [0x49, 0x49, 0x2A, 0x00]) || magic.starts(with: [0x4D, 0x4D, 0x00, 0x2A]) { return "TIFF" }
-        return "unrecognised signature"
+    static func kind(of code: Int32) -> ImageError.Kind {
+        switch Int(code) {
+        case Int(IC_ERR_IO): return .unreadable
+        case Int(IC_ERR_TRUNCATED): return .truncated
+        case Int(IC_ERR_UNSUPPORTED): return .unsupported
+        case Int(IC_ERR_MEMORY): return .outOfMemory
+        case Int(IC_ERR_ARGUMENT): return .invalidArgument
+        default: return .corrupt
+        }
     }
 
-    /// Writes an 8-bit RGB PNG atomically (a temporary file in the same folder, then a rename).
+    /// Writes an 8-bit RGB PNG atomically: a temporary file in the same folder (created if missing), flushed, then
+    /// renamed over `url`, so readers never see a partial file.
     public func writePNG(to url: URL) throws {
-        let dir = url.deletingLastPathComponent()
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).\(ProcessInfo.processInfo.processIdentifier).tmp")
+        guard width > 0, height > 0 else {
+            throw ImageError(.invalidArgument, "\(url.path): cannot write an empty \(width)x\(height) image")
+        }
+        let directory = url.deletingLastPathComponent()
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw ImageError(.writeFailed, "\(url.path): cannot create the folder \(directory.path)")
+        }
+        let temporary = directory.appendingPathComponent(".\(url.lastPathComponent).\(UUID().uuidString).tmp")
         var error = [CChar](repeating: 0, count: 512)
-        let rc = pixels.withUnsafeBufferPointer { ic_write_png(tmp.path, $0.baseAddress, Int32(width), Int32(height), &error, Int32(error.count)) }
+        let rc = pixels.withUnsafeBufferPointer {
+            ic_write_png(temporary.path, $0.baseAddress, Int32(width), Int32(height), &error, Int32(error.count))
+        }
         guard rc == 0 else {
-            try? FileManager.default.removeItem(at: tmp)
-            throw ImageError("\(url.path): \(String(cString: error))")
+            unlink(temporary.path)
+            let message = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw ImageError(.writeFailed, "\(url.path): \(message)")
         }
-        guard rename(tmp.path, url.path) == 0 else {
-            try? FileManager.default.removeItem(at: tmp)
-            throw ImageError("\(url.path): could not move the written file into place (errno \(errno))")
+        guard rename(temporary.path, url.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporary.path)
+            throw ImageError(.writeFailed, "\(url.path): cannot move the written file into place (\(reason))")
         }
     }
 
-    /// Copies `other` onto this image with its top-left corner at (x, y).
+    /// Copies `other` onto this image with its top-left corner at (x, y), clipped to this image.
     public mutating func paste(_ other: RGBImage, x: Int, y: Int) {
-        for row in 0..<other.height where y + row >= 0 && y + row < height {
-            for col in 0..<other.width where x + col >= 0 && x + col < width {
-                self[x: x + col, y: y + row] = other[x: col, y: row]
-            }
+        let x0 = Swift.max(x, 0), x1 = Swift.min(x + other.width, width)
+        guard x0 < x1 else { return }
+        for row in Swift.max(y, 0)..<Swift.max(Swift.max(y, 0), Swift.min(y + other.height, height)) {
+            let dst = (row * width + x0) * 3
+            let src = ((row - y) * other.width + (x0 - x)) * 3
+            pixels.replaceSubrange(dst..<(dst + (x1 - x0) * 3), with: other.pixels[src..<(src + (x1 - x0) * 3)])
         }
     }
 
-    /// Tiles images into a grid (row-major) with a gap between them.
+    /// Tiles images into a grid (row-major) with a gap between them; cells take the first image's size.
     public static func grid(_ images: [RGBImage], columns: Int, gap: Int = 2, background: (UInt8, UInt8, UInt8) = (255, 255, 255)) -> RGBImage {
-        guard let first = images.first else { return RGBImage(width: 1, height: 1, fill: background) }
+        guard let first = images.first, columns > 0 else { return RGBImage(width: 1, height: 1, fill: background) }
         let rows = (images.count + columns - 1) / columns
         let cols = Swift.min(columns, images.count)
         var out = RGBImage(width: cols * first.width + (cols + 1) * gap, height: rows * first.height + (rows + 1) * gap, fill: background)
