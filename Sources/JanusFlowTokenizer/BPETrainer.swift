@@ -40,7 +40,7 @@ public enum BPETrainer {
                                       name: "bootstrap")
         var wordCounts: [[String]: Int] = [:]
         for text in texts {
-            for piece in bootstrap.preTokenize(text) {
+            for piece in bootstrap.preTokenize(text, splitAddedTokens: false) {
                 let symbols = Array(piece.utf8).map { alphabet[Int($0)] }
                 wordCounts[symbols, default: 0] += 1
             }

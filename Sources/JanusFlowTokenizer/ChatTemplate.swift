@@ -2,6 +2,7 @@
 public struct ChatMessage: Equatable, Sendable, Codable {
     public var role: String
     public var content: String
+
     public init(role: String, content: String) {
         self.role = role
         self.content = content
@@ -11,91 +12,142 @@ public struct ChatMessage: Equatable, Sendable, Codable {
     public static func assistant(_ content: String) -> ChatMessage { ChatMessage(role: "Assistant", content: content) }
 }
 
-/// DeepSeek's "deepseek" SFT format as JanusFlow's VLChatProcessor renders it.
+/// DeepSeek's "deepseek" SFT format as JanusFlow's `VLChatProcessor` renders it (`janus/utils/conversation.py`,
+/// separator style DeepSeek, separators `"\n\n"` and `"<｜end▁of▁sentence｜>"`).
 public enum ChatTemplate {
+    /// `VLChatProcessor.system_prompt`, used for understanding prompts.
     public static let systemPrompt = "You are a helpful language and vision assistant. You are able to understand the visual content that the user provides, and assist the user with a variety of tasks using natural language."
+    /// The tag a user message carries for each image; the processor expands it into the image block.
     public static let imageTag = "<image_placeholder>"
     public static let beginOfImage = "<begin_of_image>"
     public static let endOfImage = "<end_of_image>"
     public static let beginOfGeneration = "<｜begin▁of▁generation｜>"
     public static let endOfSentence = "<｜end▁of▁sentence｜>"
+    /// The two separators, used alternately after the 1st, 3rd, ... and the 2nd, 4th, ... message.
+    public static let separators = ["\n\n", endOfSentence]
 
-    /// System text and a blank line (if any), then `Role: content` with separators alternating "\n\n" (after
-    /// the 1st, 3rd, ... message) and the end-of-sentence string (after the 2nd, 4th, ...); an empty message is
-    /// just `Role:`. Contents and the result are stripped of surrounding whitespace.
+    /// The prompt text: the system text and a blank line (only if the system text is non-empty), then each message
+    /// as `Role: content` followed by the separators in turn; a message with empty content is just `Role:` (no
+    /// separator). Each content and the final string are stripped of surrounding whitespace (Python's
+    /// `str.strip()`).
     public static func render(_ messages: [ChatMessage], systemPrompt: String = ChatTemplate.systemPrompt) -> String {
-        var text = systemPrompt.isEmpty ? "" : systemPrompt + "\n\n"
+        var text = systemPrompt.isEmpty ? "" : systemPrompt + separators[0]
         for (i, m) in messages.enumerated() {
-            let content = m.content.trimmingWhitespace
+            let content = m.content.trimmingPythonWhitespace
             if content.isEmpty {
                 text += m.role + ":"
             } else {
-                text += m.role + ": " + content + (i % 2 == 0 ? "\n\n" : endOfSentence)
+                text += m.role + ": " + content + separators[i % 2]
             }
         }
-        return text.trimmingWhitespace
+        return text.trimmingPythonWhitespace
     }
 
-    /// The demo's understanding prompt for one image and a question.
+    /// The demo's understanding prompt: `<system>\n\nUser: <image_placeholder>\n<question>\n\nAssistant:` after
+    /// the earlier turns of `history` (pairs of user and assistant messages).
     public static func understandingPrompt(question: String, history: [ChatMessage] = []) -> String {
         render(history + [.user(imageTag + "\n" + question), .assistant("")])
     }
 
-    /// The generation prompt: empty system prompt, `User: <prompt>\n\nAssistant:`, then the image-start tag
-    /// (its embedding is replaced by the time embedding).
-    public static func generationPrompt(_ prompt: String) -> String {
-        render([.user(prompt), .assistant("")], systemPrompt: "") + beginOfImage
+    /// The generation prompt: empty system prompt, `User: <prompt>\n\nAssistant:`, then `tag` (the demo app's
+    /// `<begin_of_image>` by default; the repository README uses `<｜begin▁of▁generation｜>`, which gives the same
+    /// model inputs because the last token's embedding is replaced by the time embedding).
+    public static func generationPrompt(_ prompt: String, tag: String = ChatTemplate.beginOfImage) -> String {
+        render([.user(prompt), .assistant("")], systemPrompt: "") + tag
     }
 }
 
-/// Token ids of chat prompts with image blocks expanded (VLChatProcessor).
+/// Token ids of chat prompts with image blocks expanded, as JanusFlow's `VLChatProcessor` makes them.
 public struct ChatProcessor: Sendable {
+    /// The tokenizer, with the image and generation tags added as special tokens if the file lacked them.
     public let tokenizer: Tokenizer
+    /// Image tokens per image: 576 for the release (24 x 24 SigLIP patches).
     public let imageTokens: Int
     public let imageTagID: Int
     public let beginOfImageID: Int
     public let endOfImageID: Int
+    public let beginOfGenerationID: Int
+    /// `<｜▁pad▁｜>`, or EOS.
+    public var padID: Int { tokenizer.padID }
 
-    /// The result of processing: ids and the masks `prepare_inputs_embeds` needs.
-    public struct Prompt: Equatable {
+    /// One processed prompt.
+    public struct Prompt: Equatable, Sendable {
+        /// BOS, the prompt, each image tag replaced by `<begin_of_image>`, N placeholders, `<end_of_image>`.
         public var ids: [Int]
-        /// True at each `<begin_of_image>` and at the placeholders that receive image tokens.
+        /// True at every `<begin_of_image>` and `<image_placeholder>` id (N + 1 positions per image):
+        /// `images_seq_mask`.
         public var imageSeqMask: [Bool]
         public var imageCount: Int
+        /// N + 1 per image (the begin tag and the placeholders).
+        public var imageEmbeddingCount: Int
+        /// `images_emb_mask` of this prompt alone: one row of N + 1 true values per image.
+        public var imageEmbMask: [[Bool]] { Array(repeating: Array(repeating: true, count: imageEmbeddingCount), count: imageCount) }
     }
 
+    /// Several prompts left-padded to one length, as `VLChatProcessor.batchify` makes them.
+    public struct Batch: Equatable, Sendable {
+        /// Rows of equal length, padded on the left with the pad id.
+        public var ids: [[Int]]
+        /// 1 on real tokens, 0 on padding.
+        public var attentionMask: [[Int]]
+        public var imageSeqMask: [[Bool]]
+        /// (rows, max(1, most images in a row), N + 1): true for the images each row has.
+        public var imageEmbMask: [[[Bool]]]
+    }
+
+    /// Finds (or, like `VLChatProcessor`, adds as special tokens, in its order) the image tag, the generation
+    /// tag and the image begin/end tags. Throws when `imageTokens` is negative.
     public init(tokenizer: Tokenizer, imageTokens: Int = 576) throws {
-        self.tokenizer = tokenizer
-        self.imageTokens = imageTokens
-        func id(_ token: String) throws -> Int {
-            guard let id = tokenizer.tokenID(for: token) else {
-                throw TokenizerError("\(tokenizer.source): the vocabulary has no '\(token)' token")
-            }
-            return id
+        guard imageTokens >= 0 else {
+            throw TokenizerError(.invalidField, file: tokenizer.source, field: "num_image_tokens", reason: "must not be negative (\(imageTokens))")
         }
-        imageTagID = try id(ChatTemplate.imageTag)
-        beginOfImageID = try id(ChatTemplate.beginOfImage)
-        endOfImageID = try id(ChatTemplate.endOfImage)
+        let tags = [ChatTemplate.imageTag, ChatTemplate.beginOfGeneration, ChatTemplate.beginOfImage, ChatTemplate.endOfImage]
+        let t = tags.allSatisfy { tokenizer.tokenID(for: $0) != nil } ? tokenizer : tokenizer.addingSpecialTokens(tags)
+        self.tokenizer = t
+        self.imageTokens = imageTokens
+        imageTagID = t.tokenID(for: ChatTemplate.imageTag)!
+        beginOfGenerationID = t.tokenID(for: ChatTemplate.beginOfGeneration)!
+        beginOfImageID = t.tokenID(for: ChatTemplate.beginOfImage)!
+        endOfImageID = t.tokenID(for: ChatTemplate.endOfImage)!
     }
 
-    /// Encodes with BOS and replaces every image tag by `<begin_of_image>`, N placeholders, `<end_of_image>`.
+    /// Encodes `text` with BOS and replaces every image tag by `<begin_of_image>`, N placeholders and
+    /// `<end_of_image>`.
     public func process(_ text: String) -> Prompt {
         var ids: [Int] = []
-        var mask: [Bool] = []
         var images = 0
         for id in tokenizer.encode(text) {
             if id == imageTagID {
                 ids.append(beginOfImageID)
-                ids.append(contentsOf: Array(repeating: imageTagID, count: imageTokens))
+                ids.append(contentsOf: repeatElement(imageTagID, count: imageTokens))
                 ids.append(endOfImageID)
-                mask.append(contentsOf: [true] + Array(repeating: true, count: imageTokens) + [false])
                 images += 1
             } else {
                 ids.append(id)
-                mask.append(false)
             }
         }
-        return Prompt(ids: ids, imageSeqMask: mask, imageCount: images)
+        let mask = ids.map { $0 == imageTagID || $0 == beginOfImageID }
+        return Prompt(ids: ids, imageSeqMask: mask, imageCount: images, imageEmbeddingCount: imageTokens + 1)
+    }
+
+    /// Renders and processes a conversation (`VLChatProcessor(conversations:)`).
+    public func process(conversation: [ChatMessage], systemPrompt: String = ChatTemplate.systemPrompt) -> Prompt {
+        process(ChatTemplate.render(conversation, systemPrompt: systemPrompt))
+    }
+
+    /// Left-pads prompts to a batch.
+    public func batch(_ prompts: [Prompt]) -> Batch {
+        let length = prompts.map(\.ids.count).max() ?? 0
+        let maxImages = Swift.max(1, prompts.map(\.imageCount).max() ?? 0)
+        var batch = Batch(ids: [], attentionMask: [], imageSeqMask: [], imageEmbMask: [])
+        for p in prompts {
+            let pad = length - p.ids.count
+            batch.ids.append(Array(repeating: padID, count: pad) + p.ids)
+            batch.attentionMask.append(Array(repeating: 0, count: pad) + Array(repeating: 1, count: p.ids.count))
+            batch.imageSeqMask.append(Array(repeating: false, count: pad) + p.imageSeqMask)
+            batch.imageEmbMask.append((0..<maxImages).map { Array(repeating: $0 < p.imageCount, count: imageTokens + 1) })
+        }
+        return batch
     }
 
     /// A prompt plus its response for training: the response (a leading space, the answer, end of sentence)
@@ -106,24 +158,39 @@ public struct ChatProcessor: Sendable {
         var prefix = conversation
         let answer = prefix.removeLast()
         var p = process(ChatTemplate.render(prefix + [ChatMessage(role: answer.role, content: "")], systemPrompt: systemPrompt))
-        let response = tokenizer.encode(" " + answer.content.trimmingWhitespace, addBOS: false) + [tokenizer.eosID]
+        let response = tokenizer.encode(" " + answer.content.trimmingPythonWhitespace, addBOS: false) + [tokenizer.eosID]
         let labels = Array(repeating: false, count: p.ids.count) + Array(repeating: true, count: response.count)
         p.ids += response
         p.imageSeqMask += Array(repeating: false, count: response.count)
         return (p, labels)
     }
 
-    /// The generation prompt's ids (BOS first, the image-start tag last).
+    /// The generation prompt's ids: BOS first, the image-start tag last.
     public func generationIDs(_ prompt: String) -> [Int] { tokenizer.encode(ChatTemplate.generationPrompt(prompt)) }
+
+    /// The classifier-free-guidance unconditional row: BOS kept, every later id replaced by the pad id.
+    public func unconditionalIDs(_ promptIDs: [Int]) -> [Int] {
+        guard let first = promptIDs.first else { return [] }
+        return [first] + Array(repeating: padID, count: promptIDs.count - 1)
+    }
+
+    /// The 2B token rows of a guided generation: B copies of the prompt, then B unconditional rows.
+    public func guidanceRows(_ promptIDs: [Int], images: Int) -> [[Int]] {
+        Array(repeating: promptIDs, count: images) + Array(repeating: unconditionalIDs(promptIDs), count: images)
+    }
+}
+
+extension Unicode.Scalar {
+    /// Python's `str.isspace()`: Unicode White_Space plus the information separators U+001C-U+001F.
+    var isPythonWhitespace: Bool { properties.isWhitespace || (0x1C...0x1F).contains(value) }
 }
 
 extension String {
-    /// Strips what Python's str.strip() strips (Unicode whitespace).
-    var trimmingWhitespace: String {
-        let scalars = Array(unicodeScalars)
-        var lo = 0, hi = scalars.count
-        while lo < hi && scalars[lo].properties.isWhitespace { lo += 1 }
-        while hi > lo && scalars[hi - 1].properties.isWhitespace { hi -= 1 }
-        return String(String.UnicodeScalarView(scalars[lo..<hi]))
+    /// What Python's `str.strip()` strips.
+    var trimmingPythonWhitespace: String {
+        let scalars = unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.isPythonWhitespace }) else { return "" }
+        let last = scalars.lastIndex(where: { !$0.isPythonWhitespace })!
+        return String(scalars[first...last])
     }
 }

@@ -1,340 +1,498 @@
 import Foundation
 
-/// A problem reading a tokenizer file; the message names the file and the field.
-public struct TokenizerError: Error, CustomStringConvertible, Equatable {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
-/// A Hugging Face `tokenizer.json` byte-level BPE tokenizer (the DeepSeek-LLM / JanusFlow pipeline): added
-/// tokens matched first, Split / Digits / ByteLevel pre-tokenizers, BPE by merge rank, BOS prepended, byte-level
-/// decoding.
+/// A byte-level BPE tokenizer read from a Hugging Face `tokenizer.json`, as DeepSeek-LLM and JanusFlow use it.
+///
+/// Encoding reproduces the `tokenizers` library (and `transformers`' `LlamaTokenizerFast`) exactly:
+/// 1. added tokens (special or not) are found first, by their literal text, and become their ids;
+/// 2. the text between them goes through the pre-tokenizer read from the file (a `Sequence` of `Split` regexes,
+///    `Digits` and `ByteLevel`), whose regular expressions are parsed from the file and matched with Oniguruma's
+///    rules (see `SplitPattern`);
+/// 3. each piece's UTF-8 bytes are merged by BPE rank;
+/// 4. BOS is prepended when asked (the `BOS $A` template `LlamaTokenizerFast` installs; no EOS).
+///
+/// Decoding concatenates the tokens' bytes (special tokens verbatim, or left out) and reads them as UTF-8, with
+/// U+FFFD for invalid sequences. The type is immutable and safe to share between threads.
 public final class Tokenizer: @unchecked Sendable {
+    /// A token listed in `added_tokens`, with the matching options of the `tokenizers` library.
     public struct AddedToken: Equatable, Sendable {
         public let id: Int
         public let content: String
+        /// Skipped by `decode(_:skipSpecialTokens: true)`.
         public let special: Bool
+        /// Matched only when not touching word characters on either side.
+        public let singleWord: Bool
+        /// A match also takes the whitespace on its left / right.
+        public let lstrip: Bool
+        public let rstrip: Bool
+        /// Matched in a second pass, after the non-normalized tokens (there is no normalizer, so only the order
+        /// of the two passes differs).
+        public let normalized: Bool
+
+        public init(id: Int, content: String, special: Bool, singleWord: Bool = false, lstrip: Bool = false,
+                    rstrip: Bool = false, normalized: Bool = false) {
+            self.id = id
+            self.content = content
+            self.special = special
+            self.singleWord = singleWord
+            self.lstrip = lstrip
+            self.rstrip = rstrip
+            self.normalized = normalized
+        }
+
+        public static func == (a: AddedToken, b: AddedToken) -> Bool {
+            a.id == b.id && Array(a.content.utf8) == Array(b.content.utf8) && a.special == b.special
+                && a.singleWord == b.singleWord && a.lstrip == b.lstrip && a.rstrip == b.rstrip && a.normalized == b.normalized
+        }
     }
 
-    enum PreTokenizer {
-        case split(SplitPattern)
-        case digits(individual: Bool)
-        case byteLevel
+    /// Everything a tokenizer is made of (kept so that `addingSpecialTokens` can build a copy).
+    struct Parts {
+        var model: BPEModel
+        /// Model vocabulary, keyed by the token's UTF-8 bytes (exact, unlike `String` keys, which compare by
+        /// canonical equivalence).
+        var modelVocab: [[UInt8]: Int]
+        var added: [AddedToken]
+        var preTokenizer: PreTokenizer
     }
 
-    let vocab: [String: Int]
-    let idToToken: [String]
-    let addedTokens: [AddedToken]
+    let parts: Parts
+    let addedByContent: [[UInt8]: AddedToken]
     let addedByID: [Int: AddedToken]
-    let addedByFirstScalar: [Unicode.Scalar: [(scalars: [Unicode.Scalar], token: AddedToken)]]
-    let preTokenizers: [PreTokenizer]
-    /// (left id, right id) -> (rank, merged id)
-    let merges: [UInt64: (rank: Int32, id: Int32)]
-    /// Byte -> vocabulary id of its single-symbol token.
-    let byteIDs: [Int32]
-    let byteDecoder: [Unicode.Scalar: UInt8]
-    // Keyed by UTF-8 bytes: Swift String equality is canonical (U+2126 OHM SIGN == U+03A9), BPE is not.
-    private var cache: [[UInt8]: [Int32]] = [:]
-    private let cacheLock = NSLock()
+    let rawMatcher: AddedTokenMatcher
+    let normalizedMatcher: AddedTokenMatcher
+    /// Token strings by id (nil for unused ids).
+    let idToToken: [String?]
+    /// Decoded bytes of every id, concatenated; `byteOffsets[id]..<byteOffsets[id + 1]`.
+    let tokenBytes: [UInt8]
+    let byteOffsets: [Int32]
+    let specialFlags: [Bool]
+    /// The names BOS and EOS were looked up by (kept for `addingSpecialTokens`).
+    private let bosNames: [String]
+    private let eosNames: [String]
 
-    public let bosID: Int
-    public let eosID: Int
-    /// The id of `<｜▁pad▁｜>`, or EOS when the vocabulary has no pad token (VLChatProcessor's rule).
-    public let padID: Int
-    public var vocabularySize: Int { idToToken.count }
+    /// Where the tokenizer came from (a path or the name given to `init(json:name:)`), used in messages.
     public let source: String
+    /// `<｜begin▁of▁sentence｜>` for DeepSeek: prepended by `encode(_:addBOS: true)`.
+    public let bosID: Int
+    /// `<｜end▁of▁sentence｜>` for DeepSeek: ends an assistant turn and stops generation.
+    public let eosID: Int
+    /// The id of `<｜▁pad▁｜>`, or the EOS id when the vocabulary has no such token (VLChatProcessor's rule).
+    public let padID: Int
+    /// One more than the largest id (the number of ids when they are contiguous, as in every real tokenizer).
+    public var vocabularySize: Int { idToToken.count }
+    /// The added tokens in the file's order (plus any added with `addingSpecialTokens`).
+    public var addedTokens: [AddedToken] { parts.added }
 
-    /// Reads `tokenizer.json` in `directory`.
+    /// The token names looked up when none is given: DeepSeek's, then Llama's and GPT-2's.
+    public static let defaultBOSNames = ["<｜begin▁of▁sentence｜>", "<s>", "<|begin_of_text|>", "<|endoftext|>"]
+    public static let defaultEOSNames = ["<｜end▁of▁sentence｜>", "</s>", "<|end_of_text|>", "<|endoftext|>"]
+    public static let padTokenName = "<｜▁pad▁｜>"
+
+    // MARK: Loading
+
+    /// Reads `tokenizer.json` in `directory`. The BOS and EOS tokens are taken from `tokenizer_config.json` (or
+    /// else `special_tokens_map.json`) there when it names them, otherwise found by the default names.
     public convenience init(directory: URL) throws {
-        try self.init(tokenizerJSON: directory.appendingPathComponent("tokenizer.json"))
-    }
-
-    public convenience init(tokenizerJSON url: URL) throws {
-        guard let data = FileManager.default.contents(atPath: url.path) else {
-            throw TokenizerError("\(url.path): file not found")
+        let file = directory.appendingPathComponent("tokenizer.json")
+        var bos: String?, eos: String?
+        for name in ["tokenizer_config.json", "special_tokens_map.json"] where bos == nil && eos == nil {
+            let url = directory.appendingPathComponent(name)
+            guard FileManager.default.fileExists(atPath: url.path) else { continue }
+            let root = try Tokenizer.readJSON(url)
+            func tokenName(_ field: String) throws -> String? {
+                switch root[field] {
+                case nil, .null?: return nil
+                case .string(let s)?: return s
+                case let value?:
+                    if let s = value["content"]?.string { return s }
+                    throw TokenizerError(.invalidField, file: url.path, field: field, reason: "expected a string or an object with 'content', found \(value.typeName)")
+                }
+            }
+            bos = try tokenName("bos_token")
+            eos = try tokenName("eos_token")
         }
-        try self.init(json: data, name: url.path)
+        try self.init(tokenizerJSON: file, bosToken: bos, eosToken: eos)
     }
 
-    /// Parses tokenizer.json contents; `name` appears in error messages.
-    public init(json data: Data, name: String) throws {
+    /// Reads a `tokenizer.json` file. `bosToken` / `eosToken` name the BOS and EOS tokens; by default BOS is the
+    /// first special token of a `TemplateProcessing` post-processor, else the first of `defaultBOSNames` in the
+    /// vocabulary, and EOS the first of `defaultEOSNames`.
+    public convenience init(tokenizerJSON url: URL, bosToken: String? = nil, eosToken: String? = nil) throws {
+        let root = try Tokenizer.readJSON(url)
+        try self.init(root: root, name: url.path, bosToken: bosToken, eosToken: eosToken)
+    }
+
+    /// Parses `tokenizer.json` contents; `name` stands for the file in error messages.
+    public convenience init(json data: Data, name: String, bosToken: String? = nil, eosToken: String? = nil) throws {
+        let root: JSONValue
+        do {
+            root = try JSONParser.parse([UInt8](data))
+        } catch let error as JSONSyntaxError {
+            throw TokenizerError(.invalidJSON, file: name, reason: "invalid JSON at \(error)")
+        }
+        try self.init(root: root, name: name, bosToken: bosToken, eosToken: eosToken)
+    }
+
+    static func readJSON(_ url: URL) throws -> JSONValue {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory), !isDirectory.boolValue,
+              let data = FileManager.default.contents(atPath: url.path)
+        else {
+            throw TokenizerError(.fileNotFound, file: url.path, reason: "file not found")
+        }
+        do {
+            return try JSONParser.parse([UInt8](data))
+        } catch let error as JSONSyntaxError {
+            throw TokenizerError(.invalidJSON, file: url.path, reason: "invalid JSON at \(error)")
+        }
+    }
+
+    private convenience init(root: JSONValue, name: String, bosToken: String?, eosToken: String?) throws {
+        let parts = try Tokenizer.parse(root, name: name)
+        // BOS: explicit, else the post-processor template's first special token, else a known name.
+        var bosNames = bosToken.map { [$0] } ?? Tokenizer.defaultBOSNames
+        if bosToken == nil, root["post_processor"]?["type"]?.string == "TemplateProcessing",
+           let first = root["post_processor"]?["single"]?.array?.first, let id = first["SpecialToken"]?["id"]?.string {
+            bosNames.insert(id, at: 0)
+        }
+        let eosNames = eosToken.map { [$0] } ?? Tokenizer.defaultEOSNames
+        try self.init(parts: parts, name: name, bosNames: bosNames, eosNames: eosNames)
+    }
+
+    init(parts: Parts, name: String, bosNames: [String], eosNames: [String]) throws {
+        self.parts = parts
         source = name
-        guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw TokenizerError("\(name): not a JSON object")
+        var byContent: [[UInt8]: AddedToken] = [:]
+        var byID: [Int: AddedToken] = [:]
+        for t in parts.added {
+            byContent[Array(t.content.utf8)] = t
+            byID[t.id] = t
         }
-        func fail(_ field: String, _ why: String) -> TokenizerError { TokenizerError("\(name): field '\(field)': \(why)") }
-        guard let model = root["model"] as? [String: Any] else { throw fail("model", "missing") }
-        guard (model["type"] as? String) == "BPE" else { throw fail("model.type", "unsupported '\(model["type"] ?? "nil")' (only BPE)") }
-        if (model["byte_fallback"] as? Bool) == true { throw fail("model.byte_fallback", "byte fallback is not supported") }
-        guard let vocabObject = model["vocab"] as? [String: Any] else { throw fail("model.vocab", "missing") }
-        var vocab: [String: Int] = [:]
-        for (token, id) in vocabObject {
-            guard let n = id as? Int else { throw fail("model.vocab", "id of '\(token)' is not an integer") }
-            vocab[token] = n
-        }
-        // Added tokens (special or not) extend the vocabulary.
-        var added: [AddedToken] = []
-        for item in root["added_tokens"] as? [[String: Any]] ?? [] {
-            guard let id = item["id"] as? Int, let content = item["content"] as? String else {
-                throw fail("added_tokens", "entries need 'id' and 'content'")
-            }
-            added.append(AddedToken(id: id, content: content, special: item["special"] as? Bool ?? false))
-            vocab[content] = id
-        }
-        let size = (vocab.values.max() ?? -1) + 1
-        var idToToken = [String](repeating: "", count: size)
-        for (t, i) in vocab { idToToken[i] = t }
-        self.vocab = vocab
-        self.idToToken = idToToken
-        self.addedTokens = added
-        self.addedByID = Dictionary(added.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        var byFirst: [Unicode.Scalar: [(scalars: [Unicode.Scalar], token: AddedToken)]] = [:]
-        for t in added {
-            let scalars = Array(t.content.unicodeScalars)
-            guard let first = scalars.first else { continue }
-            byFirst[first, default: []].append((scalars, t))
-        }
-        for k in byFirst.keys { byFirst[k]!.sort { $0.scalars.count > $1.scalars.count } }  // longest first
-        addedByFirstScalar = byFirst
+        addedByContent = byContent
+        addedByID = byID
+        rawMatcher = AddedTokenMatcher(parts.added.filter { !$0.normalized })
+        normalizedMatcher = AddedTokenMatcher(parts.added.filter { $0.normalized })
 
-        // Byte-level alphabet (GPT-2): printable bytes map to themselves, the rest to U+0100 onwards.
-        var byteToScalar = [Unicode.Scalar](repeating: " ", count: 256)
-        var next: UInt32 = 256
-        for b in 0..<256 {
-            let printable = (33...126).contains(b) || (161...172).contains(b) || (174...255).contains(b)
-            if printable { byteToScalar[b] = Unicode.Scalar(UInt32(b))! } else { byteToScalar[b] = Unicode.Scalar(next)!; next += 1 }
+        let maxID = Swift.max(parts.modelVocab.values.max() ?? -1, parts.added.map(\.id).max() ?? -1)
+        var tokens = [String?](repeating: nil, count: maxID + 1)
+        for (bytes, id) in parts.modelVocab { tokens[id] = String(decoding: bytes, as: UTF8.self) }
+        for t in parts.added { tokens[t.id] = t.content }
+        idToToken = tokens
+        var bytes: [UInt8] = []
+        var offsets: [Int32] = [0]
+        var special = [Bool](repeating: false, count: tokens.count)
+        offsets.reserveCapacity(tokens.count + 1)
+        for (id, token) in tokens.enumerated() {
+            if let token { bytes.append(contentsOf: ByteLevel.bytes(ofToken: token)) }
+            offsets.append(Int32(bytes.count))
+            special[id] = byID[id]?.special ?? false
         }
-        var decoder: [Unicode.Scalar: UInt8] = [:]
-        var byteIDs = [Int32](repeating: -1, count: 256)
-        for b in 0..<256 {
-            decoder[byteToScalar[b]] = UInt8(b)
-            byteIDs[b] = Int32(vocab[String(Character(byteToScalar[b]))] ?? -1)
-        }
-        byteDecoder = decoder
-        self.byteIDs = byteIDs
+        tokenBytes = bytes
+        byteOffsets = offsets
+        specialFlags = special
 
-        // Merges: "a b" strings or [a, b] pairs.
-        var merges: [UInt64: (rank: Int32, id: Int32)] = [:]
-        for (rank, entry) in (model["merges"] as? [Any] ?? []).enumerated() {
-            let pair: [String]
-            if let s = entry as? String {
-                let parts = s.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
-                guard parts.count == 2 else { throw fail("model.merges", "entry \(rank) is not 'a b'") }
-                pair = parts
-            } else if let p = entry as? [String], p.count == 2 {
-                pair = p
-            } else {
-                throw fail("model.merges", "entry \(rank) is neither 'a b' nor [a, b]")
-            }
-            guard let a = vocab[pair[0]], let b = vocab[pair[1]], let m = vocab[pair[0] + pair[1]] else { continue }
-            let key = UInt64(UInt32(a)) << 32 | UInt64(UInt32(b))
-            if merges[key] == nil { merges[key] = (Int32(rank), Int32(m)) }
+        func lookup(_ token: String) -> Int? {
+            let key = Array(token.utf8)
+            return byContent[key]?.id ?? parts.modelVocab[key]
         }
-        self.merges = merges
-
-        // Pre-tokenizer.
-        var pre: [PreTokenizer] = []
-        func parse(_ p: [String: Any], _ field: String) throws {
-            switch p["type"] as? String {
-            case "Sequence":
-                for (i, item) in ((p["pretokenizers"] as? [[String: Any]]) ?? []).enumerated() { try parse(item, "\(field).pretokenizers.\(i)") }
-            case "Split":
-                guard let pattern = p["pattern"] as? [String: Any] else { throw fail(field, "Split without a pattern") }
-                guard (p["behavior"] as? String ?? "Isolated") == "Isolated", (p["invert"] as? Bool ?? false) == false else {
-                    throw fail(field, "only Isolated, non-inverted splits are supported")
-                }
-                if let regex = pattern["Regex"] as? String {
-                    do { pre.append(.split(try SplitPattern(regex))) } catch { throw fail(field, "\(error)") }
-                } else if let literal = pattern["String"] as? String {
-                    let escaped = literal.unicodeScalars.map { "[]\\$?+*.()|{}^-".unicodeScalars.contains($0) ? "\\\($0)" : String($0) }.joined()
-                    pre.append(.split(try SplitPattern(escaped)))
-                } else {
-                    throw fail(field, "Split pattern must be Regex or String")
-                }
-            case "Digits":
-                pre.append(.digits(individual: p["individual_digits"] as? Bool ?? false))
-            case "ByteLevel":
-                if (p["use_regex"] as? Bool) == true { throw fail(field, "ByteLevel with use_regex is not supported") }
-                pre.append(.byteLevel)
-            case let other:
-                throw fail(field, "unsupported pre-tokenizer '\(other ?? "nil")'")
-            }
+        guard let bos = bosNames.lazy.compactMap(lookup).first else {
+            throw TokenizerError(.missingToken, file: name, reason: "no BOS token (looked for \(bosNames.map { "'\($0)'" }.joined(separator: ", ")))")
         }
-        if let p = root["pre_tokenizer"] as? [String: Any] { try parse(p, "pre_tokenizer") }
-        if let n = root["normalizer"] as? [String: Any], (n["type"] as? String) != "Sequence" || !((n["normalizers"] as? [Any])?.isEmpty ?? true) {
-            throw fail("normalizer", "only an empty normalizer is supported")
+        guard let eos = eosNames.lazy.compactMap(lookup).first else {
+            throw TokenizerError(.missingToken, file: name, reason: "no EOS token (looked for \(eosNames.map { "'\($0)'" }.joined(separator: ", ")))")
         }
-        preTokenizers = pre
-
-        func id(_ token: String) -> Int? { vocab[token] }
-        guard let bos = id("<｜begin▁of▁sentence｜>") ?? id("<s>") else { throw fail("added_tokens", "no BOS token <｜begin▁of▁sentence｜>") }
-        guard let eos = id("<｜end▁of▁sentence｜>") ?? id("</s>") else { throw fail("added_tokens", "no EOS token <｜end▁of▁sentence｜>") }
         bosID = bos
         eosID = eos
-        padID = id("<｜▁pad▁｜>") ?? eos
+        padID = lookup(Tokenizer.padTokenName) ?? eos
+        self.bosNames = bosNames
+        self.eosNames = eosNames
     }
 
+    /// A copy with `tokens` added as special tokens where missing, with the ids the `tokenizers` library gives
+    /// (the next id after the largest added id, or the model's vocabulary size), as `VLChatProcessor` does for
+    /// image tags that the vocabulary lacks. Tokens already present keep their ids.
+    public func addingSpecialTokens(_ tokens: [String]) -> Tokenizer {
+        var parts = self.parts
+        for content in tokens where !content.isEmpty {
+            let key = Array(content.utf8)
+            if addedByContent[key] != nil || parts.added.contains(where: { Array($0.content.utf8) == key }) { continue }
+            let id = parts.modelVocab[key] ?? Tokenizer.nextAddedID(parts.added.map(\.id), modelVocabularyCount: parts.modelVocab.count)
+            parts.added.append(AddedToken(id: id, content: content, special: true))
+        }
+        return try! Tokenizer(parts: parts, name: source, bosNames: bosNames, eosNames: eosNames)
+    }
 
-    public func tokenID(for token: String) -> Int? { vocab[token] }
+    /// The id `tokenizers` gives a new added token.
+    static func nextAddedID(_ addedIDs: [Int], modelVocabularyCount: Int) -> Int {
+        guard let max = addedIDs.max() else { return modelVocabularyCount }
+        return max >= modelVocabularyCount || modelVocabularyCount == 0 ? max + 1 : modelVocabularyCount
+    }
+
+    // MARK: Parsing tokenizer.json
+
+    static func parse(_ root: JSONValue, name: String) throws -> Parts {
+        func invalid(_ field: String, _ reason: String) -> TokenizerError { TokenizerError(.invalidField, file: name, field: field, reason: reason) }
+        func unsupported(_ field: String, _ reason: String) -> TokenizerError { TokenizerError(.unsupported, file: name, field: field, reason: reason) }
+        guard root.members != nil else { throw TokenizerError(.invalidJSON, file: name, reason: "the top-level value is \(root.typeName), not an object") }
+
+        // Model.
+        guard let model = root["model"], model.members != nil else { throw invalid("model", "missing or not an object") }
+        let type = model["type"]?.string ?? (model["merges"] != nil ? "BPE" : "nil")
+        guard type == "BPE" else { throw unsupported("model.type", "unsupported model type '\(type)' (only BPE)") }
+        if let d = model["dropout"], !d.isNull, d.double != 0 { throw unsupported("model.dropout", "BPE dropout is not supported") }
+        for field in ["continuing_subword_prefix", "end_of_word_suffix"] {
+            if let v = model[field], !v.isNull, v.string != "" { throw unsupported("model.\(field)", "'\(v.string ?? v.typeName)' is not supported") }
+        }
+        guard let vocabMembers = model["vocab"]?.members else { throw invalid("model.vocab", "missing or not an object") }
+        var vocab: [[UInt8]: Int] = [:]
+        vocab.reserveCapacity(vocabMembers.count)
+        for (token, value) in vocabMembers {
+            guard let id = value.int, id >= 0, id < Int(Int32.max) else { throw invalid("model.vocab", "id of '\(token)' is \(value.typeName == "a number" ? "not a valid id" : value.typeName)") }
+            vocab[Array(token.utf8)] = id
+        }
+        // Byte symbols.
+        var byteIDs = [Int32](repeating: -1, count: 256)
+        for b in 0..<256 {
+            let symbol = String(Character(ByteLevel.byteToScalar[b]))
+            guard let id = vocab[Array(symbol.utf8)] else {
+                throw invalid("model.vocab", "the byte-level symbol '\(symbol)' (byte 0x\(String(b, radix: 16, uppercase: true))) is missing; only byte-level BPE with all 256 byte symbols is supported")
+            }
+            byteIDs[b] = Int32(id)
+        }
+        // Merges: "a b" strings or [a, b] pairs; ranks are positions, a repeated pair keeps the last.
+        guard let mergeList = model["merges"]?.array else { throw invalid("model.merges", "missing or not an array") }
+        var merges: [UInt64: UInt64] = [:]
+        merges.reserveCapacity(mergeList.count)
+        for (rank, entry) in mergeList.enumerated() {
+            let a: String, b: String
+            if let s = entry.string {
+                let parts = s.split(separator: " ", omittingEmptySubsequences: false)
+                guard parts.count == 2 else { throw invalid("model.merges", "entry \(rank) ('\(s)') is not two tokens separated by one space") }
+                a = String(parts[0])
+                b = String(parts[1])
+            } else if let pair = entry.array, pair.count == 2, let x = pair[0].string, let y = pair[1].string {
+                a = x
+                b = y
+            } else {
+                throw invalid("model.merges", "entry \(rank) is neither \"a b\" nor [\"a\", \"b\"]")
+            }
+            let ab = Array(a.utf8) + Array(b.utf8)
+            guard let ia = vocab[Array(a.utf8)] else { throw invalid("model.merges", "entry \(rank): '\(a)' is not in the vocabulary") }
+            guard let ib = vocab[Array(b.utf8)] else { throw invalid("model.merges", "entry \(rank): '\(b)' is not in the vocabulary") }
+            guard let merged = vocab[ab] else { throw invalid("model.merges", "entry \(rank): '\(a)\(b)' is not in the vocabulary") }
+            merges[BPEModel.key(Int32(ia), Int32(ib))] = UInt64(rank) << 32 | UInt64(merged)
+        }
+        var wholeWords: [[UInt8]: Int32]?
+        if model["ignore_merges"]?.bool == true {
+            var words: [[UInt8]: Int32] = [:]
+            for (token, id) in vocab {
+                let bytes = ByteLevel.bytes(ofToken: String(decoding: token, as: UTF8.self))
+                // Only tokens written in the byte alphabet can be whole pieces.
+                if String(decoding: token, as: UTF8.self).unicodeScalars.allSatisfy({ ByteLevel.byte(for: $0) != nil }) {
+                    words[bytes] = Int32(id)
+                }
+            }
+            wholeWords = words
+        }
+
+        // Added tokens, with the ids `tokenizers` assigns when it loads them.
+        var added: [AddedToken] = []
+        if let list = root["added_tokens"], !list.isNull {
+            guard let items = list.array else { throw invalid("added_tokens", "not an array") }
+            for (i, item) in items.enumerated() {
+                guard let content = item["content"]?.string else { throw invalid("added_tokens.\(i).content", "missing or not a string") }
+                guard item["id"]?.int != nil else { throw invalid("added_tokens.\(i).id", "missing or not an integer") }
+                if content.isEmpty { continue }
+                let key = Array(content.utf8)
+                if added.contains(where: { Array($0.content.utf8) == key }) { continue }
+                let id = vocab[key] ?? nextAddedID(added.map(\.id), modelVocabularyCount: vocab.count)
+                func flag(_ field: String, _ fallback: Bool) throws -> Bool {
+                    guard let v = item[field], !v.isNull else { return fallback }
+                    guard let b = v.bool else { throw invalid("added_tokens.\(i).\(field)", "not a boolean") }
+                    return b
+                }
+                let special = try flag("special", false)
+                added.append(AddedToken(id: id, content: content, special: special, singleWord: try flag("single_word", false),
+                                        lstrip: try flag("lstrip", false), rstrip: try flag("rstrip", false),
+                                        normalized: try flag("normalized", !special)))
+            }
+        }
+
+        // Normalizer: none, or an empty sequence.
+        if let n = root["normalizer"], !n.isNull {
+            let type = n["type"]?.string ?? "nil"
+            guard type == "Sequence", n["normalizers"]?.array?.isEmpty ?? true else {
+                throw unsupported("normalizer", "unsupported normalizer '\(type)' (only none or an empty Sequence)")
+            }
+        }
+
+        // Pre-tokenizer.
+        var steps: [PreTokenizerStep] = []
+        func parseStep(_ p: JSONValue, _ field: String) throws {
+            guard p.members != nil else { throw invalid(field, "not an object") }
+            let type = p["type"]?.string ?? "nil"
+            switch type {
+            case "Sequence":
+                guard let items = p["pretokenizers"]?.array else { throw invalid("\(field).pretokenizers", "missing or not an array") }
+                for (i, item) in items.enumerated() { try parseStep(item, "\(field).pretokenizers.\(i)") }
+            case "Split":
+                let behaviorName = p["behavior"]?.string ?? "Isolated"
+                guard let behavior = SplitBehavior(rawValue: behaviorName) else { throw unsupported("\(field).behavior", "unknown split behaviour '\(behaviorName)'") }
+                let invert = p["invert"]?.bool ?? false
+                let pattern: SplitPattern
+                if let regex = p["pattern"]?["Regex"]?.string {
+                    do {
+                        pattern = try SplitPattern(regex)
+                    } catch let error as SplitPattern.SyntaxError {
+                        throw unsupported("\(field).pattern.Regex", "\(error)")
+                    }
+                } else if let literal = p["pattern"]?["String"]?.string {
+                    pattern = SplitPattern(literal: literal)
+                } else {
+                    throw invalid("\(field).pattern", "missing, or neither {\"Regex\": ...} nor {\"String\": ...}")
+                }
+                steps.append(.split(pattern, behavior: behavior, invert: invert))
+            case "Digits":
+                steps.append(.digits(individual: p["individual_digits"]?.bool ?? false))
+            case "ByteLevel":
+                let regex = (p["use_regex"]?.bool ?? true) ? try! SplitPattern(PreTokenizer.gpt2Pattern) : nil
+                steps.append(.byteLevel(addPrefixSpace: p["add_prefix_space"]?.bool ?? true, regex: regex))
+            default:
+                throw unsupported("\(field).type", "unsupported pre-tokenizer '\(type)' (supported: Sequence, Split, Digits, ByteLevel)")
+            }
+        }
+        guard let pre = root["pre_tokenizer"], !pre.isNull else {
+            throw unsupported("pre_tokenizer", "missing; a ByteLevel pre-tokenizer is required (only byte-level BPE is supported)")
+        }
+        try parseStep(pre, "pre_tokenizer")
+        guard let byteLevelIndex = steps.firstIndex(where: { if case .byteLevel = $0 { return true } else { return false } }) else {
+            throw unsupported("pre_tokenizer", "no ByteLevel step; only byte-level BPE is supported")
+        }
+        guard byteLevelIndex == steps.count - 1 else { throw unsupported("pre_tokenizer", "steps after ByteLevel are not supported") }
+
+        // Decoder: byte level.
+        guard let decoder = root["decoder"], !decoder.isNull else { throw unsupported("decoder", "missing; a ByteLevel decoder is required") }
+        let decoderType = decoder["type"]?.string ?? "nil"
+        guard decoderType == "ByteLevel" else { throw unsupported("decoder.type", "unsupported decoder '\(decoderType)' (only ByteLevel)") }
+
+        return Parts(model: BPEModel(merges: merges, byteIDs: byteIDs, wholeWords: wholeWords), modelVocab: vocab,
+                     added: added, preTokenizer: PreTokenizer(steps: steps))
+    }
+
+    // MARK: Vocabulary
+
+    /// The id of a token string (added tokens first, then the BPE vocabulary, whose strings are in the byte
+    /// alphabet, e.g. `"Ġthe"`). Strings are compared scalar by scalar.
+    public func tokenID(for token: String) -> Int? {
+        let key = Array(token.utf8)
+        return addedByContent[key]?.id ?? parts.modelVocab[key]
+    }
+
+    /// The token string of an id (byte-alphabet form for BPE tokens), or nil for an unused id.
     public func token(for id: Int) -> String? { id >= 0 && id < idToToken.count ? idToToken[id] : nil }
-    public func isSpecial(_ id: Int) -> Bool { addedByID[id]?.special ?? false }
+
+    /// Whether `id` is a special added token (left out by `decode(_:skipSpecialTokens: true)`).
+    public func isSpecial(_ id: Int) -> Bool { id >= 0 && id < specialFlags.count && specialFlags[id] }
 
     // MARK: Encoding
 
-    /// Token ids of `text`, with BOS first when `addBOS`.
+    /// The token ids of `text`, with BOS first when `addBOS` (what `tokenizer.encode(text)` gives in Python).
     public func encode(_ text: String, addBOS: Bool = true) -> [Int] {
         var ids: [Int] = addBOS ? [bosID] : []
-        let scalars = Array(text.unicodeScalars)
-        var start = 0, i = 0
-        while i < scalars.count {
-            if let candidates = addedByFirstScalar[scalars[i]],
-               let hit = candidates.first(where: { c in i + c.scalars.count <= scalars.count && scalars[i..<(i + c.scalars.count)].elementsEqual(c.scalars) }) {
-                if start < i { encodeOrdinary(scalars[start..<i], into: &ids) }
-                ids.append(hit.token.id)
-                i += hit.scalars.count
-                start = i
-            } else {
-                i += 1
+        ids.reserveCapacity(text.utf8.count / 3 + 2)
+        var buffer = Array(text.unicodeScalars)
+        var utf8: [UInt8] = []
+        for segment in segments(buffer) {
+            if let token = segment.token {
+                ids.append(token.id)
+                continue
+            }
+            for piece in parts.preTokenizer.split(&buffer, segment.range) {
+                utf8.removeAll(keepingCapacity: true)
+                for i in piece { appendUTF8(buffer[i], to: &utf8) }
+                parts.model.encode(utf8, into: &ids)
             }
         }
-        if start < scalars.count { encodeOrdinary(scalars[start..<scalars.count], into: &ids) }
         return ids
     }
 
-    /// The pieces after the regex and digit splits (before byte-level mapping), for tests.
-    public func preTokenize(_ text: String) -> [String] {
-        pieces(Array(text.unicodeScalars)[...]).map { String(String.UnicodeScalarView($0)) }
-    }
-
-    func pieces(_ text: ArraySlice<Unicode.Scalar>) -> [ArraySlice<Unicode.Scalar>] {
-        var pieces = [text]
-        for step in preTokenizers {
-            switch step {
-            case .split(let pattern):
-                pieces = pieces.flatMap { pattern.splitIsolated(Array($0)) }
-            case .digits(let individual):
-                pieces = pieces.flatMap { Tokenizer.splitDigits(Array($0), individual: individual) }
-            case .byteLevel:
-                break
+    /// The pieces BPE sees (after added-token extraction and the pre-tokenizer, before the byte alphabet), as
+    /// text; added tokens are pieces of their own. With `splitAddedTokens: false` the added tokens are not looked
+    /// for, so their text is pre-tokenized like any other.
+    public func preTokenize(_ text: String, splitAddedTokens: Bool = true) -> [String] {
+        var buffer = Array(text.unicodeScalars)
+        var out: [String] = []
+        let segments = splitAddedTokens ? self.segments(buffer) : (buffer.isEmpty ? [] : [(0..<buffer.count, nil)])
+        for segment in segments {
+            if segment.token != nil {
+                out.append(String(String.UnicodeScalarView(buffer[segment.range])))
+                continue
+            }
+            for piece in parts.preTokenizer.split(&buffer, segment.range) {
+                out.append(String(String.UnicodeScalarView(buffer[piece])))
             }
         }
-        return pieces
-    }
-
-    static func isNumeric(_ s: Unicode.Scalar) -> Bool {
-        switch s.properties.generalCategory {
-        case .decimalNumber, .letterNumber, .otherNumber: return true
-        default: return false
-        }
-    }
-
-    static func splitDigits(_ text: [Unicode.Scalar], individual: Bool) -> [ArraySlice<Unicode.Scalar>] {
-        var out: [ArraySlice<Unicode.Scalar>] = []
-        var start = 0, i = 0
-        while i < text.count {
-            if isNumeric(text[i]) {
-                if start < i { out.append(text[start..<i]) }
-                var end = i + 1
-                if !individual { while end < text.count && isNumeric(text[end]) { end += 1 } }
-                out.append(text[i..<end])
-                i = end
-                start = end
-            } else {
-                i += 1
-            }
-        }
-        if start < text.count { out.append(text[start..<text.count]) }
         return out
     }
 
-    func encodeOrdinary(_ text: ArraySlice<Unicode.Scalar>, into ids: inout [Int]) {
-        for piece in pieces(text) {
-            var key: [UInt8] = []
-            for scalar in piece { key.append(contentsOf: UTF8.encode(scalar)!) }
-            cacheLock.lock()
-            let cached = cache[key]
-            cacheLock.unlock()
-            if let cached {
-                ids.append(contentsOf: cached.map(Int.init))
-                continue
-            }
-            let result = bpe(key)
-            cacheLock.lock()
-            if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
-            cache[key] = result
-            cacheLock.unlock()
-            ids.append(contentsOf: result.map(Int.init))
+    /// Added tokens (non-normalized first, then normalized ones in what is left) and the text between them.
+    private func segments(_ buffer: [Unicode.Scalar]) -> [(range: Range<Int>, token: AddedToken?)] {
+        let first = rawMatcher.split(buffer, 0..<buffer.count)
+        if normalizedMatcher.isEmpty { return first }
+        var out: [(range: Range<Int>, token: AddedToken?)] = []
+        for s in first {
+            if s.token != nil { out.append(s) } else { out.append(contentsOf: normalizedMatcher.split(buffer, s.range)) }
         }
+        return out
     }
 
-    /// BPE on the byte symbols of one piece: repeatedly merge the adjacent pair with the lowest rank.
-    func bpe(_ bytes: [UInt8]) -> [Int32] {
-        var symbols = bytes.map { byteIDs[Int($0)] }
-        if symbols.count < 2 { return symbols }
-        while symbols.count > 1 {
-            var bestRank = Int32.max, bestIndex = -1, bestID: Int32 = 0
-            for i in 0..<(symbols.count - 1) {
-                let key = UInt64(UInt32(bitPattern: symbols[i])) << 32 | UInt64(UInt32(bitPattern: symbols[i + 1]))
-                if let m = merges[key], m.rank < bestRank {
-                    bestRank = m.rank
-                    bestIndex = i
-                    bestID = m.id
-                }
-            }
-            if bestIndex < 0 { break }
-            // Merge every occurrence of this pair, left to right (same result as one at a time by rank).
-            let a = symbols[bestIndex], b = symbols[bestIndex + 1]
-            var merged: [Int32] = []
-            merged.reserveCapacity(symbols.count)
-            var i = 0
-            while i < symbols.count {
-                if i + 1 < symbols.count && symbols[i] == a && symbols[i + 1] == b {
-                    merged.append(bestID)
-                    i += 2
-                } else {
-                    merged.append(symbols[i])
-                    i += 1
-                }
-            }
-            symbols = merged
+    @inline(__always)
+    private func appendUTF8(_ s: Unicode.Scalar, to out: inout [UInt8]) {
+        let v = s.value
+        if v < 0x80 {
+            out.append(UInt8(v))
+        } else if v < 0x800 {
+            out.append(UInt8(0xC0 | (v >> 6)))
+            out.append(UInt8(0x80 | (v & 0x3F)))
+        } else if v < 0x10000 {
+            out.append(UInt8(0xE0 | (v >> 12)))
+            out.append(UInt8(0x80 | ((v >> 6) & 0x3F)))
+            out.append(UInt8(0x80 | (v & 0x3F)))
+        } else {
+            out.append(UInt8(0xF0 | (v >> 18)))
+            out.append(UInt8(0x80 | ((v >> 12) & 0x3F)))
+            out.append(UInt8(0x80 | ((v >> 6) & 0x3F)))
+            out.append(UInt8(0x80 | (v & 0x3F)))
         }
-        return symbols
     }
 
     // MARK: Decoding
 
-    /// Text of `ids`; special tokens verbatim unless skipped; invalid UTF-8 becomes U+FFFD.
+    /// Appends the bytes of one id (nothing for unknown ids, or special ones when skipping).
+    func appendBytes(of id: Int, skipSpecialTokens: Bool, to bytes: inout [UInt8]) {
+        guard id >= 0 && id < idToToken.count else { return }
+        if skipSpecialTokens && specialFlags[id] { return }
+        let lo = Int(byteOffsets[id]), hi = Int(byteOffsets[id + 1])
+        if lo < hi { bytes.append(contentsOf: tokenBytes[lo..<hi]) }
+    }
+
+    /// The text of `ids`: special tokens verbatim (or left out when `skipSpecialTokens`), ids outside the
+    /// vocabulary ignored, invalid UTF-8 replaced by U+FFFD. No spaces are added or cleaned up.
     public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
-        var text = ""
         var bytes: [UInt8] = []
-        func flush() {
-            if !bytes.isEmpty { text += String(decoding: bytes, as: UTF8.self) }
-            bytes.removeAll()
-        }
-        for id in ids {
-            if let added = addedByID[id] {
-                if added.special && skipSpecialTokens { continue }
-                flush()
-                text += added.content
-                continue
-            }
-            guard let token = token(for: id) else { continue }
-            for s in token.unicodeScalars {
-                if let b = byteDecoder[s] { bytes.append(b) } else { bytes.append(contentsOf: Array(String(s).utf8)) }
-            }
-        }
-        flush()
-        return text
+        bytes.reserveCapacity(ids.count * 4)
+        for id in ids { appendBytes(of: id, skipSpecialTokens: skipSpecialTokens, to: &bytes) }
+        return String(decoding: bytes, as: UTF8.self)
     }
 }
 
-/// Turns a stream of token ids into text pieces that never split a UTF-8 character (for token streaming).
-public struct IncrementalDecoder {
-    let tokenizer: Tokenizer
-    let skipSpecialTokens: Bool
-    var ids: [Int] = []
-    var emitted = 0
+/// Turns a stream of token ids into text without ever splitting a character: a token that ends inside a
+/// multi-byte UTF-8 sequence (an emoji's first bytes, say) yields nothing until the bytes that complete it arrive.
+/// Concatenating everything `add` and `finish` return gives exactly `decode` of all the ids.
+public struct IncrementalDecoder: Sendable {
+    public let tokenizer: Tokenizer
+    public let skipSpecialTokens: Bool
+    private var pending: [UInt8] = []
 
     public init(tokenizer: Tokenizer, skipSpecialTokens: Bool = true) {
         self.tokenizer = tokenizer
@@ -343,14 +501,49 @@ public struct IncrementalDecoder {
 
     /// The new complete text after adding `id` ("" while a character is still incomplete).
     public mutating func add(_ id: Int) -> String {
-        ids.append(id)
-        let text = tokenizer.decode(ids, skipSpecialTokens: skipSpecialTokens)
-        // An incomplete UTF-8 sequence at the end decodes to U+FFFD: wait for more bytes.
-        if text.unicodeScalars.last == "\u{FFFD}" { return "" }
-        let scalars = Array(text.unicodeScalars)
-        guard scalars.count > emitted else { return "" }
-        let piece = String(String.UnicodeScalarView(scalars[emitted...]))
-        emitted = scalars.count
-        return piece
+        tokenizer.appendBytes(of: id, skipSpecialTokens: skipSpecialTokens, to: &pending)
+        let cut = IncrementalDecoder.completePrefixLength(pending)
+        guard cut > 0 else { return "" }
+        let text = String(decoding: pending[..<cut], as: UTF8.self)
+        pending.removeFirst(cut)
+        return text
+    }
+
+    /// Adds several ids at once.
+    public mutating func add(_ ids: [Int]) -> String { ids.map { add($0) }.joined() }
+
+    /// Whatever is still held back (an unfinished sequence), as U+FFFD; call it when the stream ends.
+    public mutating func finish() -> String {
+        defer { pending.removeAll() }
+        return pending.isEmpty ? "" : String(decoding: pending, as: UTF8.self)
+    }
+
+    /// True while bytes are held back waiting for the rest of a character.
+    public var hasPendingBytes: Bool { !pending.isEmpty }
+
+    /// The length of `bytes` without a trailing sequence that is a valid but unfinished UTF-8 character.
+    static func completePrefixLength(_ bytes: [UInt8]) -> Int {
+        let n = bytes.count
+        // The last lead byte within the last 3 bytes.
+        var j = n - 1
+        while j >= 0 && j >= n - 3 && bytes[j] & 0xC0 == 0x80 { j -= 1 }
+        guard j >= 0 && j >= n - 3 else { return n }
+        let lead = bytes[j]
+        let need: Int
+        var secondRange: ClosedRange<UInt8> = 0x80...0xBF
+        switch lead {
+        case 0xC2...0xDF: need = 2
+        case 0xE0: need = 3; secondRange = 0xA0...0xBF
+        case 0xED: need = 3; secondRange = 0x80...0x9F
+        case 0xE1...0xEC, 0xEE...0xEF: need = 3
+        case 0xF0: need = 4; secondRange = 0x90...0xBF
+        case 0xF1...0xF3: need = 4
+        case 0xF4: need = 4; secondRange = 0x80...0x8F
+        default: return n  // ASCII or a byte that can never start a character
+        }
+        let have = n - j
+        guard have < need else { return n }  // complete (or over-long: invalid either way)
+        if have >= 2 && !secondRange.contains(bytes[j + 1]) { return n }  // already invalid: emit as U+FFFD
+        return j
     }
 }
