@@ -1,66 +1,216 @@
 import MLXEngine
 import XCTest
 
-/// The shim's fast kernels against the same computation in plain MLX ops.
-final class KernelTests: XCTestCase {
-    override func tearDown() { Kernels.enabled = true }
-
-    func reference(_ body: () -> Tensor) -> [Float] {
-        Kernels.enabled = false
-        defer { Kernels.enabled = true }
-        return values(body())
-    }
-
-    func testFastLinearMatchesReference() throws {
-        for rows in [1, 3, 17] {
-            for k in [5, 64, 77] {
-                for dtype in [DType.float32, .bfloat16] {
-                    let x = tensor([rows, k], seed: UInt64(rows * 100 + k))
-                    let w = tensor([37, k], seed: 9).asType(dtype)
-                    let expected = reference { NN.linear(x, weight: w) }
-                    assertClose(NN.linear(x, weight: w), expected, atol: 1e-5, rtol: 1e-5, "rows \(rows) k \(k) \(dtype)")
-                    // Batched leading axes keep their shape.
-                    XCTAssertEqual(NN.linear(x.reshaped([1, rows, k]), weight: w).shape, [1, rows, 37])
-                }
-            }
-        }
-        // Large enough for the blocked bf16 -> sgemm path.
-        let x = tensor([40, 300], seed: 1), w = tensor([700, 300], seed: 2).asType(.bfloat16)
-        let expected = reference { NN.linear(x, weight: w) }
-        assertClose(NN.linear(x, weight: w), expected, atol: 1e-4, rtol: 1e-4, "blocked bf16")
-    }
-
-    func testFastLinearGradients() throws {
-        let x = tensor([3, 20], seed: 4), w = tensor([6, 20], seed: 5)
-        let (_, fast) = try Autograd.valueAndGrad([x, w]) { [(NN.linear($0[0], weight: $0[1]) * tensor([3, 6], seed: 6)).sum()] }
-        Kernels.enabled = false
-        let (_, plain) = try Autograd.valueAndGrad([x, w]) { [(NN.linear($0[0], weight: $0[1]) * tensor([3, 6], seed: 6)).sum()] }
+/// The shim's fast kernels (MLX custom primitives) against the same computation in plain MLX ops
+/// (`Kernels.enabled = false`), forward and through autograd.
+class KernelTestCase: XCTestCase {
+    override func tearDown() {
         Kernels.enabled = true
-        for i in 0..<2 { assertClose(fast[i], values(plain[i]), atol: 1e-5, rtol: 1e-5, "grad \(i)") }
+        super.tearDown()
+    }
+
+    /// Builds `body` with the fast kernels off and on and compares the results.
+    func assertMatchesFallback(_ message: String, atol: Float = 2e-5, rtol: Float = 1e-4,
+                               file: StaticString = #filePath, line: UInt = #line, _ body: () -> Tensor) {
+        Kernels.enabled = false
+        let plain = body()
+        let expected = values(plain)
+        Kernels.enabled = true
+        let fast = body()
+        XCTAssertEqual(fast.shape, plain.shape, "shape \(message)", file: file, line: line)
+        XCTAssertFalse(expected.isEmpty, "fallback gave nothing: \(message)", file: file, line: line)
+        assertClose(fast, expected, atol: atol, rtol: rtol, message, file: file, line: line)
+    }
+
+    /// Gradients of sum(f(inputs) * r) with the fast kernels on equal those with them off.
+    func assertGradientsMatchFallback(_ inputs: [Tensor], _ message: String, atol: Float = 1e-5, rtol: Float = 1e-4,
+                                      file: StaticString = #filePath, line: UInt = #line,
+                                      _ f: @escaping ([Tensor]) -> Tensor) throws {
+        func grads() throws -> [Tensor] {
+            try Autograd.valueAndGrad(inputs) { inputs in
+                let y = f(inputs)
+                return [(y * tensor(y.shape, seed: 4242)).sum()]
+            }.grads
+        }
+        Kernels.enabled = false
+        let plain = try grads().map { values($0.asType(.float32)) }
+        Kernels.enabled = true
+        let fast = try grads()
+        XCTAssertEqual(fast.count, inputs.count, file: file, line: line)
+        for (i, g) in fast.enumerated() {
+            XCTAssertEqual(g.shape, inputs[i].shape, "\(message) grad \(i) shape", file: file, line: line)
+            assertClose(g.asType(.float32), plain[i], atol: atol, rtol: rtol, "\(message) grad \(i)", file: file, line: line)
+        }
     }
 }
 
-final class DepthwiseKernelTests: XCTestCase {
-    override func tearDown() { Kernels.enabled = true }
+final class KernelTests: KernelTestCase {
+    // MARK: linear
 
-    func testDepthwiseMatchesGroupedConvolution() throws {
-        for (b, h, w, c, k, p) in [(1, 9, 9, 6, 7, 3), (2, 5, 7, 13, 3, 1), (1, 24, 24, 16, 7, 3), (1, 6, 6, 8, 3, 0)] {
-            let x = tensor([b, h, w, c], seed: UInt64(h * c)), wt = tensor([c, k, k], seed: UInt64(k + c))
-            Kernels.enabled = false
-            let expected = values(NN.depthwiseConv2d(x, weight: wt, padding: (p, p)))
-            Kernels.enabled = true
-            let fast = NN.depthwiseConv2d(x, weight: wt, padding: (p, p))
-            XCTAssertEqual(fast.shape, [b, h + 2 * p - k + 1, w + 2 * p - k + 1, c])
-            assertClose(fast, expected, atol: 1e-5, rtol: 1e-5, "\(b)x\(h)x\(w)x\(c) k\(k) p\(p)")
+    func testFastLinearMatchesReference() throws {
+        // Up to 32 (f32) or 64 (bf16) rows: the AVX2 rows kernel; beyond: OpenBLAS (bf16 weights converted).
+        for rows in [1, 2, 3, 8, 17, 33, 40, 70] {
+            for k in [5, 16, 64, 77, 300] {
+                for (n, dtype) in [(37, DType.float32), (37, .bfloat16), (13, .bfloat16), (8, .float32)] {
+                    let x = tensor([rows, k], seed: UInt64(rows * 100 + k))
+                    let w = tensor([n, k], seed: UInt64(9 + n)).asType(dtype)
+                    // bf16: the reference is float32 math on the same bf16-rounded weights.
+                    assertMatchesFallback("rows \(rows) k \(k) n \(n) \(dtype)") { NN.linear(x, weight: w) }
+                }
+            }
         }
     }
 
+    func testFastLinearShapesAndLayouts() throws {
+        let x = tensor([2, 3, 45], seed: 1), w = tensor([29, 45], seed: 2)
+        for dtype in [DType.float32, .bfloat16] {
+            let wd = w.asType(dtype)
+            assertMatchesFallback("batched \(dtype)") { NN.linear(x, weight: wd) }
+            XCTAssertEqual(NN.linear(x, weight: wd).shape, [2, 3, 29])
+            // Non-contiguous inputs: a transposed x and a transposed weight.
+            let xt = tensor([45, 3], seed: 3).T, wt = tensor([45, 29], seed: 4).asType(dtype).T
+            assertMatchesFallback("transposed \(dtype)") { NN.linear(xt, weight: wt) }
+            // A single vector.
+            let v = tensor([45], seed: 5)
+            assertMatchesFallback("vector \(dtype)") { NN.linear(v, weight: wd) }
+        }
+        // Several weight blocks per core (rows kernel), and two conversion blocks on the bf16 -> sgemm path.
+        let xb = tensor([40, 300], seed: 1), wb = tensor([700, 300], seed: 2).asType(.bfloat16)
+        assertMatchesFallback("rows kernel bf16 700x300") { NN.linear(xb, weight: wb) }
+        let xg = tensor([70, 2048], seed: 3, scale: 0.1), wg = tensor([2100, 2048], seed: 4, scale: 0.1).asType(.bfloat16)
+        assertMatchesFallback("blocked bf16 sgemm") { NN.linear(xg, weight: wg) }
+        let v = tensor([1, 1000], seed: 6), wv = tensor([3000, 1000], seed: 7, scale: 0.1)
+        for dtype in [DType.float32, .bfloat16] {
+            let wd = wv.asType(dtype)
+            assertMatchesFallback("matvec 3000x1000 \(dtype)") { NN.linear(v, weight: wd) }
+        }
+    }
+
+    func testFastLinearGradients() throws {
+        for (rows, dtype) in [(3, DType.float32), (1, .bfloat16), (17, .float32), (40, .bfloat16), (70, .bfloat16), (40, .float32)] {
+            let x = tensor([rows, 20], seed: 4), w = tensor([6, 20], seed: 5).asType(dtype)
+            try assertGradientsMatchFallback([x, w], "linear rows \(rows) \(dtype)", atol: 1e-4) { NN.linear($0[0], weight: $0[1]) }
+        }
+    }
+
+    // MARK: depthwise convolution
+
+    func testDepthwiseMatchesGroupedConvolution() throws {
+        // (b, h, w, c, kh, kw, ph, pw): odd sizes, channels not multiples of 8 or 16, images smaller than the
+        // kernel, asymmetric kernels and padding, padding wider than the kernel (rows entirely in the padding).
+        let cases: [(Int, Int, Int, Int, Int, Int, Int, Int)] = [
+            (1, 9, 9, 6, 7, 7, 3, 3), (2, 5, 7, 13, 3, 3, 1, 1), (1, 24, 24, 16, 7, 7, 3, 3), (1, 6, 6, 8, 3, 3, 0, 0),
+            (2, 11, 13, 19, 5, 5, 2, 2), (1, 3, 5, 33, 7, 7, 3, 3), (1, 10, 9, 40, 3, 5, 1, 2), (1, 4, 4, 5, 3, 3, 3, 3),
+            (1, 24, 24, 768, 7, 7, 3, 3), (3, 7, 2, 17, 1, 1, 0, 0), (1, 12, 30, 32, 7, 7, 3, 3),
+        ]
+        for (b, h, w, c, kh, kw, ph, pw) in cases {
+            let x = tensor([b, h, w, c], seed: UInt64(h * c + w)), wt = tensor([c, kh, kw], seed: UInt64(kh * 10 + kw + c))
+            assertMatchesFallback("\(b)x\(h)x\(w)x\(c) k\(kh)x\(kw) p\(ph),\(pw)") {
+                NN.depthwiseConv2d(x, weight: wt, padding: (ph, pw))
+            }
+            XCTAssertEqual(NN.depthwiseConv2d(x, weight: wt, padding: (ph, pw)).shape,
+                           [b, h + 2 * ph - kh + 1, w + 2 * pw - kw + 1, c])
+        }
+        // A non-contiguous input (NCHW transposed to NHWC).
+        let nchw = tensor([2, 12, 9, 10], seed: 8), wt = tensor([12, 3, 3], seed: 9)
+        assertMatchesFallback("transposed input") { NN.depthwiseConv2d(nchw.transposed(0, 2, 3, 1), weight: wt, padding: (1, 1)) }
+    }
+
     func testDepthwiseGradients() throws {
-        let x = tensor([1, 6, 5, 10], seed: 1), w = tensor([10, 3, 3], seed: 2), r = tensor([1, 6, 5, 10], seed: 3)
-        let (_, fast) = try Autograd.valueAndGrad([x, w]) { [(NN.depthwiseConv2d($0[0], weight: $0[1], padding: (1, 1)) * r).sum()] }
-        Kernels.enabled = false
-        let (_, plain) = try Autograd.valueAndGrad([x, w]) { [(NN.depthwiseConv2d($0[0], weight: $0[1], padding: (1, 1)) * r).sum()] }
-        Kernels.enabled = true
-        for i in 0..<2 { assertClose(fast[i], values(plain[i]), atol: 1e-4, rtol: 1e-4, "grad \(i)") }
+        let x = tensor([1, 6, 5, 10], seed: 1), w = tensor([10, 3, 3], seed: 2)
+        try assertGradientsMatchFallback([x, w], "depthwise 3x3", atol: 1e-4) { NN.depthwiseConv2d($0[0], weight: $0[1], padding: (1, 1)) }
+        let x7 = tensor([2, 9, 8, 19], seed: 3), w7 = tensor([19, 7, 7], seed: 4)
+        try assertGradientsMatchFallback([x7, w7], "depthwise 7x7", atol: 1e-4) { NN.depthwiseConv2d($0[0], weight: $0[1], padding: (3, 3)) }
+    }
+
+    // MARK: attention
+
+    /// Additive mask with -inf entries; key 0 is always kept so that every row sees a finite score.
+    func infMask(_ shape: [Int], seed: UInt64) -> Tensor {
+        let lk = shape.last!
+        let r = pseudoRandom(shape.reduce(1, *), seed: seed)
+        let m = r.enumerated().map { i, v in (i % lk == 0 || v > -0.4) ? Float(0) : -Float.infinity }
+        return Tensor(m, shape: shape)
+    }
+
+    func testAttentionMatchesReference() throws {
+        // (b, hq, hkv, lq, lk, d, causal, mask shape)
+        let cases: [(Int, Int, Int, Int, Int, Int, Bool, [Int]?)] = [
+            (1, 2, 2, 5, 7, 8, false, nil),              // few queries: direct path
+            (2, 4, 2, 3, 40, 17, true, nil),             // direct, GQA, odd head size, causal
+            (2, 4, 4, 1, 33, 64, false, [2, 1, 1, 33]),  // decode with a padding mask
+            (1, 4, 2, 8, 8, 20, true, [1, 1, 8, 8]),     // direct, causal + mask
+            (2, 4, 2, 50, 70, 24, false, nil),           // tiled, GQA, Lq != Lk
+            (1, 2, 1, 100, 100, 72, true, nil),          // tiled causal
+            (1, 1, 1, 61, 45, 130, true, nil),           // causal with Lq > Lk: early queries see no key
+            (2, 4, 2, 64, 64, 32, false, [2, 1, 64, 64]),
+            (2, 4, 2, 64, 80, 32, true, [1, 1, 64, 80]), // causal + -inf mask
+            (1, 2, 2, 20, 30, 16, false, [20, 30]),      // 2-D mask
+            (1, 3, 3, 25, 31, 16, false, [1, 3, 1, 31]), // per-head mask
+            (1, 2, 2, 30, 9, 16, false, nil),            // fewer keys than a panel
+            (1, 2, 2, 30, 1, 16, true, nil),
+            (2, 2, 1, 97, 130, 40, true, [2, 2, 97, 130]),
+            (1, 2, 2, 49, 49, 512, false, nil),          // a wide head (the VAE's)
+        ]
+        for (b, hq, hkv, lq, lk, d, causal, maskShape) in cases {
+            let seed = UInt64(b * 1000 + lq * 10 + lk + d)
+            let q = tensor([b, hq, lq, d], seed: seed, scale: 2)
+            let k = tensor([b, hkv, lk, d], seed: seed + 1), v = tensor([b, hkv, lk, d], seed: seed + 2)
+            let mask = maskShape.map { infMask($0, seed: seed + 3) }
+            let scale = 1 / Float(d).squareRoot()
+            assertMatchesFallback("b\(b) h\(hq)/\(hkv) lq\(lq) lk\(lk) d\(d) causal \(causal) mask \(maskShape ?? [])") {
+                NN.attention(queries: q, keys: k, values: v, scale: scale, causal: causal, mask: mask)
+            }
+        }
+    }
+
+    func testAttentionMaskKinds() throws {
+        let q = tensor([2, 2, 12, 16], seed: 1), k = tensor([2, 2, 19, 16], seed: 2), v = tensor([2, 2, 19, 16], seed: 3)
+        // Boolean mask (true keeps), finite large negative mask, and a mask with a row hidden entirely by -1e9.
+        let keep = tensor([2, 1, 12, 19], seed: 4) .> -0.5
+        assertMatchesFallback("bool mask") { NN.attention(queries: q, keys: k, values: v, scale: 0.5, mask: keep) }
+        let finite = which(keep, Tensor(0.0), Tensor(-1e9))
+        assertMatchesFallback("finite mask") { NN.attention(queries: q, keys: k, values: v, scale: 0.5, mask: finite) }
+        let hiddenRow = which(Tensor.arange(12).reshaped([1, 1, 12, 1]) .== 3.0, Tensor(-1e9), Tensor(0.0))
+            .broadcast(to: [1, 1, 12, 19])
+        assertMatchesFallback("row hidden by -1e9") { NN.attention(queries: q, keys: k, values: v, scale: 0.5, mask: hiddenRow) }
+        // The LLM's mask: causal plus padded keys (-1e9), batch 1 padded at both ends so that its first rows see
+        // only padding; few queries (direct path) and many (tiled path).
+        for (lq, lk) in [(20, 26), (5, 26), (60, 60)] {
+            let pad = (0..<2 * lk).map { i -> Float in
+                let (b, j) = (i / lk, i % lk)
+                return b == 1 && (j < 8 || j >= lk - 3) ? -1e9 : 0
+            }
+            let llmMask = NN.causalAdditiveMask(queries: lq, keys: lk).reshaped([1, 1, lq, lk]) + Tensor(pad, shape: [2, 1, 1, lk])
+            let ql = tensor([2, 4, lq, 32], seed: 8, scale: 2), kl = tensor([2, 2, lk, 32], seed: 9), vl = tensor([2, 2, lk, 32], seed: 10)
+            assertMatchesFallback("LLM mask lq \(lq) lk \(lk)") { NN.attention(queries: ql, keys: kl, values: vl, scale: 0.2, mask: llmMask) }
+            let padOnly = Tensor(pad, shape: [2, 1, 1, lk])
+            assertMatchesFallback("causal + padding lq \(lq) lk \(lk)") {
+                NN.attention(queries: ql, keys: kl, values: vl, scale: 0.2, causal: true, mask: padOnly)
+            }
+        }
+        // Non-contiguous q/k/v (B, L, H, D) -> (B, H, L, D) views, as the models produce them.
+        let qt = tensor([2, 12, 2, 16], seed: 5).swappedAxes(1, 2), kt = tensor([2, 19, 2, 16], seed: 6).swappedAxes(1, 2)
+        let vt = tensor([2, 19, 2, 16], seed: 7).swappedAxes(1, 2)
+        assertMatchesFallback("transposed inputs") { NN.attention(queries: qt, keys: kt, values: vt, scale: 0.25, causal: true) }
+        // Hand-derived: one query, two keys with equal scores -> mean of the values.
+        let q1 = Tensor.zeros([1, 1, 1, 2]), k1 = Tensor.ones([1, 1, 2, 2])
+        let v1 = Tensor([1, 2, 3, 4] as [Float], shape: [1, 1, 2, 2])
+        XCTAssertEqual(try NN.attention(queries: q1, keys: k1, values: v1, scale: 1).values(Float.self), [2, 3])
+    }
+
+    func testAttentionGradients() throws {
+        let q = tensor([2, 4, 20, 16], seed: 1), k = tensor([2, 2, 24, 16], seed: 2), v = tensor([2, 2, 24, 16], seed: 3)
+        let mask = infMask([2, 1, 20, 24], seed: 4)
+        try assertGradientsMatchFallback([q, k, v], "attention causal GQA") {
+            NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.3, causal: true)
+        }
+        try assertGradientsMatchFallback([q, k, v], "attention masked GQA") {
+            NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.3, mask: mask)
+        }
+        let q1 = tensor([2, 4, 1, 16], seed: 5)
+        try assertGradientsMatchFallback([q1, k, v], "attention decode") {
+            NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.3)
+        }
     }
 }

@@ -1,0 +1,420 @@
+// Scaled dot-product attention on the CPU, flash-style: one task = (batch, head, block of 48 queries). K is packed
+// once per key/value head into 16-key panels (d, 16) and V into 16-column panels (lk, 16); each task computes its
+// block of scores with a 6x16 AVX2 FMA microkernel, takes the softmax row by row in cache, multiplies by V with the
+// same microkernel and scales the rows at the end. Causal blocks stop at the last key their queries can see.
+// Few queries (decode) use a direct path without packing.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "cpu_kernels.h"
+#include "pool.h"
+
+namespace mlxkernels {
+namespace {
+
+constexpr int MR = 6;    // query rows per microkernel
+constexpr int NR = 16;   // keys (or value columns) per microkernel
+constexpr int BQ = 48;   // queries per task
+constexpr int KC = 256;  // keys per step of P @ V
+constexpr int DIRECT_ROWS = 8;  // up to this many queries: direct path
+constexpr float HIDDEN = -1e9f; // score of a key hidden by causality (the MLX reference's value)
+
+struct AlignedBuffer {
+  float* data = nullptr;
+  size_t size = 0;
+  ~AlignedBuffer() { std::free(data); }
+  void release() {
+    std::free(data);
+    data = nullptr;
+    size = 0;
+  }
+  float* get(size_t n) {
+    if (n > size) {
+      std::free(data);
+      size_t bytes = ((n * sizeof(float)) + 63) & ~size_t(63);
+      data = static_cast<float*>(std::aligned_alloc(64, bytes));
+      size = data ? n : 0;
+    }
+    return data;
+  }
+};
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+inline float hmax(__m256 v) {
+  __m128 lo = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  lo = _mm_max_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_max_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+
+// exp(x) for x <= 0 (arguments below -87.3 give 0): 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2], degree-6
+// polynomial (relative error about 2e-7).
+inline __m256 exp_nonpositive(__m256 x) {
+  const __m256 lower = _mm256_set1_ps(-87.3f);
+  __m256 under = _mm256_cmp_ps(x, lower, _CMP_LT_OQ);
+  x = _mm256_max_ps(x, lower);
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+// Softmax numerator of one row in place: row[j] = exp(x_j - max) for j < count, where x_j = row[j] * scale +
+// mask[j] (mask nullable); NaN inputs propagate. Returns the sum of the numerators.
+float softmax_row(float* row, int count, float scale, const float* mask) {
+  const __m256 vs = _mm256_set1_ps(scale);
+  __m256 vmax = _mm256_set1_ps(-INFINITY);
+  float m = -INFINITY;
+  int j = 0;
+  if (mask) {
+    for (; j + 8 <= count; j += 8) {
+      __m256 x = _mm256_fmadd_ps(_mm256_loadu_ps(row + j), vs, _mm256_loadu_ps(mask + j));
+      _mm256_storeu_ps(row + j, x);
+      vmax = _mm256_max_ps(vmax, x);
+    }
+    for (; j < count; ++j) {
+      row[j] = row[j] * scale + mask[j];
+      m = std::max(m, row[j]);
+    }
+  } else {
+    for (; j + 8 <= count; j += 8) {
+      __m256 x = _mm256_mul_ps(_mm256_loadu_ps(row + j), vs);
+      _mm256_storeu_ps(row + j, x);
+      vmax = _mm256_max_ps(vmax, x);
+    }
+    for (; j < count; ++j) {
+      row[j] *= scale;
+      m = std::max(m, row[j]);
+    }
+  }
+  m = std::max(m, hmax(vmax));
+  if (m == -INFINITY) m = 0;  // every key hidden by -inf: the exps are all zero and the row sums to zero (NaN out)
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  j = 0;
+  for (; j + 8 <= count; j += 8) {
+    __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(row + j), vm));
+    _mm256_storeu_ps(row + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  float sum = hsum(acc);
+  for (; j < count; ++j) {
+    row[j] = std::exp(row[j] - m);
+    sum += row[j];
+  }
+  return sum;
+}
+
+// C (rows x 16) (+)= A (rows x kc, row stride lda) @ B (kc x 16, packed contiguous, 32-byte aligned).
+template <int R>
+inline void micro(int kc, const float* a, int lda, const float* b, float* c, int ldc, bool accumulate) {
+  __m256 c0[R], c1[R];
+  for (int r = 0; r < R; ++r) c0[r] = c1[r] = _mm256_setzero_ps();
+  const float* ar[R];
+  for (int r = 0; r < R; ++r) ar[r] = a + size_t(r) * lda;
+  for (int k = 0; k < kc; ++k) {
+    __m256 b0 = _mm256_load_ps(b + size_t(k) * NR), b1 = _mm256_load_ps(b + size_t(k) * NR + 8);
+    for (int r = 0; r < R; ++r) {
+      __m256 x = _mm256_broadcast_ss(ar[r] + k);
+      c0[r] = _mm256_fmadd_ps(x, b0, c0[r]);
+      c1[r] = _mm256_fmadd_ps(x, b1, c1[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float* cr = c + size_t(r) * ldc;
+    if (accumulate) {
+      c0[r] = _mm256_add_ps(c0[r], _mm256_load_ps(cr));
+      c1[r] = _mm256_add_ps(c1[r], _mm256_load_ps(cr + 8));
+    }
+    _mm256_store_ps(cr, c0[r]);
+    _mm256_store_ps(cr + 8, c1[r]);
+  }
+}
+
+inline void micro_rows(int rows, int kc, const float* a, int lda, const float* b, float* c, int ldc, bool accumulate) {
+  switch (rows) {
+    case 6: micro<6>(kc, a, lda, b, c, ldc, accumulate); break;
+    case 5: micro<5>(kc, a, lda, b, c, ldc, accumulate); break;
+    case 4: micro<4>(kc, a, lda, b, c, ldc, accumulate); break;
+    case 3: micro<3>(kc, a, lda, b, c, ldc, accumulate); break;
+    case 2: micro<2>(kc, a, lda, b, c, ldc, accumulate); break;
+    default: micro<1>(kc, a, lda, b, c, ldc, accumulate); break;
+  }
+}
+
+const float* mask_row(const AttentionArgs& a, int n, int h, int i) {
+  if (!a.mask) return nullptr;
+  size_t plane = (size_t(a.mb == 1 ? 0 : n) * a.mh + (a.mh == 1 ? 0 : h)) * a.mq + (a.mq == 1 ? 0 : i);
+  return a.mask + plane * a.lk;
+}
+
+// Keys query i may see: all, or causally those j <= i + lk - lq (0 means none: the reference then averages
+// over every key with score -1e9 + mask).
+inline int visible_keys(const AttentionArgs& a, int i) {
+  if (!a.causal) return a.lk;
+  return std::clamp(i + a.lk - a.lq + 1, 0, a.lk);
+}
+
+// Keys row i must attend to: its causal view, less the trailing keys its mask hides (<= -1e8: the -1e9 of the
+// engine's masks, -inf, -FLT_MAX), whose weights underflow to exactly zero. 0: causality hides every key.
+constexpr float MASK_HIDDEN = -1e8f;
+int row_keys(const AttentionArgs& a, const float* mrow, int i) {
+  const int count = visible_keys(a, i);
+  if (count == 0 || !mrow) return count;
+  int c = count;
+  const __m256 limit = _mm256_set1_ps(MASK_HIDDEN);
+  while (c >= 8) {
+    int hidden = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(mrow + c - 8), limit, _CMP_LE_OQ));
+    if (hidden != 0xFF) {
+      c -= 7 - (31 - __builtin_clz(unsigned(~hidden) & 0xFF));  // keep up to the last visible lane
+      return c;
+    }
+    c -= 8;
+  }
+  while (c > 0 && mrow[c - 1] <= MASK_HIDDEN) --c;
+  return c == 0 ? count : c;  // every key hidden by the mask: keep them all (the reference's uniform/NaN row)
+}
+
+// Row of numerators when causality hides every key: x_j = -1e9 + mask_j over all keys.
+float hidden_row(float* row, int lk, const float* mask) {
+  for (int j = 0; j < lk; ++j) row[j] = HIDDEN + (mask ? mask[j] : 0.0f);
+  return softmax_row(row, lk, 1.0f, nullptr);
+}
+
+// ---- few queries: dot products straight from K and V.
+void attention_direct(const AttentionArgs& a) {
+  const int d = a.d, lk = a.lk, group = a.hq / a.hkv;
+  parallel_for(a.b * a.hq * a.lq, [&](int task) {
+    const int i = task % a.lq, h = (task / a.lq) % a.hq, n = task / (a.lq * a.hq);
+    const float* q = a.q + ((size_t(n) * a.hq + h) * a.lq + i) * d;
+    const float* K = a.k + (size_t(n) * a.hkv + h / group) * lk * d;
+    const float* V = a.v + (size_t(n) * a.hkv + h / group) * lk * d;
+    float* out = a.out + ((size_t(n) * a.hq + h) * a.lq + i) * d;
+    thread_local AlignedBuffer scores_buf;
+    float* s = scores_buf.get(size_t(lk) + 8);
+    const float* mrow = mask_row(a, n, h, i);
+    int count = row_keys(a, mrow, i);
+    float sum;
+    if (count == 0) {
+      count = lk;
+      sum = hidden_row(s, lk, mrow);
+    } else {
+      const int d8 = d & ~7;
+      int j = 0;
+      for (; j + 4 <= count; j += 4) {
+        const float* k0 = K + size_t(j) * d;
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int t = 0; t < d8; t += 8) {
+          __m256 qv = _mm256_loadu_ps(q + t);
+          s0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + t), s0);
+          s1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d + t), s1);
+          s2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * d + t), s2);
+          s3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * d + t), s3);
+        }
+        float r0 = hsum(s0), r1 = hsum(s1), r2 = hsum(s2), r3 = hsum(s3);
+        for (int t = d8; t < d; ++t) {
+          r0 += q[t] * k0[t];
+          r1 += q[t] * k0[d + t];
+          r2 += q[t] * k0[2 * d + t];
+          r3 += q[t] * k0[3 * d + t];
+        }
+        s[j] = r0, s[j + 1] = r1, s[j + 2] = r2, s[j + 3] = r3;
+      }
+      for (; j < count; ++j) {
+        const float* kr = K + size_t(j) * d;
+        __m256 acc = _mm256_setzero_ps();
+        for (int t = 0; t < d8; t += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + t), _mm256_loadu_ps(kr + t), acc);
+        float r = hsum(acc);
+        for (int t = d8; t < d; ++t) r += q[t] * kr[t];
+        s[j] = r;
+      }
+      sum = softmax_row(s, count, a.scale, mrow);
+    }
+    const float inv = 1.0f / sum;
+    // out = sum_j s_j v_j / sum, 32 columns at a time.
+    int t = 0;
+    for (; t + 32 <= d; t += 32) {
+      __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0;
+      for (int j = 0; j < count; ++j) {
+        const float* vr = V + size_t(j) * d + t;
+        __m256 p = _mm256_set1_ps(s[j]);
+        o0 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr), o0);
+        o1 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 8), o1);
+        o2 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 16), o2);
+        o3 = _mm256_fmadd_ps(p, _mm256_loadu_ps(vr + 24), o3);
+      }
+      const __m256 vi = _mm256_set1_ps(inv);
+      _mm256_storeu_ps(out + t, _mm256_mul_ps(o0, vi));
+      _mm256_storeu_ps(out + t + 8, _mm256_mul_ps(o1, vi));
+      _mm256_storeu_ps(out + t + 16, _mm256_mul_ps(o2, vi));
+      _mm256_storeu_ps(out + t + 24, _mm256_mul_ps(o3, vi));
+    }
+    for (; t + 8 <= d; t += 8) {
+      __m256 o0 = _mm256_setzero_ps();
+      for (int j = 0; j < count; ++j) o0 = _mm256_fmadd_ps(_mm256_set1_ps(s[j]), _mm256_loadu_ps(V + size_t(j) * d + t), o0);
+      _mm256_storeu_ps(out + t, _mm256_mul_ps(o0, _mm256_set1_ps(inv)));
+    }
+    for (; t < d; ++t) {
+      float o = 0;
+      for (int j = 0; j < count; ++j) o += s[j] * V[size_t(j) * d + t];
+      out[t] = o * inv;
+    }
+  });
+}
+
+// ---- many queries: packed panels and the 6x16 microkernel.
+void attention_tiled(const AttentionArgs& a) {
+  const int d = a.d, lk = a.lk, lq = a.lq, group = a.hq / a.hkv;
+  const int kpanels = (lk + NR - 1) / NR, dpanels = (d + NR - 1) / NR;
+  const size_t kpack = size_t(kpanels) * d * NR, vpack = size_t(dpanels) * lk * NR;
+  const int heads = a.b * a.hkv;
+  // Kept between calls (fresh pages cost more than the packing); released after unusually large calls.
+  thread_local AlignedBuffer packed_buf;
+  float* packed = packed_buf.get(size_t(heads) * (kpack + vpack));
+  if (!packed) throw std::bad_alloc();
+  struct Release {
+    AlignedBuffer& buf;
+    ~Release() {
+      if (buf.size > (size_t(64) << 20)) buf.release();
+    }
+  } release{packed_buf};
+
+  // Pack: Kp[p][t][c] = K[p*16 + c][t], Vp[p][j][c] = V[j][p*16 + c], zero beyond the edges.
+  parallel_for(heads * 2, [&](int task) {
+    const int head = task / 2;
+    float* kp = packed + size_t(head) * (kpack + vpack);
+    if (task % 2 == 0) {
+      const float* K = a.k + size_t(head) * lk * d;
+      for (int p = 0; p < kpanels; ++p) {
+        float* dst = kp + size_t(p) * d * NR;
+        const int keys = std::min(NR, lk - p * NR);
+        for (int c = 0; c < keys; ++c) {
+          const float* src = K + size_t(p * NR + c) * d;
+          for (int t = 0; t < d; ++t) dst[size_t(t) * NR + c] = src[t];
+        }
+        for (int c = keys; c < NR; ++c)
+          for (int t = 0; t < d; ++t) dst[size_t(t) * NR + c] = 0.0f;
+      }
+    } else {
+      const float* V = a.v + size_t(head) * lk * d;
+      float* vp = kp + kpack;
+      for (int p = 0; p < dpanels; ++p) {
+        float* dst = vp + size_t(p) * lk * NR;
+        const int cols = std::min(NR, d - p * NR);
+        for (int j = 0; j < lk; ++j) {
+          std::memcpy(dst + size_t(j) * NR, V + size_t(j) * d + p * NR, sizeof(float) * cols);
+          if (cols < NR) std::memset(dst + size_t(j) * NR + cols, 0, sizeof(float) * (NR - cols));
+        }
+      }
+    }
+  });
+
+  const int qblocks = (lq + BQ - 1) / BQ;
+  const int ldo = dpanels * NR;
+  // Causal blocks near the end of the queries see the most keys: hand those out first.
+  parallel_for(a.b * a.hq * qblocks, [&](int task) {
+    const int qb = a.causal ? qblocks - 1 - task / (a.b * a.hq) : task / (a.b * a.hq);
+    const int h = task % a.hq, n = (task / a.hq) % a.b;
+    const int i0 = qb * BQ, rows = std::min(BQ, lq - i0);
+    const int head = n * a.hkv + h / group;
+    const float* kp = packed + size_t(head) * (kpack + vpack);
+    const float* vp = kp + kpack;
+    const float* Q = a.q + ((size_t(n) * a.hq + h) * lq + i0) * d;
+
+    // Keys each row and each group of MR rows needs (all keys for a row that sees none).
+    const int groups = (rows + MR - 1) / MR;
+    int row_count[BQ], group_keys[BQ / MR];
+    int block_keys = 0;
+    for (int g = 0; g < groups; ++g) group_keys[g] = 0;
+    for (int r = 0; r < rows; ++r) {
+      row_count[r] = row_keys(a, mask_row(a, n, h, i0 + r), i0 + r);
+      int keys = row_count[r] == 0 ? lk : row_count[r];
+      group_keys[r / MR] = std::max(group_keys[r / MR], keys);
+      block_keys = std::max(block_keys, keys);
+    }
+    const int lds = ((block_keys + NR - 1) / NR) * NR;
+    thread_local AlignedBuffer s_buf, o_buf;
+    float* S = s_buf.get(size_t(BQ) * std::max(lds, NR));
+    float* O = o_buf.get(size_t(BQ) * ldo);
+
+    // S = Q K^T over the key panels each group needs.
+    for (int p = 0; p * NR < block_keys; ++p) {
+      const float* b = kp + size_t(p) * d * NR;
+      for (int g = 0; g < groups; ++g) {
+        if (p * NR >= group_keys[g]) continue;
+        micro_rows(std::min(MR, rows - g * MR), d, Q + size_t(g) * MR * d, d, b, S + size_t(g) * MR * lds + p * NR, lds, false);
+      }
+    }
+    // Softmax numerators; keys past a row's view (up to its group's extent) get zero weight.
+    float inv[BQ];
+    for (int r = 0; r < rows; ++r) {
+      float* row = S + size_t(r) * lds;
+      const float* mrow = mask_row(a, n, h, i0 + r);
+      const int extent = group_keys[r / MR];
+      int count = row_count[r];
+      float sum;
+      if (count == 0) {
+        count = lk;
+        sum = hidden_row(row, lk, mrow);
+      } else {
+        sum = softmax_row(row, count, a.scale, mrow);
+      }
+      for (int j = count; j < extent; ++j) row[j] = 0.0f;
+      inv[r] = 1.0f / sum;
+    }
+    // O = P V in steps of KC keys.
+    for (int k0 = 0; k0 < block_keys; k0 += KC) {
+      for (int p = 0; p < dpanels; ++p) {
+        const float* b = vp + (size_t(p) * lk + k0) * NR;
+        for (int g = 0; g < groups; ++g) {
+          if (k0 >= group_keys[g]) continue;
+          const int kc = std::min(KC, group_keys[g] - k0);
+          micro_rows(std::min(MR, rows - g * MR), kc, S + size_t(g) * MR * lds + k0, lds, b, O + size_t(g) * MR * ldo + p * NR, ldo,
+                     k0 > 0);
+        }
+      }
+    }
+    float* out = a.out + ((size_t(n) * a.hq + h) * lq + i0) * d;
+    for (int r = 0; r < rows; ++r) {
+      const float* src = O + size_t(r) * ldo;
+      float* dst = out + size_t(r) * d;
+      const __m256 vi = _mm256_set1_ps(inv[r]);
+      int t = 0;
+      for (; t + 8 <= d; t += 8) _mm256_storeu_ps(dst + t, _mm256_mul_ps(_mm256_load_ps(src + t), vi));
+      for (; t < d; ++t) dst[t] = src[t] * inv[r];
+    }
+  });
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& a) {
+  if (a.b <= 0 || a.hq <= 0 || a.lq <= 0 || a.d <= 0) return;
+  if (a.lk <= 0) {  // no keys: softmax over nothing
+    std::fill(a.out, a.out + size_t(a.b) * a.hq * a.lq * a.d, NAN);
+    return;
+  }
+  if (a.lq <= DIRECT_ROWS) attention_direct(a);
+  else attention_tiled(a);
+}
+
+}  // namespace mlxkernels

@@ -1,0 +1,39 @@
+// Raw CPU kernels behind the shim's MLX custom primitives (row-major float buffers, no MLX types).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mlxkernels {
+
+// y (m, n) = x (m, k) @ w^T, w (n, k) row-major float32 or bfloat16 (raw 16-bit patterns). Both cores; AVX2.
+// Meant for few rows (decode); reads every weight once per call.
+void linear_rows_f32(const float* x, const float* w, float* y, int m, int n, int k);
+void linear_rows_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k);
+// Many rows: w converted to float32 block by block, then OpenBLAS sgemm.
+void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k);
+// Rows of x up to which linear_rows_* is used (k: the inner dimension).
+int linear_rows_limit(bool bf16, int k);
+
+// Depthwise convolution, stride 1, zero padding: x (b, h, w, c) NHWC, weights (c, kh, kw), y (b, oh, ow, c) with
+// oh = h + 2 ph - kh + 1, ow = w + 2 pw - kw + 1.
+void depthwise_conv2d(const float* x, const float* w, float* y, int b, int h, int wd, int c, int kh, int kw, int ph,
+                      int pw);
+
+// Scaled dot-product attention. q (b, hq, lq, d), k/v (b, hkv, lk, d), out (b, hq, lq, d), contiguous.
+// mask: optional additive (mb, mh, mq, lk) with mb in {1, b}, mh in {1, hq}, mq in {1, lq}.
+// causal: query i sees keys j <= i + lk - lq; hidden keys score -1e9 (plus the mask), as in the MLX reference.
+struct AttentionArgs {
+  const float* q;
+  const float* k;
+  const float* v;
+  const float* mask;  // nullable
+  float* out;
+  int b, hq, hkv, lq, lk, d;
+  int mb, mh, mq;
+  float scale;
+  bool causal;
+};
+void attention(const AttentionArgs& a);
+
+}  // namespace mlxkernels
