@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "PyTorchRandomTests", dependencies: ["PyTorchRandom"], resources: [.copy("Fixtures")]),
         .testTarget(name: "JanusFlowTokenizerTests", dependencies: ["JanusFlowTokenizer"], resources: [.copy("Fixtures")]),
         .testTarget(name: "JanusFlowImageIOTests", dependencies: ["JanusFlowImageIO"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "JanusFlowTests", dependencies: ["JanusFlow", "JanusFlowImageIO", "JanusFlowTokenizer"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "JanusFlowTests", dependencies: ["JanusFlow", "JanusFlowImageIO", "JanusFlowTokenizer", "JanusFlowTraining"], resources: [.copy("Fixtures")]),
         .testTarget(name: "JanusFlowTrainingTests", dependencies: ["JanusFlowTraining"]),
         .testTarget(name: "ShapesWorldTests", dependencies: ["ShapesWorld"]),
     ],

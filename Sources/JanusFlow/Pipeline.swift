@@ -62,11 +62,21 @@ public final class JanusFlowPipeline: @unchecked Sendable {
                            parameters: SamplingParameters = .greedy, onText: ((String) -> Bool)? = nil) throws -> String {
         var decoder = IncrementalDecoder(tokenizer: tokenizer)
         var text = ""
+        var stopped = false
         _ = try respond(image: image, question: question, history: history, parameters: parameters) { token in
             let piece = decoder.add(token)
             text += piece
-            if let onText, !piece.isEmpty { return onText(piece) }
+            if let onText, !piece.isEmpty, !onText(piece) {
+                stopped = true
+                return false
+            }
             return true
+        }
+        // A generation that ends inside a multi-byte character still delivers its bytes (as U+FFFD).
+        let rest = decoder.finish()
+        if !rest.isEmpty {
+            text += rest
+            if let onText, !stopped { _ = onText(rest) }
         }
         return text.trimmingCharacters(in: .whitespacesAndNewlines)
     }

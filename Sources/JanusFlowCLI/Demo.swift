@@ -1,3 +1,4 @@
+import ArgumentParser
 import Foundation
 import JanusFlow
 import JanusFlowImageIO
@@ -12,8 +13,11 @@ struct ShapesDemo {
     struct Settings: Codable {
         var seed: UInt64 = 0
         var imageSize = 32
-        var trainScenes = 2400
-        var vaeSteps = 700
+        var trainScenes = 12000
+        var trainQuestions = 12000
+        var trainTexts = 4000
+        var pretrainImages = 4800
+        var vaeSteps = 500
         var siglipSteps = 300
         var llmSteps = 400
         var stageSteps = [300, 1600, 500]
@@ -26,7 +30,26 @@ struct ShapesDemo {
         var repa = true
         var merges = 400
 
-        static let quick = Settings(trainScenes: 600, vaeSteps: 250, siglipSteps: 100, llmSteps: 120, stageSteps: [60, 300, 120],
+        /// These settings with the fields present in a JSON object file replaced (unknown keys are an error).
+        func overridden(byJSONFile url: URL) throws -> Settings {
+            let data: Data
+            do { data = try Data(contentsOf: url) } catch { throw ValidationError("\(url.path): cannot read the settings file") }
+            guard let patch = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw ValidationError("\(url.path): the settings file is not a JSON object")
+            }
+            var merged = try JSONSerialization.jsonObject(with: JSONEncoder().encode(self)) as! [String: Any]
+            for key in patch.keys.sorted() where merged[key] == nil {
+                throw ValidationError("\(url.path): unknown setting '\(key)' (known: \(merged.keys.sorted().joined(separator: ", ")))")
+            }
+            merged.merge(patch) { _, new in new }
+            do {
+                return try JSONDecoder().decode(Settings.self, from: JSONSerialization.data(withJSONObject: merged))
+            } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+                throw ValidationError("\(url.path): setting '\(context.codingPath.first?.stringValue ?? "?")' has the wrong type")
+            }
+        }
+
+        static let quick = Settings(trainScenes: 600, trainQuestions: 600, trainTexts: 600, pretrainImages: 1200, vaeSteps: 250, siglipSteps: 100, llmSteps: 120, stageSteps: [60, 300, 120],
                                     evalPromptsPerCategory: 5, evalQuestions: 60, sampleSteps: 10)
     }
 
@@ -62,25 +85,40 @@ struct ShapesDemo {
         return losses
     }
 
-    mutating func run() throws -> [String: Any] {
+    mutating func run(evaluateOnly: Bool = false) throws -> [String: Any] {
         let s = settings
         let fm = FileManager.default
         try fm.createDirectory(at: out, withIntermediateDirectories: true)
         Initializer.seed(s.seed)
-        var rng = WorldRandom(seed: s.seed &+ 1)
+        var world = WorldGenerator(seed: s.seed &+ 1)
+        let worldConfig = world.config
 
         // 1. The world: training scenes with captions, questions and text; held-out prompts and questions.
-        log("== ShapesWorld (seed \(s.seed))")
-        let genSamples = (0..<s.trainScenes).map { i in ShapesWorld.generationSample(GenEvalCategory.allCases[i % 6], rng: &rng) }
-        let questions = (0..<s.trainScenes).map { _ in ShapesWorld.question(about: ShapesWorld.randomScene(rng: &rng), rng: &rng) }
-        let texts = (0..<s.trainScenes).map { _ in ShapesWorld.textSample(rng: &rng) }
-        var heldRng = WorldRandom(seed: s.seed &+ 999_983)
-        let heldPrompts = GenEvalCategory.allCases.flatMap { c in (0..<s.evalPromptsPerCategory).map { _ in ShapesWorld.generationSample(c, rng: &heldRng) } }
-        let heldQuestions = (0..<s.evalQuestions).map { _ in ShapesWorld.question(about: ShapesWorld.randomScene(rng: &heldRng), rng: &heldRng) }
+        log("== ShapesWorld (seed \(s.seed)): \(worldConfig.shapes.count) shapes, \(worldConfig.colors.count) colours, 1-\(worldConfig.maxObjects) objects")
+        let genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: GenEvalCategory.allCases[i % 6]) }
+        let questions = (0..<s.trainQuestions).map { _ in world.question(about: world.scene()) }
+        let texts = (0..<s.trainTexts).map { _ in world.text() }
+        var heldOut = WorldGenerator(seed: s.seed &+ 999_983)
+        let heldPrompts = GenEvalCategory.allCases.flatMap { c in (0..<s.evalPromptsPerCategory).map { _ in heldOut.generationSample(category: c) } }
+        let heldQuestions = (0..<s.evalQuestions).map { _ in heldOut.question(about: heldOut.scene()) }
+
+        if evaluateOnly {
+            // Re-score the model and VAE an earlier run left in `out` (e.g. with other sampling settings).
+            let (generation, understanding) = try evaluate(modelDirectory: out.appendingPathComponent("model"), vaeDirectory: out.appendingPathComponent("vae"),
+                                                           prompts: heldPrompts, questions: heldQuestions, world: worldConfig,
+                                                           report: out.appendingPathComponent("rescored"))
+            let scores: [String: Any] = ["generation": generation, "understanding": understanding,
+                                         "settings": ["cfg": s.cfg, "sample_steps": s.sampleSteps, "seed": s.seed]]
+            try JSONSerialization.data(withJSONObject: scores, options: [.prettyPrinted, .sortedKeys])
+                .write(to: out.appendingPathComponent("rescored/scores.json"), options: .atomic)
+            logScores(generation, understanding)
+            return scores
+        }
 
         // 2. Tokenizer: byte-level BPE learned on the corpus and the chat templates.
-        let corpus = texts + questions.map { ChatTemplate.render([.user($0.question), .assistant($0.answer)]) }
-            + genSamples.map { ChatTemplate.generationPrompt($0.prompt) }
+        // (A few thousand lines of each kind cover the grammar; more only slows BPE training.)
+        let corpus = texts.prefix(3000) + questions.prefix(3000).map { ChatTemplate.render([.user($0.question), .assistant($0.answer)]) }
+            + genSamples.prefix(3000).map { ChatTemplate.generationPrompt($0.prompt) }
         let modelDir = out.appendingPathComponent("model"), vaeDir = out.appendingPathComponent("vae")
         try fm.createDirectory(at: modelDir, withIntermediateDirectories: true)
         let tokenizerJSON = try BPETrainer.train(texts: corpus, merges: s.merges)
@@ -92,7 +130,9 @@ struct ShapesDemo {
         let vaeConfig = VAEConfig(blockOutChannels: [16, 32, 32], layersPerBlock: 1, normNumGroups: 8, latentChannels: 4,
                                   scalingFactor: 1, sampleSize: s.imageSize)
         let vae = AutoencoderKL(config: vaeConfig)
-        let allScenes = genSamples.map(\.scene) + questions.map(\.scene)
+        // Pretraining images: an even mix of caption scenes and question scenes.
+        let bankHalf = Swift.min(s.pretrainImages / 2, genSamples.count, questions.count)
+        let allScenes = genSamples.prefix(bankHalf).map(\.scene) + questions.prefix(bankHalf).map(\.scene)
         let imageBank = Tensor(allScenes.flatMap { pixels($0) }, shape: [allScenes.count, 3, s.imageSize, s.imageSize])
         try imageBank.eval()
         func batchIndices(_ step: Int, _ count: Int, salt: UInt64, size: Int? = nil) -> Tensor {
@@ -132,34 +172,41 @@ struct ShapesDemo {
             let encoder: VisionUnderstandingEncoder
             let color: Linear
             let shape: Linear
-            init(_ encoder: VisionUnderstandingEncoder, width: Int) {
+            let position: Linear
+            init(_ encoder: VisionUnderstandingEncoder, width: Int, colors: Int, shapes: Int, patches: Int) {
                 self.encoder = encoder
-                color = Linear(width, ShapeColor.allCases.count + 1)
-                shape = Linear(width, ShapeKind.allCases.count + 1)
+                color = Linear(width, colors + 1)
+                shape = Linear(width, shapes + 1)
+                position = Linear(width, patches)
                 super.init()
             }
         }
-        let heads = PatchHeads(model.understandingEncoder, width: config.siglip.width)
+        let heads = PatchHeads(model.understandingEncoder, width: config.siglip.width,
+                               colors: worldConfig.colors.count, shapes: worldConfig.shapes.count, patches: 16)
         heads.encoder.visionTower.attnPool.freeze()
-        // Per-patch labels: the object of the cell the patch lies in (4x4 patches, 2x2 cells), or none.
+        // Per-patch labels: the object of the cell the patch lies in (4x4 patches, 2x2 cells), or none; and the patch's
+        // own index, so that the features say where they are (the LLM reads image tokens by position, and REPA passes
+        // this on to the generation path).
         func patchLabels(_ scene: Scene) -> ([Int32], [Int32]) {
-            var color = [Int32](repeating: Int32(ShapeColor.allCases.count), count: 16), shape = [Int32](repeating: Int32(ShapeKind.allCases.count), count: 16)
+            var color = [Int32](repeating: Int32(worldConfig.colors.count), count: 16), shape = [Int32](repeating: Int32(worldConfig.shapes.count), count: 16)
             for o in scene.objects {
                 for py in 0..<2 { for px in 0..<2 {
                     let p = (o.cell.rawValue / 2 * 2 + py) * 4 + (o.cell.rawValue % 2 * 2 + px)
-                    color[p] = Int32(ShapeColor.allCases.firstIndex(of: o.color)!)
-                    shape[p] = Int32(ShapeKind.allCases.firstIndex(of: o.kind)!)
+                    color[p] = Int32(worldConfig.colors.firstIndex(of: o.color)!)
+                    shape[p] = Int32(worldConfig.shapes.firstIndex(of: o.kind)!)
                 } }
             }
             return (color, shape)
         }
         let labels = allScenes.map(patchLabels)
         let colorLabels = Tensor(labels.flatMap(\.0), shape: [allScenes.count, 16]), shapeLabels = Tensor(labels.flatMap(\.1), shape: [allScenes.count, 16])
+        let patchIndex = Tensor((0..<(s.batchSize * 16)).map { Int32($0 % 16) }, shape: [s.batchSize, 16])
         let siglipLosses = try fit("SigLIP", module: heads, steps: s.siglipSteps, lr: 2e-3) { step in
             let idx = batchIndices(step, allScenes.count, salt: 2)
             let features = heads.encoder(imageBank.take(idx, axis: 0))
             return NN.crossEntropy(logits: heads.color(features), targets: colorLabels.take(idx, axis: 0))
                 + NN.crossEntropy(logits: heads.shape(features), targets: shapeLabels.take(idx, axis: 0))
+                + NN.crossEntropy(logits: heads.position(features), targets: patchIndex)
         }
         let textIDs = texts.map { tokenizer.encode($0) + [tokenizer.eosID] }
         let lm = model.languageModel
@@ -222,41 +269,11 @@ struct ShapesDemo {
         history = trainer.history
 
         // 7. Evaluation through the public pipeline, on held-out prompts and images.
-        let pipeline = try JanusFlowPipeline(modelDirectory: modelDir, vaeDirectory: vaeDir, dtype: .float32)
-        let detector = Detector()
-        var genResults: [(GenEvalCategory, Bool)] = []
-        var grids: [GenEvalCategory: [RGBImage]] = [:]
-        var promptLines: [String] = []
-        let evalBar = ProgressBar("GenEval prompts", total: heldPrompts.count)
-        for (i, sample) in heldPrompts.enumerated() {
-            let image = try pipeline.generate(prompt: sample.prompt, count: 1, steps: s.sampleSteps, cfg: s.cfg, seed: s.seed &+ UInt64(i))[0]
-            let ok = GenEvalScorer.isCorrect(detector.detect(Self.toShape(image)), sample.requirements)
-            genResults.append((sample.requirements.category, ok))
-            grids[sample.requirements.category, default: []].append(image)
-            promptLines.append("\(sample.requirements.category.rawValue)\t\(ok ? "correct" : "wrong")\t\(sample.prompt)")
-            evalBar.update(i + 1)
-        }
-        var qaRows: [(type: String, expected: String, predicted: String)] = []
-        var qaLines = ["| question | expected | answer |", "|---|---|---|"]
-        let qaBar = ProgressBar("questions", total: heldQuestions.count)
-        for (i, q) in heldQuestions.enumerated() {
-            let answer = try pipeline.understand(image: Self.toRGB(q.scene.render(size: s.imageSize)), question: q.question,
-                                                 parameters: SamplingParameters(maxNewTokens: 8))
-            qaRows.append((q.type, q.answer, answer))
-            if i < 40 { qaLines.append("| \(q.question) | \(q.answer) | \(answer) |") }
-            qaBar.update(i + 1)
-        }
-        let generation = GenEvalScorer.summarize(genResults)
-        let understanding = UnderstandingScorer.summarize(qaRows)
-
-        // 8. The report folder.
         let report = out.appendingPathComponent("report")
-        try fm.createDirectory(at: report, withIntermediateDirectories: true)
-        for (category, images) in grids {
-            try RGBImage.grid(images, columns: Swift.min(10, images.count)).writePNG(to: report.appendingPathComponent("generation_\(category.rawValue).png"))
-        }
-        try (promptLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("generation_prompts.tsv"), atomically: true, encoding: .utf8)
-        try (qaLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("understanding_samples.md"), atomically: true, encoding: .utf8)
+        let (generation, understanding) = try evaluate(modelDirectory: modelDir, vaeDirectory: vaeDir, prompts: heldPrompts,
+                                                       questions: heldQuestions, world: worldConfig, report: report)
+
+        // 8. The rest of the report folder.
         let boundaries = [stages[0].steps, stages[0].steps + stages[1].steps]
         let plot = LossPlot().render(history: trainer.history, series: ["understanding", "rf", "repa", "text"], stageBoundaries: boundaries)
         try RGBImage(width: plot.width, height: plot.height, pixels: plot.pixels).writePNG(to: report.appendingPathComponent("loss_curves.png"))
@@ -287,10 +304,52 @@ struct ShapesDemo {
         ]
         let json = try JSONSerialization.data(withJSONObject: scores, options: [.prettyPrinted, .sortedKeys])
         try json.write(to: report.appendingPathComponent("scores.json"), options: .atomic)
-        log("generation (GenEval-style): " + generation.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "))
-        log("understanding: " + understanding.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "))
+        logScores(generation, understanding)
         log("report: \(report.path); model: \(modelDir.path); vae: \(vaeDir.path)")
         return scores
+    }
+
+    /// Scores a trained model through the public pipeline on held-out prompts (GenEval rules applied to the
+    /// detector's findings) and questions (exact match), and writes the image grids and samples into `report`.
+    func evaluate(modelDirectory: URL, vaeDirectory: URL, prompts: [GenerationSample], questions: [QuestionSample], world: WorldConfig,
+                  report: URL) throws -> (generation: [String: Double], understanding: [String: Double]) {
+        let s = settings
+        let pipeline = try JanusFlowPipeline(modelDirectory: modelDirectory, vaeDirectory: vaeDirectory, dtype: .float32)
+        let detector = Detector(config: world)
+        var genResults: [(GenEvalCategory, Bool)] = []
+        var grids: [GenEvalCategory: [RGBImage]] = [:]
+        var promptLines: [String] = []
+        let evalBar = ProgressBar("GenEval prompts", total: prompts.count)
+        for (i, sample) in prompts.enumerated() {
+            let image = try pipeline.generate(prompt: sample.prompt, count: 1, steps: s.sampleSteps, cfg: s.cfg, seed: s.seed &+ UInt64(i))[0]
+            let ok = GenEvalScorer.isCorrect(detector.detect(Self.toShape(image)), sample.requirements)
+            genResults.append((sample.requirements.category, ok))
+            grids[sample.requirements.category, default: []].append(image)
+            promptLines.append("\(sample.requirements.category.rawValue)\t\(ok ? "correct" : "wrong")\t\(sample.prompt)")
+            evalBar.update(i + 1)
+        }
+        var qaRows: [(type: String, expected: String, predicted: String)] = []
+        var qaLines = ["| question | expected | answer |", "|---|---|---|"]
+        let qaBar = ProgressBar("questions", total: questions.count)
+        for (i, q) in questions.enumerated() {
+            let answer = try pipeline.understand(image: Self.toRGB(q.scene.render(size: s.imageSize)), question: q.question,
+                                                 parameters: SamplingParameters(maxNewTokens: 40))
+            qaRows.append((q.type, q.answer, answer))
+            if i < 40 { qaLines.append("| \(q.question) | \(q.answer) | \(answer) |") }
+            qaBar.update(i + 1)
+        }
+        try FileManager.default.createDirectory(at: report, withIntermediateDirectories: true)
+        for (category, images) in grids {
+            try RGBImage.grid(images, columns: Swift.min(10, images.count)).writePNG(to: report.appendingPathComponent("generation_\(category.rawValue).png"))
+        }
+        try (promptLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("generation_prompts.tsv"), atomically: true, encoding: .utf8)
+        try (qaLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("understanding_samples.md"), atomically: true, encoding: .utf8)
+        return (GenEvalScorer.summarize(genResults), UnderstandingScorer.summarize(qaRows))
+    }
+
+    func logScores(_ generation: [String: Double], _ understanding: [String: Double]) {
+        log("generation (GenEval-style): " + generation.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "))
+        log("understanding: " + understanding.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "))
     }
 
     /// Accuracy of always answering the most common answer of each question type.

@@ -15,15 +15,26 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Seed for the world, the weights and the training run.")
     var seed: UInt64 = 0
 
+    @Option(help: "A JSON file overriding any of the demo settings (the keys of report/config.json), e.g. {\"stageSteps\": [300, 1600, 500]}.")
+    var settings: String?
+
+    @Flag(help: "Skip training: re-score the model/ and vae/ an earlier run left in --out (with --settings, e.g. another cfg or sampleSteps) into --out/rescored.")
+    var evaluateOnly = false
+
     @Option(help: "Ablation: 'repa' runs the same budget without REPA and reports the difference (paper Table 6).")
     var ablate: String?
 
     func run() throws {
         var settings = quick ? ShapesDemo.Settings.quick : ShapesDemo.Settings()
+        if let path = self.settings { settings = try settings.overridden(byJSONFile: URL(fileURLWithPath: path)) }
         settings.seed = seed
         let root = URL(fileURLWithPath: out)
         let start = Date()
         var demo = ShapesDemo(settings: settings, out: root)
+        if evaluateOnly {
+            _ = try demo.run(evaluateOnly: true)
+            return
+        }
         let scores = try demo.run()
         guard let ablate else {
             print(String(format: "demo finished in %.0f s; scores in %@", Date().timeIntervalSince(start), root.appendingPathComponent("report/scores.json").path))

@@ -1,6 +1,7 @@
 import Foundation
 import JanusFlow
 import JanusFlowImageIO
+import JanusFlowTraining
 import MLXEngine
 import XCTest
 
@@ -231,5 +232,67 @@ final class StreamingTests: XCTestCase {
         for try await piece in pipeline.understandStream(image: image, question: "what?", parameters: SamplingParameters(maxNewTokens: 5)) { text += piece }
         XCTAssertEqual(text.trimmingCharacters(in: .whitespacesAndNewlines),
                        try pipeline.understand(image: image, question: "what?", parameters: SamplingParameters(maxNewTokens: 5)))
+    }
+}
+
+/// `janusflow shapes` writes manifests that the training reader takes without skipping anything, deterministically.
+final class ShapesDatasetCommandTests: XCTestCase {
+    func testDatasetFeedsTheManifestReaderAndIsDeterministic() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("shapes-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let args = ["--understanding-images", "4", "--questions-per-image", "2", "--generation-images", "6", "--text-lines", "5",
+                    "--eval-prompts", "1", "--eval-images", "2", "--seed", "7"]
+        for name in ["a", "b"] {
+            let result = try runCLI(["shapes", "--out", root.appendingPathComponent(name).path] + args)
+            XCTAssertEqual(result.status, 0, result.error)
+        }
+        let a = root.appendingPathComponent("a")
+        let expected: [(String, ManifestKind, Int)] = [("understanding.jsonl", .understanding, 8), ("generation.jsonl", .generation, 6),
+                                                         ("text.jsonl", .text, 5)]
+        for (file, kind, count) in expected {
+            let (records, report) = try Manifest.read(a.appendingPathComponent(file), kind: kind)
+            XCTAssertEqual(records.count, count, "\(file): \(report)")
+            XCTAssertEqual(report.skippedCount, 0, "\(file): \(report)")
+            XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent(file)),
+                           try Data(contentsOf: root.appendingPathComponent("b/\(file)")), "\(file) differs between runs")
+        }
+        let metadata = try String(contentsOf: a.appendingPathComponent("eval/evaluation_metadata.jsonl"), encoding: .utf8)
+        XCTAssertEqual(metadata.split(separator: "\n").count, 6)
+        XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent("images/000000.png")),
+                       try Data(contentsOf: root.appendingPathComponent("b/images/000000.png")))
+        let bad = try runCLI(["shapes", "--out", root.appendingPathComponent("c").path, "--eval-images=-1"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.error.contains("--eval-images must not be negative (got -1)"), bad.error)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("c").path))
+    }
+}
+
+/// The demo is a deterministic function of its seed: two runs of a very short variant give the same scores and
+/// byte-identical trained weights.
+final class DemoDeterminismTests: XCTestCase {
+    func testSameSeedSameScoresAndWeights() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("demo-det-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        let settings = root.appendingPathComponent("tiny.json")
+        try #"{"trainScenes": 96, "trainQuestions": 96, "trainTexts": 96, "vaeSteps": 12, "siglipSteps": 6, "llmSteps": 6, "stageSteps": [6, 8, 6], "batchSize": 8, "evalPromptsPerCategory": 2, "evalQuestions": 16, "sampleSteps": 3, "merges": 60}"#
+            .write(to: settings, atomically: true, encoding: .utf8)
+        var scores: [[String: Any]] = []
+        for name in ["a", "b"] {
+            let result = try runCLI(["demo", "--settings", settings.path, "--seed", "3", "--out", root.appendingPathComponent(name).path])
+            XCTAssertEqual(result.status, 0, result.error)
+            scores.append(try JSONSerialization.jsonObject(with: Data(contentsOf: root.appendingPathComponent("\(name)/report/scores.json"))) as! [String: Any])
+        }
+        XCTAssertEqual(scores[0] as NSDictionary, scores[1] as NSDictionary)
+        for file in ["model/model.safetensors", "vae/diffusion_pytorch_model.safetensors", "model/tokenizer.json", "report/generation_prompts.tsv"] {
+            XCTAssertEqual(try Data(contentsOf: root.appendingPathComponent("a/\(file)")), try Data(contentsOf: root.appendingPathComponent("b/\(file)")),
+                           "\(file) differs between two runs with the same seed")
+        }
+        let unknown = root.appendingPathComponent("unknown.json")
+        try #"{"stageStep": [1, 1, 1]}"#.write(to: unknown, atomically: true, encoding: .utf8)
+        let bad = try runCLI(["demo", "--settings", unknown.path, "--out", root.appendingPathComponent("c").path])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.error.contains("\(unknown.path): unknown setting 'stageStep'"), bad.error)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("c").path))
     }
 }

@@ -1,0 +1,273 @@
+import Foundation
+
+// ShapesWorld: a procedurally generated world of flat coloured shapes on a mid-grey background. Scenes place 1 to 4
+// objects in the cells of a 2x2 grid, so every left/right/above/below relation is unambiguous; images are rasterised
+// exactly (pixel-centre sampling, no anti-aliasing) at any size. Everything is a deterministic function of a seed.
+
+/// The shapes of the world. The default world uses circle, square and triangle; `diamond` is available through
+/// `WorldConfig.shapes`.
+public enum ShapeKind: String, CaseIterable, Codable, Sendable {
+    case circle, square, triangle, diamond
+
+    /// "circles", "squares", ...
+    public var plural: String { rawValue + "s" }
+
+    /// Whether (x, y), in units of the half-extent around the shape's centre (y grows downwards), lies inside.
+    /// Every shape spans exactly [-1, 1] x [-1, 1]; the triangle points up.
+    func contains(_ x: Double, _ y: Double) -> Bool {
+        switch self {
+        case .circle: return x * x + y * y <= 1
+        case .square: return Swift.abs(x) <= 1 && Swift.abs(y) <= 1
+        case .triangle: return y <= 1 && Swift.abs(x) <= (y + 1) / 2
+        case .diamond: return Swift.abs(x) + Swift.abs(y) <= 1
+        }
+    }
+}
+
+/// Well-separated, saturated colours (every pair and the background are at least 120 apart in RGB). The default
+/// world uses red, green, blue and yellow; the others are available through `WorldConfig.colors`.
+public enum ShapeColor: String, CaseIterable, Codable, Sendable {
+    case red, green, blue, yellow, purple, cyan, white
+
+    /// The exact fill colour.
+    public var rgb: (UInt8, UInt8, UInt8) {
+        switch self {
+        case .red: return (220, 40, 40)
+        case .green: return (30, 190, 50)
+        case .blue: return (40, 80, 230)
+        case .yellow: return (235, 215, 40)
+        case .purple: return (170, 40, 220)
+        case .cyan: return (40, 210, 220)
+        case .white: return (245, 245, 245)
+        }
+    }
+}
+
+/// Object sizes: the shape spans 72% (large) or 44% (small) of its grid cell. The default world uses only `large`.
+public enum ShapeSize: String, CaseIterable, Codable, Sendable {
+    case small, large
+
+    /// Half of the shape's extent as a fraction of the cell side.
+    public var halfExtent: Double { self == .large ? 0.36 : 0.22 }
+}
+
+/// The four cells of the 2x2 layout, in reading order; captions, answers and relations refer to them.
+public enum Cell: Int, CaseIterable, Codable, Sendable {
+    case topLeft, topRight, bottomLeft, bottomRight
+
+    /// 0 for the left column, 1 for the right one.
+    public var column: Int { rawValue % 2 }
+    /// 0 for the top row, 1 for the bottom one.
+    public var row: Int { rawValue / 2 }
+    /// "top left", "top right", "bottom left", "bottom right".
+    public var name: String { "\(vertical) \(horizontal)" }
+    /// "left" or "right".
+    public var horizontal: String { column == 0 ? "left" : "right" }
+    /// "top" or "bottom".
+    public var vertical: String { row == 0 ? "top" : "bottom" }
+
+    init(column: Int, row: Int) { self.init(rawValue: row * 2 + column)! }
+}
+
+/// The spatial relations of GenEval's position category ("A left of B" and so on).
+public enum SpatialRelation: String, CaseIterable, Codable, Sendable {
+    case leftOf = "left of", rightOf = "right of", above, below
+}
+
+/// An axis-aligned box in pixels: x0 <= x < x1, y0 <= y < y1.
+public struct BoundingBox: Equatable, Codable, Sendable {
+    public var x0: Double, y0: Double, x1: Double, y1: Double
+    public init(x0: Double, y0: Double, x1: Double, y1: Double) {
+        self.x0 = x0
+        self.y0 = y0
+        self.x1 = x1
+        self.y1 = y1
+    }
+    public var width: Double { x1 - x0 }
+    public var height: Double { y1 - y0 }
+    public var centerX: Double { (x0 + x1) / 2 }
+    public var centerY: Double { (y0 + y1) / 2 }
+}
+
+/// One object of a scene.
+public struct ShapeObject: Equatable, Codable, Sendable {
+    public var kind: ShapeKind
+    public var color: ShapeColor
+    public var cell: Cell
+    public var size: ShapeSize
+
+    public init(kind: ShapeKind, color: ShapeColor, cell: Cell, size: ShapeSize = .large) {
+        self.kind = kind
+        self.color = color
+        self.cell = cell
+        self.size = size
+    }
+
+    /// The shape's exact extent in an image of `imageSize` pixels (every shape fills its box's width and height).
+    public func boundingBox(imageSize: Int) -> BoundingBox {
+        let cellSide = Double(imageSize) / 2
+        let cx = (Double(cell.column) + 0.5) * cellSide, cy = (Double(cell.row) + 0.5) * cellSide
+        let h = size.halfExtent * cellSide
+        return BoundingBox(x0: cx - h, y0: cy - h, x1: cx + h, y1: cy + h)
+    }
+
+    /// Whether this object is `relation` `other`: by grid column for left/right and by grid row for above/below.
+    /// (Diagonal neighbours are in two relations at once, as under GenEval's rule.)
+    public func isIn(_ relation: SpatialRelation, of other: ShapeObject) -> Bool {
+        switch relation {
+        case .leftOf: return cell.column < other.cell.column
+        case .rightOf: return cell.column > other.cell.column
+        case .above: return cell.row < other.cell.row
+        case .below: return cell.row > other.cell.row
+        }
+    }
+}
+
+/// An 8-bit RGB image, row-major, HWC (`pixels.count == width * height * 3`).
+public struct ShapeImage: Equatable, Sendable {
+    public var width: Int
+    public var height: Int
+    public var pixels: [UInt8]
+
+    public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * 3, "ShapeImage: expected \(width * height * 3) bytes, got \(pixels.count)")
+        self.width = width
+        self.height = height
+        self.pixels = pixels
+    }
+
+    /// A uniform image.
+    public init(width: Int, height: Int, fill: (UInt8, UInt8, UInt8)) {
+        self.init(width: width, height: height, pixels: (0..<(width * height)).flatMap { _ in [fill.0, fill.1, fill.2] })
+    }
+}
+
+/// A scene: objects in distinct cells of the 2x2 grid.
+public struct Scene: Equatable, Codable, Sendable {
+    /// The objects, in the order their caption mentions them (generation samples) or drawn (random scenes).
+    public var objects: [ShapeObject]
+
+    public init(objects: [ShapeObject]) { self.objects = objects }
+
+    /// The background colour (mid-grey: far from every palette colour, and what a blurry model output fades to).
+    public static let background: (UInt8, UInt8, UInt8) = (128, 128, 128)
+
+    /// Rasterises the scene: a pixel takes an object's colour when the pixel's centre lies inside the shape.
+    /// Works at any size; 16, 32 and 64 are tested.
+    public func render(size: Int = 32) -> ShapeImage {
+        precondition(size >= 8, "Scene.render: size \(size) is too small")
+        var pixels = [UInt8](repeating: 0, count: size * size * 3)
+        for i in 0..<(size * size) {
+            pixels[3 * i] = Scene.background.0
+            pixels[3 * i + 1] = Scene.background.1
+            pixels[3 * i + 2] = Scene.background.2
+        }
+        for o in objects {
+            let box = o.boundingBox(imageSize: size)
+            let h = box.width / 2
+            let c = o.color.rgb
+            let xs = Swift.max(0, Int(box.x0.rounded(.down)))...Swift.min(size - 1, Int(box.x1.rounded(.up)))
+            let ys = Swift.max(0, Int(box.y0.rounded(.down)))...Swift.min(size - 1, Int(box.y1.rounded(.up)))
+            for y in ys {
+                for x in xs where o.kind.contains((Double(x) + 0.5 - box.centerX) / h, (Double(y) + 0.5 - box.centerY) / h) {
+                    let i = (y * size + x) * 3
+                    pixels[i] = c.0
+                    pixels[i + 1] = c.1
+                    pixels[i + 2] = c.2
+                }
+            }
+        }
+        return ShapeImage(width: size, height: size, pixels: pixels)
+    }
+
+    /// The objects as a perfect detector would report them (exact boxes, confidence 1): for checking
+    /// requirements against a scene without rendering.
+    public func annotations(imageSize: Int = 32) -> [DetectedObject] {
+        objects.map { o in
+            let box = o.boundingBox(imageSize: imageSize)
+            let fill = o.kind == .square ? 1 : (o.kind == .circle ? Double.pi / 4 : 0.5)
+            return DetectedObject(kind: o.kind, color: o.color, size: o.size, box: box,
+                                  area: Int((box.width * box.height * fill).rounded()), confidence: 1)
+        }
+    }
+}
+
+/// What the world contains. The default (`.standard`) is small enough for a tiny model to learn in minutes:
+/// 3 shapes x 4 colours, large objects only, 1 to 4 objects per scene, 32x32 images.
+public struct WorldConfig: Equatable, Codable, Sendable {
+    /// Side of the rendered images in pixels (tested at 16, 32 and 64).
+    public var imageSize: Int
+    /// Shapes that occur (at least two).
+    public var shapes: [ShapeKind]
+    /// Colours that occur (at least two).
+    public var colors: [ShapeColor]
+    /// Sizes that occur. With both, object phrases name the size ("a small red circle") and "size" questions appear.
+    public var sizes: [ShapeSize]
+    /// The most objects in a random scene (1 to 4).
+    public var maxObjects: Int
+
+    public init(imageSize: Int = 32, shapes: [ShapeKind] = [.circle, .square, .triangle],
+                colors: [ShapeColor] = [.red, .green, .blue, .yellow], sizes: [ShapeSize] = [.large], maxObjects: Int = 4) {
+        precondition(shapes.count >= 2 && Set(shapes).count == shapes.count, "WorldConfig: need at least two distinct shapes")
+        precondition(colors.count >= 2 && Set(colors).count == colors.count, "WorldConfig: need at least two distinct colours")
+        precondition(!sizes.isEmpty && Set(sizes).count == sizes.count, "WorldConfig: need at least one size")
+        precondition((2...4).contains(maxObjects), "WorldConfig: maxObjects must be 2...4")
+        self.imageSize = imageSize
+        self.shapes = shapes
+        self.colors = colors
+        self.sizes = sizes
+        self.maxObjects = maxObjects
+    }
+
+    /// 3 shapes, 4 colours, large objects, 32x32.
+    public static let standard = WorldConfig()
+    /// Every shape, colour and size, 32x32. The detector reads it exactly from clean, noisy and mildly blurred
+    /// (3x3) images; heavier blur makes small shapes and diamonds look like circles unless `imageSize` is 64.
+    public static let extended = WorldConfig(shapes: ShapeKind.allCases, colors: ShapeColor.allCases, sizes: ShapeSize.allCases)
+
+    /// Whether object phrases name the size.
+    var namesSizes: Bool { sizes.count > 1 }
+}
+
+/// SplitMix64: a small, fast generator with identical output on every platform. All randomness in ShapesWorld
+/// comes from it (never from the system generator).
+public struct WorldRandom: Sendable {
+    var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    /// The next 64 random bits.
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..<n (n > 0).
+    public mutating func int(_ n: Int) -> Int {
+        precondition(n > 0, "WorldRandom.int: n must be positive")
+        return Int(next() % UInt64(n))
+    }
+
+    /// Uniform in [0, 1).
+    public mutating func double() -> Double { Double(next() >> 11) / Double(UInt64(1) << 53) }
+
+    public mutating func bool() -> Bool { next() & 1 == 1 }
+
+    public mutating func pick<T>(_ items: [T]) -> T { items[int(items.count)] }
+
+    /// Fisher-Yates.
+    public mutating func shuffled<T>(_ items: [T]) -> [T] {
+        var a = items
+        for i in stride(from: a.count - 1, to: 0, by: -1) { a.swapAt(i, int(i + 1)) }
+        return a
+    }
+
+    /// An independent stream for `seed` and `stream` (so that one part of a dataset does not shift another).
+    public static func derived(seed: UInt64, stream: UInt64) -> WorldRandom {
+        var r = WorldRandom(seed: seed ^ (stream &* 0xD1B5_4A32_D192_ED03))
+        return WorldRandom(seed: r.next())
+    }
+}
