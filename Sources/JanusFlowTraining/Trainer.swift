@@ -193,12 +193,21 @@ public final class Trainer {
             }
         }
         let (clipped, norm) = clipGradNorm(summed, maxNorm: sc.clipNorm)
+        var losses: [String: Double] = [:]
+        for (k, s) in sums where counts[k]! > 0 { losses[k] = s / counts[k]! }
+        let normValue = try norm.item(Float.self).asDouble
+        // A diverged step stops the run before it touches the weights, the EMA or any file.
+        // Name the first non-finite component loss before the total it feeds.
+        let components = losses.filter { $0.key != "loss" }.sorted { $0.key < $1.key }.map { ("\($0.key) loss", $0.value) }
+        let checks = components + [("total loss", losses["loss"] ?? 0), ("gradient norm", normValue)]
+        if let (name, value) = checks.first(where: { !$0.1.isFinite }) {
+            throw TrainingError("step \(step + 1) (stage '\(sc.name)'): the \(name) is \(value); training diverged. Lower the learning "
+                                + "rate (now \(lr)) or lengthen the warm-up, and resume from the last checkpoint")
+        }
         try optimizer!.apply(gradients: clipped, to: modules)
         ema!.update(with: modules.trainableParameters())
         try Tensor.eval(Array(ema!.shadow.values))
-        var losses: [String: Double] = [:]
-        for (k, s) in sums where counts[k]! > 0 { losses[k] = s / counts[k]! }
-        return (losses, lr, try norm.item(Float.self).asDouble)
+        return (losses, lr, normValue)
     }
 
     // MARK: Metrics

@@ -222,6 +222,24 @@ final class TrainerTests: XCTestCase {
         XCTAssertEqual(latest, "step-00000004")
     }
 
+    func testDivergedStepStopsWithAClearErrorAndKeepsTheWeights() throws {
+        Initializer.seed(11)
+        let modules = TrainingModules(model: JanusFlowModel(tinyConfig()), repaHidden: 24)
+        try modules.evalParameters()
+        var data = tinyData(seed: 5)
+        for i in data.generation.indices { data.generation[i].latent = data.generation[i].latent * Double.nan }
+        let config = TrainingConfig(model: "", data: .init(), output: dir.path, seed: 3, repaLayer: nil, repaHidden: 24,
+                                    checkpointEvery: 0, logEvery: 1, stages: [stage("gen", steps: 3, ratio: [0, 1, 0])])
+        let trainer = try Trainer(config: config, modules: modules, data: data, outputDirectory: dir)
+        let before = try modules.parameters().mapValues { try $0.values(Float.self) }
+        XCTAssertThrowsError(try trainer.run()) { error in
+            XCTAssertTrue("\(error)".hasPrefix("step 1 (stage 'gen'): the rf loss is nan; training diverged."), "\(error)")
+        }
+        XCTAssertEqual(trainer.step, 0)
+        for (name, t) in modules.parameters() { XCTAssertEqual(try t.values(Float.self), before[name]!, name) }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("metrics.jsonl").path))
+    }
+
     func testShortRunLowersEveryLoss() throws {
         let trainer = try makeTrainer(stages: [stage("all", steps: 60, lr: 2e-3, ratio: [1, 1, 1], batch: 12)], output: dir)
         try trainer.run()
