@@ -125,7 +125,7 @@ final class CLITests: XCTestCase {
     }
 }
 
-/// The embedded demo's short variant: every loss falls and both scores beat chance clearly.
+/// The embedded demo's short variant: every loss falls (the text loss is kept) and both scores beat chance clearly.
 final class QuickDemoTests: XCTestCase {
     func testQuickDemoLearns() throws {
         let binary = Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("janusflow")
@@ -142,7 +142,14 @@ final class QuickDemoTests: XCTestCase {
         XCTAssertEqual(process.terminationStatus, 0)
         let scores = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("report/scores.json"))) as! [String: Any]
         let losses = scores["losses"] as! [String: [String: Double]]
-        for (name, pair) in losses { XCTAssertLessThan(pair["last"]!, pair["first"]!, "\(name) loss did not fall: \(pair)") }
+        // The stages' text loss is the LLM pretraining objective ("llm", which must fall) on the same corpus: the
+        // stages start where pretraining ended, so there it must be kept (the paper's reason for text data), not fall.
+        for (name, pair) in losses where name != "text" {
+            XCTAssertLessThan(pair["last"]!, pair["first"]!, "\(name) loss did not fall: \(pair)")
+        }
+        let text = try XCTUnwrap(losses["text"])
+        XCTAssertLessThan(text["last"]!, text["first"]! * 1.15, "text loss rose by more than 15% during the stages: \(text)")
+        XCTAssertLessThan(text["last"]!, losses["llm"]!["first"]! * 0.5, "text: \(text), llm: \(losses["llm"]!)")
         for name in ["vae", "siglip", "llm", "understanding", "rf"] {
             XCTAssertLessThan(losses[name]!["last"]! / losses[name]!["first"]!, 0.5, "\(name): \(losses[name]!)")
         }
