@@ -74,15 +74,17 @@ public final class JanusFlowModel: Module {
     /// One rectified-flow velocity for latents z (NCHW (B, 4, h, w)) at times t (B,) in the 0..1000 scale,
     /// conditioned on the prompt embeddings `prefix` (B, P, H) (the prompt without its last token).
     /// keyMask (B, P + 1 + N) hides prompt positions (the CFG unconditional rows); `cache`, if given, already
-    /// holds the prefix's keys/values and `prefix` must then be nil.
-    public func velocity(latents z: Tensor, t: Tensor, prefix: Tensor?, keyMask: Tensor?, cache: [KVCache]? = nil) -> Tensor {
-        velocityAndHidden(latents: z, t: t, prefix: prefix, keyMask: keyMask, cache: cache).velocity
+    /// holds the prefix's keys/values and `prefix` must then be nil. `sharedPrompt` (with neither prefix, mask
+    /// nor cache) is the fast form of the CFG batch: one prompt row continued by B conditional and B unconditional rows.
+    public func velocity(latents z: Tensor, t: Tensor, prefix: Tensor?, keyMask: Tensor?, cache: [KVCache]? = nil,
+                         sharedPrompt: SharedPrompt? = nil) -> Tensor {
+        velocityAndHidden(latents: z, t: t, prefix: prefix, keyMask: keyMask, cache: cache, sharedPrompt: sharedPrompt).velocity
     }
 
     /// The velocity and, with `hiddenLayer` k, the LLM's residual stream after its k-th block at the image
     /// positions (B, N, H), as REPA reads it.
     public func velocityAndHidden(latents z: Tensor, t: Tensor, prefix: Tensor?, keyMask: Tensor?, cache: [KVCache]? = nil,
-                                  hiddenLayer: Int? = nil) -> (velocity: Tensor, hidden: Tensor?) {
+                                  sharedPrompt: SharedPrompt? = nil, hiddenLayer: Int? = nil) -> (velocity: Tensor, hidden: Tensor?) {
         let zNHWC = NN.nchwToNHWC(z)
         let (features, tEmb) = generationEncoder(zNHWC, t: t)
         let (b, gh, gw, c) = (features.dim(0), features.dim(1), features.dim(2), features.dim(3))
@@ -92,7 +94,7 @@ public final class JanusFlowModel: Module {
         if let prefix { parts.append(prefix.asType(tokens.dtype)) }
         parts += [tEmb.expandedDims(axis: 1).asType(tokens.dtype), tokens]
         let out = languageModel.forward(inputsEmbeds: concatenated(parts, axis: 1), keyMask: keyMask, cache: cache,
-                                        collectHiddenStates: hiddenLayer != nil)
+                                        collectHiddenStates: hiddenLayer != nil, sharedPrompt: sharedPrompt)
         let last = out.lastHiddenState.slice(axis: 1, -n)
         let decIn = generationDecoderAligner(generationDecoderAlignerNorm(last)).reshaped([b, gh, gw, -1])
         let v = NN.nhwcToNCHW(generationDecoder(decIn, skip: features, timeEmbedding: tEmb))

@@ -27,7 +27,9 @@ public final class LlamaAttention: Module {
     }
 
     /// x (B, L, H); positions start at `offset` in every row. `mask` is additive, broadcastable to (B, 1, L, S).
-    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, positions: Tensor? = nil) -> Tensor {
+    /// With `shared` (classifier-free guidance), the rows also attend to one shared prompt row's keys/values.
+    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, positions: Tensor? = nil,
+                        shared: SharedPromptLayer? = nil) -> Tensor {
         let (b, l) = (x.dim(0), x.dim(1))
         var q = qProj(x).reshaped([b, l, heads, headDim]).transposed([0, 2, 1, 3])
         var k = kProj(x).reshaped([b, l, kvHeads, headDim]).transposed([0, 2, 1, 3])
@@ -41,6 +43,10 @@ public final class LlamaAttention: Module {
         }
         if let cache { (k, v) = cache.update(keys: k, values: v) }
         let scale = 1 / Float(headDim).squareRoot()
+        if let shared {
+            let o = shared.attention(queries: q, keys: k, values: v, scale: scale)
+            return oProj(o.transposed([0, 2, 1, 3]).reshaped([b, l, heads * headDim]))
+        }
         let o = mask == nil
             ? NN.attention(queries: q, keys: k, values: v, scale: scale, causal: l > 1)
             : NN.attention(queries: q, keys: k, values: v, scale: scale, mask: mask)
@@ -77,8 +83,9 @@ public final class LlamaDecoderLayer: Module {
         postAttentionLayerNorm = RMSNorm(config.hiddenSize, eps: config.rmsNormEps)
     }
 
-    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, positions: Tensor? = nil) -> Tensor {
-        let h = x + selfAttention(inputLayerNorm(x), mask: mask, offset: offset, cache: cache, positions: positions)
+    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, positions: Tensor? = nil,
+                        shared: SharedPromptLayer? = nil) -> Tensor {
+        let h = x + selfAttention(inputLayerNorm(x), mask: mask, offset: offset, cache: cache, positions: positions, shared: shared)
         return h + mlp(postAttentionLayerNorm(h))
     }
 }
@@ -94,6 +101,52 @@ public final class LlamaModel: Module {
         norm = RMSNorm(config.hiddenSize, eps: config.rmsNormEps)
         super.init()
         embedTokens = Embedding(config.vocabSize, config.hiddenSize)
+    }
+}
+
+/// Keys and values of one prompt row shared by the 2B rows of a classifier-free-guidance batch: the first
+/// `conditionalRows` rows see the whole prompt, the others only its first `unconditionalKeys` positions.
+/// DeepSeek's unconditional rows are the prompt with every token after BOS replaced by padding and masked out;
+/// their BOS keys equal the conditional row's (position 0 attends only to itself), and masked keys weigh exactly
+/// zero, so attending to the visible keys alone gives the official result without computing the padded prompt.
+public struct SharedPrompt {
+    /// One cache per layer, each holding a single row.
+    public let caches: [KVCache]
+    public let conditionalRows: Int
+    public let unconditionalKeys: Int
+
+    public init(caches: [KVCache], conditionalRows: Int, unconditionalKeys: Int) {
+        self.caches = caches
+        self.conditionalRows = conditionalRows
+        self.unconditionalKeys = unconditionalKeys
+    }
+
+    /// Prompt positions; the rows' new positions continue from here (the official position ids).
+    public var length: Int { caches.first?.offset ?? 0 }
+}
+
+/// One layer's share of a `SharedPrompt`.
+struct SharedPromptLayer {
+    let keys: Tensor  // (1, Hkv, P, D)
+    let values: Tensor
+    let conditionalRows: Int
+    let unconditionalKeys: Int
+
+    /// Causal attention of the rows' queries over the shared prompt's visible keys followed by the rows' own keys.
+    func attention(queries q: Tensor, keys k: Tensor, values v: Tensor, scale: Float) -> Tensor {
+        let rows = q.dim(0)
+        var outputs: [Tensor] = []
+        for (range, visible) in [(0..<conditionalRows, keys.dim(2)), (conditionalRows..<rows, unconditionalKeys)] where !range.isEmpty {
+            let n = range.count
+            func joined(_ prompt: Tensor, _ own: Tensor) -> Tensor {
+                let p = prompt.slice(axis: 2, 0, visible)
+                let shape = [n, p.dim(1), visible, p.dim(3)]
+                return concatenated([p.broadcast(to: shape).asType(own.dtype), own.slice(axis: 0, range.lowerBound, range.upperBound)], axis: 2)
+            }
+            outputs.append(NN.attention(queries: q.slice(axis: 0, range.lowerBound, range.upperBound), keys: joined(keys, k),
+                                        values: joined(values, v), scale: scale, causal: true))
+        }
+        return outputs.count == 1 ? outputs[0] : concatenated(outputs, axis: 0)
     }
 }
 
@@ -130,9 +183,14 @@ public final class LanguageModel: Module {
     ///   then not applied.
     /// - segments: for packed rows, (B, L) sample ids (-1 for padding): attention stays inside each sample
     ///   and positions restart at 0 for every sample.
+    /// - sharedPrompt: for classifier-free guidance, a prompt row the batch rows continue (see `SharedPrompt`);
+    ///   then `keyMask`, `cache` and `segments` must be nil.
     public func forward(inputsEmbeds: Tensor, keyMask: Tensor? = nil, cache: [KVCache]? = nil,
-                        collectHiddenStates: Bool = false, stopAfterLayer: Int? = nil, segments: Tensor? = nil) -> LanguageModelOutput {
-        let offset = cache?.first?.offset ?? 0
+                        collectHiddenStates: Bool = false, stopAfterLayer: Int? = nil, segments: Tensor? = nil,
+                        sharedPrompt: SharedPrompt? = nil) -> LanguageModelOutput {
+        precondition(sharedPrompt == nil || (keyMask == nil && cache == nil && segments == nil),
+                     "a shared prompt replaces the key mask, the cache and the segments")
+        let offset = sharedPrompt?.length ?? cache?.first?.offset ?? 0
         let l = inputsEmbeds.dim(1)
         var mask = LanguageModel.additiveMask(queries: l, offset: offset, keyMask: keyMask, dtype: inputsEmbeds.dtype)
         var positions: Tensor?
@@ -145,7 +203,11 @@ public final class LanguageModel: Module {
         var states: [Tensor] = collectHiddenStates ? [h] : []
         let count = stopAfterLayer ?? model.layers.count
         for (i, layer) in model.layers.prefix(count).enumerated() {
-            h = layer(h, mask: mask, offset: offset, cache: cache?[i], positions: positions)
+            let shared = sharedPrompt.map {
+                SharedPromptLayer(keys: $0.caches[i].keys!, values: $0.caches[i].values!, conditionalRows: $0.conditionalRows,
+                                  unconditionalKeys: $0.unconditionalKeys)
+            }
+            h = layer(h, mask: mask, offset: offset, cache: cache?[i], positions: positions, shared: shared)
             if collectHiddenStates && i < count - 1 { states.append(h) }
         }
         if stopAfterLayer != nil && count < model.layers.count {

@@ -43,7 +43,8 @@ public struct SamplingCancelled: Error, CustomStringConvertible {
 public struct RectifiedFlowSampler {
     public var steps: Int
     public var cfgWeight: Double
-    /// Compute the prompt's keys/values once and reuse them at every step (the official loop recomputes them).
+    /// Compute the prompt's keys/values once (one row, shared by every conditional and unconditional row) and
+    /// reuse them at every step; false runs the official loop, which recomputes 2B masked prompt rows per step.
     public var reusePromptCache: Bool
 
     public init(steps: Int = 30, cfgWeight: Double = 2.0, reusePromptCache: Bool = true) {
@@ -61,37 +62,34 @@ public struct RectifiedFlowSampler {
         let gridH = (z0.dim(2) + 2 * enc.padding - enc.kernelSize) / enc.stride + 1
         let gridW = (z0.dim(3) + 2 * enc.padding - enc.kernelSize) / enc.stride + 1
         let imageTokens = gridH * gridW
-        let keyMask = guidance.keyMask(images: b, imageTokens: imageTokens)
         let lm = model.languageModel
 
-        // Prompt embeddings without the last (generation-tag) slot: one conditional and one unconditional row.
-        let distinct = Tensor([guidance.promptIDs, guidance.unconditionalIDs].flatMap { $0.map(Int32.init) },
-                              shape: [2, guidance.promptIDs.count])
-        let prefix2 = lm.embed(distinct).slice(axis: 1, 0, guidance.promptIDs.count - 1)
-        let prefixLength = prefix2.dim(1)
-
-        var promptCache: [KVCache]? = nil
+        // Prompt embeddings without the last (generation-tag) slot.
+        let prefixLength = guidance.promptIDs.count - 1
+        precondition(prefixLength >= 1, "a generation prompt has at least BOS and the generation tag")
+        var shared: SharedPrompt? = nil
+        var prefixRows: Tensor? = nil
         if reusePromptCache {
+            // One conditional row, computed once; the unconditional rows see only its BOS (see SharedPrompt).
+            let ids = Tensor(guidance.promptIDs.prefix(prefixLength).map(Int32.init), shape: [1, prefixLength])
             let cache = lm.makeCache()
-            _ = lm.forward(inputsEmbeds: prefix2, keyMask: guidance.keyMask(images: 1, imageTokens: 0).slice(axis: 1, 0, prefixLength),
-                           cache: cache)
-            let rows = cache.map { $0.repeatedBatch(b) }  // [c, u] -> [c x b, u x b]
-            try Tensor.eval(rows.flatMap { [$0.keys!, $0.values!] })
-            promptCache = rows
+            _ = lm.forward(inputsEmbeds: lm.embed(ids), cache: cache)
+            try Tensor.eval(cache.flatMap { [$0.keys!, $0.values!] })
+            shared = SharedPrompt(caches: cache, conditionalRows: b, unconditionalKeys: 1)
+        } else {
+            // The official loop: 2B full rows, the unconditional prompt masked, recomputed at every step.
+            let distinct = Tensor([guidance.promptIDs, guidance.unconditionalIDs].flatMap { $0.map(Int32.init) },
+                                  shape: [2, guidance.promptIDs.count])
+            prefixRows = lm.embed(distinct).slice(axis: 1, 0, prefixLength).repeated(b, axis: 0)
         }
-        let prefixRows = prefix2.repeated(b, axis: 0)
+        let keyMask = shared == nil ? guidance.keyMask(images: b, imageTokens: imageTokens) : nil
 
         var z = z0.asType(.float32)
         for k in 0..<steps {
             if let progress, !progress(k, steps) { throw SamplingCancelled() }
             let t = Tensor.full([2 * b], value: Double(k) / Double(steps) * 1000)
             let zz = concatenated([z, z], axis: 0)
-            let v: Tensor
-            if let promptCache {
-                v = model.velocity(latents: zz, t: t, prefix: nil, keyMask: keyMask, cache: promptCache.map { $0.copy() })
-            } else {
-                v = model.velocity(latents: zz, t: t, prefix: prefixRows, keyMask: keyMask)
-            }
+            let v = model.velocity(latents: zz, t: t, prefix: prefixRows, keyMask: keyMask, sharedPrompt: shared)
             let vc = v.slice(axis: 0, 0, b), vu = v.slice(axis: 0, b, 2 * b)
             let guided = vc * cfgWeight - vu * (cfgWeight - 1)
             z = z + guided * (1 / Double(steps))

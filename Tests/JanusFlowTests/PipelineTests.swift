@@ -35,6 +35,20 @@ final class PipelineTests: XCTestCase {
         XCTAssertTrue(row.passed, "\(row)")
     }
 
+    func testSharedPromptSamplerEqualsTheOfficialMaskedLoop() throws {
+        // 3 images and a 30-token prompt: the one-row shared prompt (unconditional rows seeing only BOS) against
+        // the official 2B masked rows recomputed every step.
+        let model = Self.pipeline.model
+        let ids = [1] + (0..<29).map { 10 + ($0 * 7) % 50 }
+        let guidance = GuidanceBatch(promptIDs: ids, padID: try fx.specialID("pad"))
+        let z0 = Random.normal([3, 4, 8, 8], key: RandomKey(seed: 5))
+        let fast = try RectifiedFlowSampler(steps: 3, cfgWeight: 4, reusePromptCache: true).sample(model: model, guidance: guidance, initialNoise: z0)
+        let official = try RectifiedFlowSampler(steps: 3, cfgWeight: 4, reusePromptCache: false).sample(model: model, guidance: guidance, initialNoise: z0)
+        let row = try Parity.compare("z_final", fast, official, tolerance: 1e-4)
+        XCTAssertTrue(row.passed, "\(row)")
+        XCTAssertGreaterThan(try (fast - z0).abs().max().item(Float.self), 0.01)
+    }
+
     func testGenerationRefusesOtherSizesAndNeedsAVAE() throws {
         XCTAssertThrowsError(try Self.pipeline.generate(prompt: "x", size: 384)) {
             XCTAssertEqual("\($0)", "this model generates 64x64 images only (asked for 384x384)")
