@@ -242,7 +242,12 @@ public final class LanguageModel: Module {
         return (NN.boolMaskToAdditive(keep, dtype: dtype).expandedDims(axis: 1), index - starts)
     }
 
-    public func embed(_ ids: Tensor) -> Tensor { model.embedTokens(ids) }
+    /// Token embeddings in float32, the compute dtype, whatever dtype the table is stored in: bfloat16 activations
+    /// would send every later op down MLX's slow reduced-precision paths and lose precision.
+    public func embed(_ ids: Tensor) -> Tensor {
+        let e = model.embedTokens(ids)
+        return e.dtype.isFloatingPoint && e.dtype != .float32 ? e.asType(.float32) : e
+    }
 
     public func logits(_ hidden: Tensor) -> Tensor { lmHead(hidden) }
 }
