@@ -6,6 +6,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <vector>
 
@@ -202,6 +203,45 @@ mx::array attention_reference(const mx::array& q, const mx::array& k, const mx::
   return mx::matmul(mx::softmax(scores, std::vector<int>{-1}, true), vv);
 }
 
+// Element distance between the (batch, head) planes of a (B, H, L, D) array whose rows are contiguous D-vectors,
+// consecutive within each plane, with equally spaced planes: a contiguous array or a slice along L of a longer
+// buffer (a KV cache). 0 when the array is laid out otherwise.
+size_t plane_stride(const mx::array& x) {
+  const auto& st = x.strides();
+  const int64_t b = x.shape(0), h = x.shape(1), l = x.shape(2), d = x.shape(3);
+  if (d > 1 && st[3] != 1) return 0;
+  if (l > 1 && st[2] != d) return 0;
+  int64_t plane = h > 1 ? st[1] : (b > 1 ? st[0] : l * d);
+  if (b > 1 && h > 1 && st[0] != plane * h) return 0;
+  if (plane < l * d) return 0;  // overlapping or broadcast planes
+  return size_t(plane);
+}
+
+// x copied into `scratch` as a contiguous (B, H, L, D) array.
+const float* pack_planes(const mx::array& x, std::vector<float>& scratch) {
+  const auto& st = x.strides();
+  const int64_t b = x.shape(0), h = x.shape(1), l = x.shape(2), d = x.shape(3);
+  scratch.resize(size_t(x.size()));
+  const float* src = x.data<float>();
+  float* dst = scratch.data();
+  for (int64_t n = 0; n < b; ++n)
+    for (int64_t c = 0; c < h; ++c)
+      for (int64_t i = 0; i < l; ++i, dst += d) {
+        const float* row = src + n * st[0] + c * st[1] + i * st[2];
+        if (st[3] == 1) std::memcpy(dst, row, sizeof(float) * size_t(d));
+        else for (int64_t t = 0; t < d; ++t) dst[t] = row[t * st[3]];
+      }
+  return scratch.data();
+}
+
+// x's planes as `plane_stride` describes them, copied into `scratch` (contiguous) when x is laid out otherwise.
+const float* planes_of(const mx::array& x, std::vector<float>& scratch, size_t& plane) {
+  plane = plane_stride(x);
+  if (plane) return x.data<float>();
+  plane = size_t(x.shape(2)) * x.shape(3);
+  return pack_planes(x, scratch);
+}
+
 class FastAttention : public ReferencedPrimitive {
  public:
   FastAttention(mx::Stream s, float scale, bool causal, bool has_mask)
@@ -216,9 +256,17 @@ class FastAttention : public ReferencedPrimitive {
     dispatch(inputs, out, [inputs, out, scale = scale_, causal = causal_, has_mask = has_mask_]() mutable {
       const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
       mlxkernels::AttentionArgs a{};
+      std::vector<float> k_scratch, v_scratch;
+      size_t k_plane = 0, v_plane = 0;
       a.q = q.data<float>();
-      a.k = k.data<float>();
-      a.v = v.data<float>();
+      a.k = planes_of(k, k_scratch, k_plane);
+      a.v = planes_of(v, v_scratch, v_plane);
+      const size_t packed = size_t(k.shape(2)) * k.shape(3);
+      if (k_plane != v_plane) {  // the kernel takes one stride for both: pack whichever is strided
+        if (k_plane != packed) a.k = pack_planes(k, k_scratch), k_plane = packed;
+        if (v_plane != packed) a.v = pack_planes(v, v_scratch), v_plane = packed;
+      }
+      a.kv_plane = k_plane;
       a.out = out.data<float>();
       a.b = int(q.shape(0)), a.hq = int(q.shape(1)), a.lq = int(q.shape(2)), a.d = int(q.shape(3));
       a.hkv = int(k.shape(1)), a.lk = int(k.shape(2));
@@ -262,7 +310,8 @@ mx::array fast_attention(const mx::array& q, const mx::array& k, const mx::array
     mask = m;
   }
   if (!eligible) return attention_reference(q, k, v, scale, causal, mask);
-  std::vector<mx::array> inputs = {mx::contiguous(q), mx::contiguous(k), mx::contiguous(v)};
+  // k and v go in as they are: the kernel reads a KV cache's filled part in place (see planes_of).
+  std::vector<mx::array> inputs = {mx::contiguous(q), k, v};
   if (mask) inputs.push_back(mx::contiguous(*mask));
   return mx::array(q.shape(), mx::float32, std::make_shared<FastAttention>(cpu_stream(), scale, causal, mask.has_value()), inputs);
 }

@@ -170,46 +170,67 @@ public final class Dropout: Module {
 }
 
 /// Keys and values of the positions seen so far, for incremental decoding. Arrays are (B, H, L, D).
+///
+/// The positions live in buffers with room to spare (grown `step` positions at a time) and new ones are written in
+/// place, so a decode step costs no copy of the whole cache; `keys`/`values` are views of the filled part, which
+/// the attention kernel reads without copying.
 public final class KVCache {
-    public private(set) var keys: Tensor?
-    public private(set) var values: Tensor?
-
-    public init() {}
-
+    private var keyBuffer: Tensor?
+    private var valueBuffer: Tensor?
     /// Number of cached positions.
-    public var offset: Int { keys?.dim(2) ?? 0 }
+    public private(set) var offset = 0
+    /// Positions added when the buffers are full.
+    public let step: Int
+
+    public init(step: Int = 256) { self.step = step }
+
+    public var keys: Tensor? { keyBuffer.map { $0.dim(2) == offset ? $0 : $0.slice(axis: 2, 0, offset) } }
+    public var values: Tensor? { valueBuffer.map { $0.dim(2) == offset ? $0 : $0.slice(axis: 2, 0, offset) } }
 
     /// Appends new keys/values and returns everything cached so far.
     public func update(keys newKeys: Tensor, values newValues: Tensor) -> (Tensor, Tensor) {
-        if let k = keys, let v = values {
-            keys = concatenated([k, newKeys], axis: 2)
-            values = concatenated([v, newValues], axis: 2)
-        } else {
-            keys = newKeys
-            values = newValues
-        }
+        let n = newKeys.dim(2)
+        keyBuffer = Self.write(newKeys, into: keyBuffer, at: offset, step: step)
+        valueBuffer = Self.write(newValues, into: valueBuffer, at: offset, step: step)
+        offset += n
         return (keys!, values!)
     }
 
-    /// Keeps only the first `length` positions (to reuse a shared prompt prefix).
-    public func truncate(to length: Int) {
-        keys = keys?.slice(axis: 2, 0, length)
-        values = values?.slice(axis: 2, 0, length)
+    /// `update` written at `offset` of `buffer`, growing the buffer first when it is too short. The old buffer
+    /// is released by the caller's assignment before evaluation, so MLX updates it in place.
+    private static func write(_ update: Tensor, into buffer: Tensor?, at offset: Int, step: Int) -> Tensor {
+        let n = update.dim(2)
+        var buffer = buffer
+        if buffer == nil || buffer!.dim(2) < offset + n || buffer!.dtype != update.dtype {
+            let capacity = (offset + n + step - 1) / step * step
+            var shape = update.shape
+            shape[2] = capacity - offset
+            let room = Tensor.zeros(shape, dtype: update.dtype)
+            buffer = offset == 0 ? room : concatenated([buffer!.slice(axis: 2, 0, offset).asType(update.dtype), room], axis: 2)
+        }
+        var stop = update.shape
+        stop[2] += offset
+        return buffer!.sliceUpdated(update, start: [0, 0, offset, 0], stop: stop)
     }
+
+    /// Keeps only the first `length` positions (to reuse a shared prompt prefix).
+    public func truncate(to length: Int) { offset = Swift.min(offset, Swift.max(0, length)) }
 
     /// A cache holding the same arrays (arrays are immutable, so later updates do not affect the original).
     public func copy() -> KVCache {
-        let c = KVCache()
-        c.keys = keys
-        c.values = values
+        let c = KVCache(step: step)
+        c.keyBuffer = keyBuffer
+        c.valueBuffer = valueBuffer
+        c.offset = offset
         return c
     }
 
     /// Repeats every batch row `count` times along the batch axis.
     public func repeatedBatch(_ count: Int) -> KVCache {
-        let c = KVCache()
-        c.keys = keys?.repeated(count, axis: 0)
-        c.values = values?.repeated(count, axis: 0)
+        let c = KVCache(step: step)
+        c.keyBuffer = keys?.repeated(count, axis: 0)
+        c.valueBuffer = values?.repeated(count, axis: 0)
+        c.offset = offset
         return c
     }
 }

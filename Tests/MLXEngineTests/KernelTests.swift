@@ -164,6 +164,21 @@ final class KernelTests: KernelTestCase {
         }
     }
 
+    func testAttentionReadsStridedKeysAndValues() throws {
+        // The filled part of a longer buffer (a KV cache), transposed views, broadcast keys, and k/v with
+        // different layouts: the kernel reads or packs each as laid out and matches the reference.
+        for (lq, causal) in [(1, false), (3, true), (40, true)] {
+            let q = tensor([2, 4, lq, 24], seed: UInt64(lq), scale: 2)
+            let kBuffer = tensor([2, 2, 64, 24], seed: 7), vBuffer = tensor([2, 2, 64, 24], seed: 8)
+            let k = kBuffer.slice(axis: 2, 0, 45), v = vBuffer.slice(axis: 2, 0, 45)
+            assertMatchesFallback("cache slice lq \(lq)") { NN.attention(queries: q, keys: k, values: v, scale: 0.2, causal: causal) }
+            let kT = tensor([2, 45, 2, 24], seed: 9).transposed([0, 2, 1, 3])
+            assertMatchesFallback("transposed k, sliced v, lq \(lq)") { NN.attention(queries: q, keys: kT, values: v, scale: 0.2, causal: causal) }
+            let kB = tensor([1, 2, 45, 24], seed: 10).broadcast(to: [2, 2, 45, 24])
+            assertMatchesFallback("broadcast k lq \(lq)") { NN.attention(queries: q, keys: kB, values: v, scale: 0.2, causal: causal) }
+        }
+    }
+
     func testAttentionMaskKinds() throws {
         let q = tensor([2, 2, 12, 16], seed: 1), k = tensor([2, 2, 19, 16], seed: 2), v = tensor([2, 2, 19, 16], seed: 3)
         // Boolean mask (true keeps), finite large negative mask, and a mask with a row hidden entirely by -1e9.

@@ -81,6 +81,30 @@ final class ModuleTests: XCTestCase {
         XCTAssertEqual(cache.offset, 5)
         assertClose(concatenated(steps, axis: 1), values(full), atol: 1e-5)
     }
+
+    func testKVCacheGrowsInPlaceAndCopiesStayIndependent() throws {
+        let cache = KVCache(step: 4)
+        let chunks = (0..<4).map { tensor([1, 2, [3, 1, 2, 1][$0], 5], seed: UInt64(20 + $0)) }
+        for (i, c) in chunks.prefix(2).enumerated() {
+            let (k, v) = cache.update(keys: c, values: c * 2)
+            try Tensor.eval([k, v])
+            XCTAssertEqual(k.shape, [1, 2, i == 0 ? 3 : 4, 5])
+        }
+        let snapshot = cache.copy()
+        let before = try snapshot.keys!.values(Float.self)
+        _ = cache.update(keys: chunks[2], values: chunks[2] * 2)  // grows past the 4-position buffer
+        let (k, v) = cache.update(keys: chunks[3], values: chunks[3] * 2)
+        XCTAssertEqual(cache.offset, 7)
+        let all = concatenated(chunks, axis: 2)
+        assertClose(k, values(all), atol: 0)
+        assertClose(v, values(all * 2), atol: 0)
+        XCTAssertEqual(try snapshot.keys!.values(Float.self), before)
+        // The copy writes its own positions without touching the original, even over a shared buffer.
+        snapshot.truncate(to: 3)
+        _ = snapshot.update(keys: chunks[3], values: chunks[3])
+        assertClose(snapshot.keys!, values(concatenated([chunks[0], chunks[3]], axis: 2)), atol: 0)
+        assertClose(cache.keys!, values(all), atol: 0)
+    }
 }
 
 final class GradientTests: XCTestCase {

@@ -206,8 +206,9 @@ void attention_direct(const AttentionArgs& a) {
   parallel_for(a.b * a.hq * a.lq, [&](int task) {
     const int i = task % a.lq, h = (task / a.lq) % a.hq, n = task / (a.lq * a.hq);
     const float* q = a.q + ((size_t(n) * a.hq + h) * a.lq + i) * d;
-    const float* K = a.k + (size_t(n) * a.hkv + h / group) * lk * d;
-    const float* V = a.v + (size_t(n) * a.hkv + h / group) * lk * d;
+    const size_t plane = a.kv_plane ? a.kv_plane : size_t(lk) * d;
+    const float* K = a.k + (size_t(n) * a.hkv + h / group) * plane;
+    const float* V = a.v + (size_t(n) * a.hkv + h / group) * plane;
     float* out = a.out + ((size_t(n) * a.hq + h) * a.lq + i) * d;
     thread_local AlignedBuffer scores_buf;
     float* s = scores_buf.get(size_t(lk) + 8);
@@ -303,7 +304,7 @@ void attention_tiled(const AttentionArgs& a) {
     const int head = task / 2;
     float* kp = packed + size_t(head) * (kpack + vpack);
     if (task % 2 == 0) {
-      const float* K = a.k + size_t(head) * lk * d;
+      const float* K = a.k + size_t(head) * (a.kv_plane ? a.kv_plane : size_t(lk) * d);
       for (int p = 0; p < kpanels; ++p) {
         float* dst = kp + size_t(p) * d * NR;
         const int keys = std::min(NR, lk - p * NR);
@@ -315,7 +316,7 @@ void attention_tiled(const AttentionArgs& a) {
           for (int t = 0; t < d; ++t) dst[size_t(t) * NR + c] = 0.0f;
       }
     } else {
-      const float* V = a.v + size_t(head) * lk * d;
+      const float* V = a.v + size_t(head) * (a.kv_plane ? a.kv_plane : size_t(lk) * d);
       float* vp = kp + kpack;
       for (int p = 0; p < dpanels; ++p) {
         float* dst = vp + size_t(p) * lk * NR;

@@ -33,6 +33,9 @@ struct AttentionArgs {
   int mb, mh, mq;
   float scale;
   bool causal;
+  // Elements between consecutive (batch, head) planes of k and v; 0 means lk * d (contiguous). Larger values
+  // read the first lk rows of longer planes (a KV cache's filled part) without a copy.
+  size_t kv_plane = 0;
 };
 void attention(const AttentionArgs& a);
 
