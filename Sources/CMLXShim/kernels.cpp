@@ -135,6 +135,61 @@ mx::array fast_linear(const mx::array& x, const mx::array& w) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Linear with int8 weights and per-group float32 scales.
+
+mx::array dequantize_q8(const mx::array& q, const mx::array& scales, int group) {
+  const int n = int(q.shape(0)), k = int(q.shape(1));
+  auto w = mx::multiply(mx::reshape(mx::astype(q, mx::float32), {n, k / group, group}), mx::expand_dims(scales, -1));
+  return mx::reshape(w, {n, k});
+}
+
+class FastLinearQ8 : public ReferencedPrimitive {
+ public:
+  FastLinearQ8(mx::Stream s, int group) : ReferencedPrimitive(s), group_(group) {}
+  mx::array reference(const std::vector<mx::array>& in) const override {
+    return mx::matmul(in[0], mx::transpose(dequantize_q8(in[1], in[2], group_)));
+  }
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    dispatch(inputs, out, [x = inputs[0], w = inputs[1], s = inputs[2], out, group = group_]() mutable {
+      const int k = int(x.shape(-1)), n = int(w.shape(0)), m = int(x.size() / size_t(k));
+      if (m <= mlxkernels::linear_q8_rows_limit(k))
+        mlxkernels::linear_rows_q8(x.data<float>(), w.data<int8_t>(), s.data<float>(), out.data<float>(), m, n, k, group);
+      else
+        mlxkernels::linear_gemm_q8(x.data<float>(), w.data<int8_t>(), s.data<float>(), out.data<float>(), m, n, k, group);
+    });
+  }
+  const char* name() const override { return "FastLinearQ8"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FastLinearQ8*>(&other);
+    return o && o->group_ == group_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    auto shape = inputs[0].shape();
+    shape.back() = inputs[1].shape(0);
+    return {shape};
+  }
+
+ private:
+  int group_;
+};
+
+mx::array linear_q8(const mx::array& x, const mx::array& q, const mx::array& scales, int group) {
+  if (q.dtype() != mx::int8 || q.ndim() != 2 || scales.ndim() != 2 || group <= 0 || q.shape(1) % group != 0 ||
+      scales.shape(0) != q.shape(0) || scales.shape(1) != q.shape(1) / group || x.ndim() < 1 || x.shape(-1) != q.shape(1)) {
+    throw std::invalid_argument("linear_q8: expected int8 weights (n, k), scales (n, k / group) and input (..., k)");
+  }
+  auto xf = x.dtype() == mx::float32 ? x : mx::astype(x, mx::float32);
+  auto sf = scales.dtype() == mx::float32 ? scales : mx::astype(scales, mx::float32);
+  if (!fast_enabled || group % 16 != 0 || xf.size() == 0 || xf.size() / size_t(xf.shape(-1)) > size_t(INT32_MAX)) {
+    return mx::matmul(xf, mx::transpose(dequantize_q8(q, sf, group)));
+  }
+  auto shape = xf.shape();
+  shape.back() = q.shape(0);
+  return mx::array(shape, mx::float32, std::make_shared<FastLinearQ8>(cpu_stream(), group),
+                   {mx::contiguous(xf), mx::contiguous(q), mx::contiguous(sf)});
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Depthwise convolution, NHWC, stride 1, zero padding.
 
 mx::array depthwise_reference(const mx::array& x, const mx::array& w, int ph, int pw) {
@@ -342,6 +397,10 @@ mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float s
 
 mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w) {
   return guard([&] { return fast_linear(unwrap(x), unwrap(w)); });
+}
+
+mlxs_array mlxs_linear_q8(mlxs_array x, mlxs_array q, mlxs_array scales, int group) {
+  return guard([&] { return linear_q8(unwrap(x), unwrap(q), unwrap(scales), group); });
 }
 
 }  // extern "C"

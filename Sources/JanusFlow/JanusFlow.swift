@@ -104,8 +104,20 @@ public final class JanusFlowModel: Module {
 
     // MARK: Loading
 
+    /// Int8 weights (per-group scales) for every linear layer of the language model, output head included: the
+    /// bytes decoding reads per token. Everything else keeps its dtype. Returns the number of layers quantized.
+    @discardableResult
+    public func quantizeLanguageModel(groupSize: Int = 64) throws -> Int {
+        var count = 0
+        for (_, module) in languageModel.namedModules() {
+            if let linear = module as? Linear, try linear.quantize(groupSize: groupSize) { count += 1 }
+        }
+        return count
+    }
+
     /// Loads `config.json` and the weights (`model.safetensors`, sharded `model-*.safetensors` with or without
-    /// `model.safetensors.index.json`) from a Hugging Face-style folder, strictly by the published names.
+    /// `model.safetensors.index.json`) from a Hugging Face-style folder, strictly by the published names. `dtype`
+    /// .int8 gives int8 language-model linears (`quantizeLanguageModel`) and bfloat16 elsewhere.
     public static func load(directory: URL, dtype: DType = .float32, progress: ((Int, Int) -> Void)? = nil) throws -> JanusFlowModel {
         let configURL = directory.appendingPathComponent("config.json")
         guard FileManager.default.fileExists(atPath: configURL.path) else {
@@ -114,7 +126,9 @@ public final class JanusFlowModel: Module {
         let config = try JanusFlowConfig.load(configURL)
         let model = JanusFlowModel(config)
         let weights = try loadWeights(directory: directory, progress: progress)
-        try model.load(weights: weights, dtype: dtype, source: directory.path)
+        // int8: the language model's linear layers in int8, the rest in bfloat16.
+        try model.load(weights: weights, dtype: dtype == .int8 ? .bfloat16 : dtype, source: directory.path)
+        if dtype == .int8 { try model.quantizeLanguageModel() }
         return model
     }
 

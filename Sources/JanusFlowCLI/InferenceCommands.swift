@@ -10,7 +10,8 @@ func parseWeightDType(_ text: String) throws -> DType {
     switch text {
     case "bfloat16", "bf16": return .bfloat16
     case "float32", "f32": return .float32
-    default: throw ValidationError("--dtype must be bfloat16 or float32, not '\(text)'")
+    case "int8": return .int8
+    default: throw ValidationError("--dtype must be bfloat16, float32 or int8, not '\(text)'")
     }
 }
 
@@ -19,7 +20,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Model folder (config.json, model.safetensors, tokenizer.json) as published on Hugging Face.")
     var model: String
 
-    @Option(help: "Weight dtype for inference: bfloat16 (default, as released) or float32.")
+    @Option(help: "Weight dtype for inference: bfloat16 (default, as released), float32, or int8 (the language model's linear layers in int8 with per-group scales, the rest bfloat16).")
     var dtype = "bfloat16"
 
     func weightDType() throws -> DType { try parseWeightDType(dtype) }

@@ -9,7 +9,7 @@ struct ModelBenchOptions: ParsableArguments {
     @Option(help: "Model config: 'janusflow-1.3b' or a path to a config.json (or a folder holding one).")
     var config = "janusflow-1.3b"
 
-    @Option(help: "Weight dtype: bfloat16, float32.")
+    @Option(help: "Weight dtype: bfloat16, float32, int8 (language-model linears in int8, the rest bfloat16).")
     var dtype = "bfloat16"
 
     @Option(help: "Timed repetitions per stage (the best is reported).")
@@ -44,12 +44,14 @@ struct ModelBenchOptions: ParsableArguments {
         note("building \(config) with random \(dtype) weights ...")
         Initializer.seed(0)
         let model = JanusFlowModel(cfg)
-        model.cast(to: try weightDType())
+        let dtype = try weightDType()
+        model.cast(to: dtype == .int8 ? .bfloat16 : dtype)
         // Materialise in groups so peak memory stays near the final size.
         let slots = model.parameterSlots()
         for chunk in stride(from: 0, to: slots.count, by: 32) {
             try Tensor.eval(slots[chunk..<Swift.min(chunk + 32, slots.count)].map { $0.1.tensor! })
         }
+        if dtype == .int8 { try model.quantizeLanguageModel() }
         note(String(format: "built %d parameters in %.1f s", model.parameterCount, Date().timeIntervalSince(start)))
         return model
     }
@@ -98,7 +100,10 @@ struct UnderstandBench: ParsableCommand {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let perToken = seconds / Double(options.decodeTokens)
-        let bytes = Double(llmParams + Double(lm.lmHead.parameterCount)) * Double(try options.weightDType().size)
+        // Weight bytes one token reads: every linear layer of the language model (int8 scales included).
+        let bytes = Double(lm.namedModules().compactMap { $0.1 as? Linear }.reduce(0) {
+            $0 + $1.weight.size * $1.weight.dtype.size + ($1.scales?.size ?? 0) * 4
+        })
         print(row("LLM decode, KV cache", String(format: "%.2f tokens/s", 1 / perToken),
                   String(format: "%.1f GB/s of weights = %@ of read bandwidth", bytes / perToken / 1e9, pct(bytes / perToken / 1e9 / bandwidth))))
         print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
@@ -137,6 +142,7 @@ struct GenerateBench: ParsableCommand {
             let extra = images == 1 ? "" : String(format: "  (%.2fx the 1-image step)", best / oneImage)
             report("Euler step, \(images) image(s), CFG batch \(2 * images)", seconds: best, gflop: flops / 1e9, peak: peak, suffix: extra)
         }
+        let stepsPeak = Memory.peak
         // SDXL-VAE decode of one 48x48 latent to 384x384 (random float32 weights).
         let vae = AutoencoderKL(config: .sdxl)
         try vae.evalParameters()
@@ -144,7 +150,8 @@ struct GenerateBench: ParsableCommand {
         let latent = Random.normal([1, 4, side, side], key: RandomKey(seed: 4))
         let decode = try bestTime(repeats: Swift.max(1, options.repeats - 1)) { vae.decode(latent) }
         report("SDXL-VAE decode \(side)x\(side) -> \(side * 8)x\(side * 8)", seconds: decode, gflop: vaeDecodeFlops(side: side) / 1e9, peak: peak)
-        print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
+        print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9),
+                  String(format: "(%.2f GB up to the VAE decode)", Double(stepsPeak) / 1e9)))
     }
 
     /// Convolution FLOPs of the SDXL-VAE decoder at a latent side (3x3 convs dominate; attention is small).

@@ -11,7 +11,7 @@ struct ParityCommand: ParsableCommand {
     @Argument(help: "Fixture folder made by the official PyTorch code.")
     var directory: String
 
-    @Option(help: "Weight dtype: float32 (exact parity) or bfloat16 (release precision, looser bounds).")
+    @Option(help: "Weight dtype: float32 (exact parity), bfloat16 (release precision, looser bounds) or int8 (int8 language-model linears, bounds twice bf16's).")
     var dtype = "float32"
 
     func run() throws {

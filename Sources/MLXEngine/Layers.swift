@@ -30,6 +30,10 @@ public enum Initializer {
 public final class Linear: Module {
     @Parameter public var weight: Tensor
     @Parameter public var bias: Tensor?
+    /// After `quantize`: `weight` holds int8 values and these their float32 scales, one per `quantizationGroup`
+    /// consecutive inputs of each output row, (out, in / group).
+    public private(set) var scales: Tensor?
+    public private(set) var quantizationGroup = 0
 
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) {
         let bound = 1 / Foundation.sqrt(Double(inFeatures))
@@ -38,7 +42,31 @@ public final class Linear: Module {
         super.init()
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor { NN.linear(x, weight: weight, bias: bias) }
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        guard let scales else { return NN.linear(x, weight: weight, bias: bias) }
+        var y = NN.quantizedLinear(x, weight: weight, scales: scales, groupSize: quantizationGroup)
+        if let bias { y = y + bias.asType(y.dtype) }
+        return y
+    }
+
+    /// Replaces the weights by symmetric int8 values with one scale per `groupSize` inputs of each output row
+    /// (round to nearest: max |w| of a group maps to 127); widths that `groupSize` does not divide use groups of
+    /// 32 or 16. Returns false, changing nothing, when the input width is not a multiple of 16. Inference only.
+    @discardableResult
+    public func quantize(groupSize preferred: Int = 64) throws -> Bool {
+        guard scales == nil else { return true }
+        let (n, k) = (weight.dim(0), weight.dim(1))
+        guard let groupSize = [preferred, 32, 16].first(where: { $0 > 0 && $0 % 16 == 0 && k % $0 == 0 }) else { return false }
+        let groups = weight.asType(.float32).reshaped([n, k / groupSize, groupSize])
+        let maxima = groups.abs().max(axis: 2)
+        let s = which(maxima .> 0, maxima / 127, Tensor.ones([n, k / groupSize]))
+        let q = (groups / s.expandedDims(axis: 2)).rounded().clipped(min: -127, max: 127).asType(.int8).reshaped([n, k])
+        try Tensor.eval([q, s])
+        weight = q
+        scales = s
+        quantizationGroup = groupSize
+        return true
+    }
 }
 
 /// Lookup table of row vectors.

@@ -153,6 +153,12 @@ public enum NN {
         return y
     }
 
+    /// y = x @ w^T with int8 weights (out, in) and float32 scales (out, in / groupSize), as `Linear.quantize` makes
+    /// them; accumulated in float32.
+    public static func quantizedLinear(_ x: Tensor, weight: Tensor, scales: Tensor, groupSize: Int) -> Tensor {
+        Tensor.op(x, weight, scales) { mlxs_linear_q8($0[0], $0[1], $0[2], Int32(groupSize)) }
+    }
+
     /// Pixel shuffle on NHWC input: (B, H, W, C*r*r) -> (B, H*r, W*r, C), where output channel c at (r*y+i, r*x+j)
     /// comes from input channel c*r*r + i*r + j (PyTorch's nn.PixelShuffle ordering).
     public static func pixelShuffle(_ x: Tensor, factor r: Int) -> Tensor {

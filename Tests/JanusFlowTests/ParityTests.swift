@@ -37,3 +37,17 @@ final class BFloat16ParityTests: XCTestCase {
         XCTAssertGreaterThan(logits.maxAbsError, 1e-4)
     }
 }
+
+/// int8 language-model weights (per-group scales, the rest bfloat16): every stage within the int8 bounds.
+final class Int8ParityTests: XCTestCase {
+    func testEveryStageWithinInt8Bounds() throws {
+        let report = try Parity.run(fixtureDirectory: tinyFixture, weights: .int8)
+        for row in report.rows where !row.passed { XCTFail("\(row)") }
+        XCTAssertGreaterThanOrEqual(report.rows.count, 27)
+        let model = try JanusFlowModel.load(directory: tinyFixture.appendingPathComponent("model"), dtype: .int8)
+        let linears = model.languageModel.namedModules().compactMap { $0.1 as? Linear }
+        XCTAssertFalse(linears.isEmpty)
+        for linear in linears { XCTAssertEqual(linear.weight.dtype, .int8) }
+        XCTAssertEqual(model.understandingAligner.weight.dtype, .bfloat16)
+    }
+}

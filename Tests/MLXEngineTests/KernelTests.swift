@@ -164,6 +164,36 @@ final class KernelTests: KernelTestCase {
         }
     }
 
+    func testInt8LinearMatchesTheDequantizedProduct() throws {
+        // Rows kernel (few rows) and dequantise + sgemm (many), group 64 / 32 / 16, with a bias.
+        for (k, rows) in [(128, 1), (128, 3), (96, 5), (176, 2), (256, 70), (64, 200)] {
+            let linear = Linear(k, 37)
+            XCTAssertTrue(try linear.quantize(groupSize: 64))
+            let group = linear.quantizationGroup
+            XCTAssertEqual(group, [64, 32, 16].first { k % $0 == 0 })
+            let q = try linear.weight.values(Float.self), s = try linear.scales!.values(Float.self)
+            let dequantized = Tensor((0..<(37 * k)).map { q[$0] * s[($0 / k) * (k / group) + ($0 % k) / group] }, shape: [37, k])
+            let x = tensor([rows, k], seed: UInt64(k + rows))
+            let expected = values(matmul(x, dequantized.T) + linear.bias!)
+            assertClose(linear(x), expected, atol: 2e-5, rtol: 1e-4, "k \(k) rows \(rows)")
+            assertMatchesFallback("k \(k) rows \(rows) against MLX ops") { linear(x) }
+        }
+    }
+
+    func testInt8QuantizationErrorIsHalfAStep() throws {
+        let linear = Linear(128, 16, bias: false)
+        let original = try linear.weight.values(Float.self)
+        try linear.quantize(groupSize: 64)
+        XCTAssertEqual(linear.weight.dtype, .int8)
+        let q = try linear.weight.values(Float.self), s = try linear.scales!.values(Float.self)
+        XCTAssertEqual(q.map { Swift.abs($0) }.max(), 127)
+        for i in original.indices {
+            let scale = s[(i / 128) * 2 + (i % 128) / 64]
+            XCTAssertLessThanOrEqual(Swift.abs(q[i] * scale - original[i]), scale / 2 * 1.0001, "weight \(i)")
+        }
+        XCTAssertFalse(try Linear(40, 8).quantize(), "widths not a multiple of 16 stay as they are")
+    }
+
     func testAttentionReadsStridedKeysAndValues() throws {
         // The filled part of a longer buffer (a KV cache), transposed views, broadcast keys, and k/v with
         // different layouts: the kernel reads or packs each as laid out and matches the reference.

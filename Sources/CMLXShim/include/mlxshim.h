@@ -168,6 +168,8 @@ mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float s
                                mlxs_array mask /* nullable */);
 // y = x @ w^T for x (..., K) float32 and w (N, K) float32 or bfloat16, tuned for few rows of x.
 mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w);
+// y = x @ w^T with int8 weights q (n, k) and float32 scales (n, k / group): w[j, t] = q[j, t] * scales[j, t / group].
+mlxs_array mlxs_linear_q8(mlxs_array x, mlxs_array q, mlxs_array scales, int group);
 // Which kernels to use: 1 = fast kernels on (default), 0 = plain MLX ops.
 void mlxs_set_fast_kernels(int enabled);
 int mlxs_fast_kernels_enabled(void);

@@ -15,6 +15,12 @@ void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n,
 // Rows of x up to which linear_rows_* is used (k: the inner dimension).
 int linear_rows_limit(bool bf16, int k);
 
+// y (m, n) = x (m, k) @ w^T with int8 w (n, k) and float32 scales (n, k / group): w[j, t] = q[j, t] *
+// scales[j, t / group]; group a multiple of 16 dividing k. Rows kernel for few rows, dequantise + sgemm for many.
+void linear_rows_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group);
+void linear_gemm_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group);
+int linear_q8_rows_limit(int k);
+
 // Depthwise convolution, stride 1, zero padding: x (b, h, w, c) NHWC, weights (c, kh, kw), y (b, oh, ow, c) with
 // oh = h + 2 ph - kh + 1, ow = w + 2 pw - kw + 1.
 void depthwise_conv2d(const float* x, const float* w, float* y, int b, int h, int wd, int c, int kh, int kw, int ph,
