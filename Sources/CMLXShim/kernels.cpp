@@ -371,6 +371,86 @@ mx::array fast_attention(const mx::array& q, const mx::array& k, const mx::array
   return mx::array(q.shape(), mx::float32, std::make_shared<FastAttention>(cpu_stream(), scale, causal, mask.has_value()), inputs);
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Row normalisations and activations.
+
+enum class PointwiseKind { rms_norm, layer_norm, silu_mul, silu, gelu, gelu_tanh };
+
+mx::array pointwise_reference(PointwiseKind kind, const std::vector<mx::array>& in, float eps, bool has_w, bool has_b) {
+  std::optional<mx::array> w, b;
+  if (has_w) w = in[1];
+  if (has_b) b = in[has_w ? 2 : 1];
+  switch (kind) {
+    case PointwiseKind::rms_norm: return mx::fast::rms_norm(in[0], w, eps);
+    case PointwiseKind::layer_norm: return mx::fast::layer_norm(in[0], w, b, eps);
+    case PointwiseKind::silu_mul: return mx::multiply(unary_op(MLXS_SILU, in[0]), in[1]);
+    case PointwiseKind::silu: return unary_op(MLXS_SILU, in[0]);
+    case PointwiseKind::gelu: return unary_op(MLXS_GELU, in[0]);
+    case PointwiseKind::gelu_tanh: return unary_op(MLXS_GELU_TANH, in[0]);
+  }
+  throw std::invalid_argument("unknown pointwise kind");
+}
+
+class FastPointwise : public ReferencedPrimitive {
+ public:
+  FastPointwise(mx::Stream s, PointwiseKind kind, float eps, bool has_w, bool has_b)
+      : ReferencedPrimitive(s), kind_(kind), eps_(eps), has_w_(has_w), has_b_(has_b) {}
+  mx::array reference(const std::vector<mx::array>& in) const override { return pointwise_reference(kind_, in, eps_, has_w_, has_b_); }
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    dispatch(inputs, out, [inputs, out, kind = kind_, eps = eps_, has_w = has_w_, has_b = has_b_]() mutable {
+      const auto& x = inputs[0];
+      const float* xp = x.data<float>();
+      float* y = out.data<float>();
+      const int d = x.ndim() ? int(x.shape(-1)) : 1;
+      const int rows = d ? int(x.size() / size_t(d)) : 0;
+      const float* w = has_w ? inputs[1].data<float>() : nullptr;
+      const float* b = has_b ? inputs[has_w ? 2 : 1].data<float>() : nullptr;
+      switch (kind) {
+        case PointwiseKind::rms_norm: mlxkernels::rms_norm(xp, w, y, rows, d, eps); break;
+        case PointwiseKind::layer_norm: mlxkernels::layer_norm(xp, w, b, y, rows, d, eps); break;
+        case PointwiseKind::silu_mul: mlxkernels::silu_mul(xp, inputs[1].data<float>(), y, x.size()); break;
+        case PointwiseKind::silu: mlxkernels::activation(xp, y, x.size(), mlxkernels::Activation::silu); break;
+        case PointwiseKind::gelu: mlxkernels::activation(xp, y, x.size(), mlxkernels::Activation::gelu_erf); break;
+        case PointwiseKind::gelu_tanh: mlxkernels::activation(xp, y, x.size(), mlxkernels::Activation::gelu_tanh); break;
+      }
+    });
+  }
+  const char* name() const override { return "FastPointwise"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FastPointwise*>(&other);
+    return o && o->kind_ == kind_ && o->eps_ == eps_ && o->has_w_ == has_w_ && o->has_b_ == has_b_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override { return {inputs[0].shape()}; }
+
+ private:
+  PointwiseKind kind_;
+  float eps_;
+  bool has_w_, has_b_;
+};
+
+// The fast kernel on float32 row-major inputs; per-channel parameters (d) converted to float32. Anything else
+// (other dtypes, broadcasting operands, kernels off) takes the MLX reference.
+mx::array fast_pointwise(PointwiseKind kind, const mx::array& x, std::optional<mx::array> second, std::optional<mx::array> third,
+                         float eps = 0) {
+  const bool norm = kind == PointwiseKind::rms_norm || kind == PointwiseKind::layer_norm;
+  std::vector<mx::array> in = {x};
+  if (second) in.push_back(*second);
+  if (third) in.push_back(*third);
+  const bool has_w = norm && second.has_value(), has_b = kind == PointwiseKind::layer_norm && third.has_value();
+  bool eligible = fast_enabled && x.dtype() == mx::float32 && x.size() > 0 && x.ndim() >= 1;
+  if (norm) {
+    const auto d = x.shape(-1);
+    for (size_t i = 1; i < in.size(); ++i) eligible = eligible && in[i].ndim() == 1 && in[i].shape(0) == d && mx::issubdtype(in[i].dtype(), mx::floating);
+    eligible = eligible && x.size() / size_t(d) <= size_t(INT32_MAX);
+  } else if (kind == PointwiseKind::silu_mul) {
+    eligible = eligible && in[1].dtype() == mx::float32 && in[1].shape() == x.shape();
+  }
+  if (!eligible) return pointwise_reference(kind, in, eps, has_w, has_b);
+  for (auto& a : in) a = mx::contiguous(a.dtype() == mx::float32 ? a : mx::astype(a, mx::float32));
+  return mx::array(x.shape(), mx::float32, std::make_shared<FastPointwise>(cpu_stream(), kind, eps, has_w, has_b), in);
+}
+
 }  // namespace
 
 extern "C" {
@@ -397,6 +477,38 @@ mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float s
 
 mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w) {
   return guard([&] { return fast_linear(unwrap(x), unwrap(w)); });
+}
+
+mlxs_array mlxs_fast_rms_norm(mlxs_array x, mlxs_array weight, float eps) {
+  return guard([&] {
+    std::optional<mx::array> w;
+    if (weight) w = unwrap(weight);
+    return fast_pointwise(PointwiseKind::rms_norm, unwrap(x), w, std::nullopt, eps);
+  });
+}
+
+mlxs_array mlxs_fast_layer_norm(mlxs_array x, mlxs_array weight, mlxs_array bias, float eps) {
+  return guard([&] {
+    std::optional<mx::array> w, b;
+    if (weight) w = unwrap(weight);
+    if (bias) b = unwrap(bias);
+    return fast_pointwise(PointwiseKind::layer_norm, unwrap(x), w, b, eps);
+  });
+}
+
+mlxs_array mlxs_fast_silu_mul(mlxs_array a, mlxs_array b) {
+  return guard([&] { return fast_pointwise(PointwiseKind::silu_mul, unwrap(a), unwrap(b), std::nullopt); });
+}
+
+mlxs_array mlxs_fast_activation(mlxs_unary_op op, mlxs_array x) {
+  return guard([&] {
+    switch (op) {
+      case MLXS_SILU: return fast_pointwise(PointwiseKind::silu, unwrap(x), std::nullopt, std::nullopt);
+      case MLXS_GELU: return fast_pointwise(PointwiseKind::gelu, unwrap(x), std::nullopt, std::nullopt);
+      case MLXS_GELU_TANH: return fast_pointwise(PointwiseKind::gelu_tanh, unwrap(x), std::nullopt, std::nullopt);
+      default: return unary_op(op, unwrap(x));
+    }
+  });
 }
 
 mlxs_array mlxs_linear_q8(mlxs_array x, mlxs_array q, mlxs_array scales, int group) {

@@ -245,9 +245,9 @@ int mlxs_async_eval(const mlxs_array* arrays, int n) {
 
 // ---- elementwise
 
-mlxs_array mlxs_unary(mlxs_unary_op op, mlxs_array a) {
-  return guard([&]() -> mx::array {
-    auto& x = A(a);
+}  // extern "C"
+
+mx::array mlxshim::unary_op(mlxs_unary_op op, const mx::array& x) {
     switch (op) {
       case MLXS_NEG: return mx::negative(x);
       case MLXS_ABS: return mx::abs(x);
@@ -291,7 +291,12 @@ mlxs_array mlxs_unary(mlxs_unary_op op, mlxs_array a) {
       case MLXS_COPY: return mx::copy(x);
     }
     throw std::invalid_argument("unknown unary op " + std::to_string(int(op)));
-  });
+}
+
+extern "C" {
+
+mlxs_array mlxs_unary(mlxs_unary_op op, mlxs_array a) {
+  return guard([&]() -> mx::array { return mlxshim::unary_op(op, A(a)); });
 }
 
 mlxs_array mlxs_binary(mlxs_binary_op op, mlxs_array a, mlxs_array b) {

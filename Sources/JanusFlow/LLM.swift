@@ -66,7 +66,7 @@ public final class LlamaMLP: Module {
         downProj = Linear(config.intermediateSize, config.hiddenSize, bias: false)
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor { downProj(NN.silu(gateProj(x)) * upProj(x)) }
+    func callAsFunction(_ x: Tensor) -> Tensor { downProj(NN.siluGate(gateProj(x), upProj(x))) }
 }
 
 public final class LlamaDecoderLayer: Module {

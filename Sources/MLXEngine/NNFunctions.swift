@@ -3,11 +3,20 @@ import CMLXShim
 
 /// Stateless neural-network functions. Images are channels-last (NHWC), MLX's native layout.
 public enum NN {
-    public static func silu(_ x: Tensor) -> Tensor { x.unary(MLXS_SILU) }
+    public static func silu(_ x: Tensor) -> Tensor { activation(MLXS_SILU, x) }
     /// GELU with the exact erf form (PyTorch's default).
-    public static func gelu(_ x: Tensor) -> Tensor { x.unary(MLXS_GELU) }
+    public static func gelu(_ x: Tensor) -> Tensor { activation(MLXS_GELU, x) }
     /// GELU with the tanh approximation.
-    public static func geluTanh(_ x: Tensor) -> Tensor { x.unary(MLXS_GELU_TANH) }
+    public static func geluTanh(_ x: Tensor) -> Tensor { activation(MLXS_GELU_TANH, x) }
+    /// silu(gate) * up, the SwiGLU gate, in one pass.
+    public static func siluGate(_ gate: Tensor, _ up: Tensor) -> Tensor {
+        Kernels.enabled ? Tensor.op(gate, up) { mlxs_fast_silu_mul($0[0], $0[1]) } : silu(gate) * up
+    }
+
+    /// The shim's one-pass kernel (float32; it falls back to MLX ops otherwise), or MLX's ops with kernels off.
+    private static func activation(_ op: mlxs_unary_op, _ x: Tensor) -> Tensor {
+        Kernels.enabled ? Tensor.op(x) { mlxs_fast_activation(op, $0[0]) } : x.unary(op)
+    }
     public static func relu(_ x: Tensor) -> Tensor { x.maximum(0) }
 
     public static func softmax(_ x: Tensor, axis: Int = -1, precise: Bool = true) -> Tensor {
@@ -24,8 +33,10 @@ public enum NN {
         var inputs = [x]
         if let weight { inputs.append(weight) }
         if let bias { inputs.append(bias) }
+        let fast = Kernels.enabled
         return Tensor.op(inputs) { h in
-            mlxs_layer_norm(h[0], weight == nil ? nil : h[1], bias == nil ? nil : h[weight == nil ? 1 : 2], eps)
+            let (w, b) = (weight == nil ? nil : h[1], bias == nil ? nil : h[weight == nil ? 1 : 2])
+            return fast ? mlxs_fast_layer_norm(h[0], w, b, eps) : mlxs_layer_norm(h[0], w, b, eps)
         }
     }
 
@@ -33,7 +44,10 @@ public enum NN {
     public static func rmsNorm(_ x: Tensor, weight: Tensor?, eps: Float) -> Tensor {
         var inputs = [x]
         if let weight { inputs.append(weight) }
-        return Tensor.op(inputs) { h in mlxs_rms_norm(h[0], weight == nil ? nil : h[1], eps) }
+        let fast = Kernels.enabled
+        return Tensor.op(inputs) { h in
+            fast ? mlxs_fast_rms_norm(h[0], weight == nil ? nil : h[1], eps) : mlxs_rms_norm(h[0], weight == nil ? nil : h[1], eps)
+        }
     }
 
     /// GroupNorm on channels-last input (N, ..., C), as torch.nn.GroupNorm computes it on NCHW.

@@ -170,6 +170,13 @@ mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float s
 mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w);
 // y = x @ w^T with int8 weights q (n, k) and float32 scales (n, k / group): w[j, t] = q[j, t] * scales[j, t / group].
 mlxs_array mlxs_linear_q8(mlxs_array x, mlxs_array q, mlxs_array scales, int group);
+// One-pass fused kernels on float32 (other inputs take the plain MLX ops): RMSNorm / LayerNorm over the last axis
+// (weight, bias nullable), silu(a) * b, and the activations MLXS_SILU, MLXS_GELU, MLXS_GELU_TANH (any other op
+// runs as mlxs_unary).
+mlxs_array mlxs_fast_rms_norm(mlxs_array x, mlxs_array weight, float eps);
+mlxs_array mlxs_fast_layer_norm(mlxs_array x, mlxs_array weight, mlxs_array bias, float eps);
+mlxs_array mlxs_fast_silu_mul(mlxs_array a, mlxs_array b);
+mlxs_array mlxs_fast_activation(mlxs_unary_op op, mlxs_array x);
 // Which kernels to use: 1 = fast kernels on (default), 0 = plain MLX ops.
 void mlxs_set_fast_kernels(int enabled);
 int mlxs_fast_kernels_enabled(void);

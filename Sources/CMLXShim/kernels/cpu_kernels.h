@@ -21,6 +21,15 @@ void linear_rows_q8(const float* x, const int8_t* w, const float* scales, float*
 void linear_gemm_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group);
 int linear_q8_rows_limit(int k);
 
+// Row normalisations over the last axis of x (rows, d), float32; w / b nullable (d). rms: x / sqrt(mean(x^2) + eps)
+// * w; layer: (x - mean) / sqrt(var + eps) * w + b (biased variance).
+void rms_norm(const float* x, const float* w, float* y, int rows, int d, float eps);
+void layer_norm(const float* x, const float* w, const float* b, float* y, int rows, int d, float eps);
+// y = silu(a) * b (the SwiGLU gate), n values.
+void silu_mul(const float* a, const float* b, float* y, size_t n);
+enum class Activation { silu, gelu_erf, gelu_tanh };
+void activation(const float* x, float* y, size_t n, Activation kind);
+
 // Depthwise convolution, stride 1, zero padding: x (b, h, w, c) NHWC, weights (c, kh, kw), y (b, oh, ow, c) with
 // oh = h + 2 ph - kh + 1, ow = w + 2 pw - kw + 1.
 void depthwise_conv2d(const float* x, const float* w, float* y, int b, int h, int wd, int c, int kh, int kw, int ph,

@@ -1,0 +1,52 @@
+import MLXEngine
+import XCTest
+
+/// The shim's one-pass normalisations and activations against MLX's own ops (kernels off), values and gradients.
+final class PointwiseKernelTests: KernelTestCase {
+    func testActivationsMatchMLXAcrossTheRange() throws {
+        // Sizes with vector tails, and values from the far tails (exp under/overflow, erf saturation) to zero.
+        let extremes: [Float] = [-100, -90, -88, -40, -20, -9, -5, -1e-3, -1e-30, 0, 1e-30, 1e-3, 0.5, 3, 9, 20, 40, 88, 100]
+        for count in [1, 7, 8, 13, 100, 40_000] {
+            let x = count == extremes.count ? Tensor(extremes, shape: [count]) : tensor([count], seed: UInt64(count), scale: 12)
+            // Relative bounds: vector exp keeps ~1 ulp, the erfc fit ~1e-7; MLX's own erf differs by a few ulp.
+            assertMatchesFallback("silu \(count)", atol: 1e-6, rtol: 2e-6) { NN.silu(x) }
+            assertMatchesFallback("gelu \(count)", atol: 1e-6, rtol: 2e-6) { NN.gelu(x) }
+            assertMatchesFallback("gelu tanh \(count)", atol: 1e-6, rtol: 2e-6) { NN.geluTanh(x) }
+        }
+        let x = Tensor(extremes, shape: [extremes.count])
+        assertMatchesFallback("silu extremes", atol: 1e-6, rtol: 2e-6) { NN.silu(x) }
+        assertMatchesFallback("gelu extremes", atol: 1e-6, rtol: 2e-6) { NN.gelu(x) }
+        assertMatchesFallback("gelu tanh extremes", atol: 1e-6, rtol: 2e-6) { NN.geluTanh(x) }
+        // The negative tail keeps its relative accuracy: GELU(-5) = -5 * Phi(-5) = -1.43325786e-6.
+        XCTAssertEqual(try NN.gelu(Tensor([-5] as [Float])).item(Float.self), -1.43325786e-6, accuracy: 1e-12)
+        XCTAssertEqual(try NN.silu(Tensor([-20] as [Float])).item(Float.self), -4.1223072e-8, accuracy: 1e-13)
+    }
+
+    func testSiluGateAndNormsMatchMLX() throws {
+        for (rows, d) in [(1, 8), (3, 13), (5, 64), (17, 100), (300, 2048)] {
+            let a = tensor([rows, d], seed: UInt64(rows * d), scale: 6), b = tensor([rows, d], seed: UInt64(rows + d))
+            let w = tensor([d], seed: 3), bias = tensor([d], seed: 4)
+            assertMatchesFallback("silu gate \(rows)x\(d)", atol: 1e-6, rtol: 2e-6) { NN.siluGate(a, b) }
+            assertMatchesFallback("rms norm \(rows)x\(d)", atol: 1e-6, rtol: 1e-5) { NN.rmsNorm(a, weight: w, eps: 1e-6) }
+            assertMatchesFallback("rms norm, no weight \(rows)x\(d)", atol: 1e-6, rtol: 1e-5) { NN.rmsNorm(a, weight: nil, eps: 1e-5) }
+            assertMatchesFallback("layer norm \(rows)x\(d)", atol: 1e-5, rtol: 1e-5) { NN.layerNorm(a, weight: w, bias: bias, eps: 1e-6) }
+            assertMatchesFallback("layer norm, bias only \(rows)x\(d)", atol: 1e-5, rtol: 1e-5) { NN.layerNorm(a + 3, weight: nil, bias: bias, eps: 1e-5) }
+            // bfloat16 parameters are read as float32.
+            assertMatchesFallback("rms norm, bf16 weight \(rows)x\(d)", atol: 1e-6, rtol: 1e-5) { NN.rmsNorm(a, weight: w.asType(.bfloat16), eps: 1e-6) }
+        }
+        // Batched (B, L, D) input and broadcasting operands (the reference path) keep their shapes.
+        let x = tensor([2, 3, 24], seed: 9)
+        assertMatchesFallback("rms norm 3-D") { NN.rmsNorm(x, weight: tensor([24], seed: 1), eps: 1e-6) }
+        assertMatchesFallback("silu gate broadcast") { NN.siluGate(x, tensor([24], seed: 2)) }
+    }
+
+    func testGradientsMatchMLX() throws {
+        let a = tensor([4, 24], seed: 1, scale: 3), b = tensor([4, 24], seed: 2), w = tensor([24], seed: 3), c = tensor([24], seed: 4)
+        try assertGradientsMatchFallback([a, b], "silu gate") { NN.siluGate($0[0], $0[1]) }
+        try assertGradientsMatchFallback([a, w], "rms norm") { NN.rmsNorm($0[0], weight: $0[1], eps: 1e-6) }
+        try assertGradientsMatchFallback([a, w, c], "layer norm") { NN.layerNorm($0[0], weight: $0[1], bias: $0[2], eps: 1e-6) }
+        try assertGradientsMatchFallback([a], "gelu") { NN.gelu($0[0]) }
+        try assertGradientsMatchFallback([a], "gelu tanh") { NN.geluTanh($0[0]) }
+        try assertGradientsMatchFallback([a], "silu") { NN.silu($0[0]) }
+    }
+}
