@@ -149,8 +149,8 @@ public final class VAEResnetBlock: Module {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = conv1(NN.silu(norm1(x)))
-        h = conv2(NN.silu(norm2(h)))
+        var h = conv1(norm1.withSiLU(x))
+        h = conv2(norm2.withSiLU(h))
         return (convShortcut?(x) ?? x) + h
     }
 }
@@ -262,7 +262,7 @@ public final class VAEEncoder: Module {
     func callAsFunction(_ x: Tensor) -> Tensor {
         var h = convIn(x)
         for block in downBlocks { h = block(h) }
-        return convOut(NN.silu(convNormOut(midBlock(h))))
+        return convOut(convNormOut.withSiLU(midBlock(h)))
     }
 }
 
@@ -289,7 +289,7 @@ public final class VAEDecoder: Module {
     func callAsFunction(_ z: Tensor) -> Tensor {
         var h = midBlock(convIn(z))
         for block in upBlocks { h = block(h) }
-        return convOut(NN.silu(convNormOut(h)))
+        return convOut(convNormOut.withSiLU(h))
     }
 }
 

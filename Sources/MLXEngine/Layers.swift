@@ -166,6 +166,11 @@ public final class GroupNorm: Module {
     public func callAsFunction(_ x: Tensor) -> Tensor {
         NN.groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps)
     }
+
+    /// silu(GroupNorm(x)) in one kernel (the pre-activation of diffusers' ResNet blocks).
+    public func withSiLU(_ x: Tensor) -> Tensor {
+        NN.groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps, silu: true)
+    }
 }
 
 public final class GELU: Module {

@@ -50,18 +50,15 @@ public enum NN {
         }
     }
 
-    /// GroupNorm on channels-last input (N, ..., C), as torch.nn.GroupNorm computes it on NCHW.
-    public static func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float) -> Tensor {
-        let shape = x.shape
-        let c = shape[shape.count - 1]
-        let n = shape[0]
-        let grouped = x.reshaped([n, -1, groups, c / groups])
-        let mean = grouped.mean(axes: [1, 3], keepDims: true)
-        let variance = (grouped - mean).square().mean(axes: [1, 3], keepDims: true)
-        var y = ((grouped - mean) * (variance + Double(eps)).rsqrt()).reshaped(shape)
-        if let weight { y = y * weight }
-        if let bias { y = y + bias }
-        return y
+    /// GroupNorm on channels-last input (N, ..., C), as torch.nn.GroupNorm computes it on NCHW; `silu` applies SiLU
+    /// to the result in the same kernel.
+    public static func groupNorm(_ x: Tensor, groups: Int, weight: Tensor?, bias: Tensor?, eps: Float, silu: Bool = false) -> Tensor {
+        var inputs = [x]
+        if let weight { inputs.append(weight) }
+        if let bias { inputs.append(bias) }
+        return Tensor.op(inputs) { h in
+            mlxs_group_norm(h[0], Int32(groups), weight == nil ? nil : h[1], bias == nil ? nil : h[weight == nil ? 1 : 2], eps, silu)
+        }
     }
 
     /// Rotary position embedding on x (..., L, D) for positions offset..<offset+L.
@@ -134,9 +131,10 @@ public enum NN {
     /// 2D convolution on NHWC input with an OHWI weight (MLX layout).
     public static func conv2d(_ x: Tensor, weight: Tensor, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0),
                               dilation: (Int, Int) = (1, 1), groups: Int = 1) -> Tensor {
-        Tensor.op(x, weight) {
-            mlxs_conv2d($0[0], $0[1], Int32(stride.0), Int32(stride.1), Int32(padding.0), Int32(padding.1),
-                        Int32(dilation.0), Int32(dilation.1), Int32(groups))
+        let fast = Kernels.enabled
+        return Tensor.op(x, weight) {
+            (fast ? mlxs_fast_conv2d : mlxs_conv2d)($0[0], $0[1], Int32(stride.0), Int32(stride.1), Int32(padding.0), Int32(padding.1),
+                                                   Int32(dilation.0), Int32(dilation.1), Int32(groups))
         }
     }
 

@@ -177,6 +177,13 @@ mlxs_array mlxs_fast_rms_norm(mlxs_array x, mlxs_array weight, float eps);
 mlxs_array mlxs_fast_layer_norm(mlxs_array x, mlxs_array weight, mlxs_array bias, float eps);
 mlxs_array mlxs_fast_silu_mul(mlxs_array a, mlxs_array b);
 mlxs_array mlxs_fast_activation(mlxs_unary_op op, mlxs_array x);
+// conv2d (NHWC input, OHWI weights) by banded im2col + sgemm for float32, groups 1, dilation 1; other cases run
+// MLX's convolution.
+mlxs_array mlxs_fast_conv2d(mlxs_array x, mlxs_array w, int stride_h, int stride_w, int pad_h, int pad_w, int dilation_h,
+                            int dilation_w, int groups);
+// GroupNorm over NHWC input (N, ..., C) as torch.nn.GroupNorm computes it on NCHW, then SiLU when `silu`;
+// weight, bias (C) nullable. One fused kernel for float32 with fast kernels on, MLX ops otherwise.
+mlxs_array mlxs_group_norm(mlxs_array x, int groups, mlxs_array weight, mlxs_array bias, float eps, bool silu);
 // Which kernels to use: 1 = fast kernels on (default), 0 = plain MLX ops.
 void mlxs_set_fast_kernels(int enabled);
 int mlxs_fast_kernels_enabled(void);

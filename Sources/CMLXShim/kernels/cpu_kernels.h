@@ -30,6 +30,20 @@ void silu_mul(const float* a, const float* b, float* y, size_t n);
 enum class Activation { silu, gelu_erf, gelu_tanh };
 void activation(const float* x, float* y, size_t n, Activation kind);
 
+// Convolution: x (b, h, w, cin) NHWC, weight (cout, kh, kw, cin) OHWI, y (b, oh, ow, cout) with
+// oh = (h + 2 ph - kh) / sh + 1 (likewise ow); zero padding, groups 1, dilation 1.
+struct ConvArgs {
+  const float* x;
+  const float* weight;
+  float* y;
+  int b, h, w, cin, cout, kh, kw, sh, sw, ph, pw;
+};
+void conv2d(const ConvArgs& a);
+// GroupNorm of x (batch, pixels, c) over groups of c / groups channels and every pixel (PyTorch semantics: biased
+// variance), per-channel w / b (nullable), then SiLU if asked.
+void group_norm(const float* x, const float* w, const float* b, float* y, int batch, size_t pixels, int c, int groups,
+                float eps, bool silu);
+
 // Depthwise convolution, stride 1, zero padding: x (b, h, w, c) NHWC, weights (c, kh, kw), y (b, oh, ow, c) with
 // oh = h + 2 ph - kh + 1, ow = w + 2 pw - kw + 1.
 void depthwise_conv2d(const float* x, const float* w, float* y, int b, int h, int wd, int c, int kh, int kw, int ph,

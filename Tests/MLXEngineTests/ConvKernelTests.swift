@@ -1,0 +1,59 @@
+import MLXEngine
+import XCTest
+
+/// Banded im2col + sgemm convolution and the fused GroupNorm against MLX's own ops (kernels off).
+final class ConvKernelTests: KernelTestCase {
+    func testConvolutionMatchesMLX() throws {
+        // (batch, h, w, cin, cout, kernel, stride, padding)
+        let cases: [(Int, Int, Int, Int, Int, Int, Int, Int)] = [
+            (1, 9, 11, 5, 7, 3, 1, 1),     // odd sizes, channels not a multiple of 8
+            (2, 16, 16, 32, 24, 3, 1, 1),  // batch
+            (1, 12, 10, 16, 8, 1, 1, 0),   // 1x1: one sgemm
+            (2, 13, 13, 6, 10, 3, 2, 0),   // stride 2, no padding (the VAE encoder's downsampling)
+            (1, 8, 8, 4, 9, 2, 2, 0),      // patchify
+            (1, 7, 9, 3, 5, 5, 1, 2),      // 5x5
+            (1, 40, 40, 64, 64, 3, 1, 1),  // several bands of patches
+            (1, 6, 6, 8, 8, 3, 1, 0),      // valid
+        ]
+        for (b, h, w, cin, cout, k, stride, pad) in cases {
+            let seed = UInt64(h * 100 + cin * 10 + k)
+            let x = tensor([b, h, w, cin], seed: seed), weight = tensor([cout, k, k, cin], seed: seed + 1)
+            assertMatchesFallback("conv b\(b) \(h)x\(w)x\(cin)->\(cout) k\(k) s\(stride) p\(pad)", atol: 2e-5, rtol: 1e-4) {
+                NN.conv2d(x, weight: weight, stride: (stride, stride), padding: (pad, pad))
+            }
+        }
+        // Cases the kernel leaves to MLX still work: groups, dilation.
+        let x = tensor([1, 8, 8, 8], seed: 3)
+        assertMatchesFallback("grouped conv") { NN.conv2d(x, weight: tensor([8, 3, 3, 4], seed: 4), padding: (1, 1), groups: 2) }
+        assertMatchesFallback("dilated conv") { NN.conv2d(x, weight: tensor([4, 3, 3, 8], seed: 5), padding: (2, 2), dilation: (2, 2)) }
+    }
+
+    func testGroupNormMatchesMLX() throws {
+        for (b, h, w, c, groups) in [(1, 5, 7, 8, 2), (2, 9, 9, 24, 8), (1, 3, 3, 12, 12), (1, 32, 32, 64, 32), (2, 4, 4, 6, 1)] {
+            // An offset mean tests the centred variance.
+            let x = tensor([b, h, w, c], seed: UInt64(c + groups), scale: 3) + 5
+            let weight = tensor([c], seed: 1), bias = tensor([c], seed: 2)
+            assertMatchesFallback("group norm \(b)x\(h)x\(w)x\(c) / \(groups)", atol: 2e-5, rtol: 1e-4) {
+                NN.groupNorm(x, groups: groups, weight: weight, bias: bias, eps: 1e-6)
+            }
+            assertMatchesFallback("group norm + silu \(b)x\(h)x\(w)x\(c) / \(groups)", atol: 2e-5, rtol: 1e-4) {
+                NN.groupNorm(x, groups: groups, weight: weight, bias: bias, eps: 1e-6, silu: true)
+            }
+        }
+        // Against the definition on a case small enough to write out: one group of four values.
+        let x = Tensor([1, 2, 3, 6] as [Float], shape: [1, 2, 2, 1])
+        let y = try NN.groupNorm(x, groups: 1, weight: nil, bias: nil, eps: 0).values(Float.self)
+        let sd = Float(3.5).squareRoot()  // mean 3, variance (4 + 1 + 0 + 9) / 4
+        for (got, want) in zip(y, [-2 / sd, -1 / sd, 0, 3 / sd]) { XCTAssertEqual(got, want, accuracy: 1e-6) }
+        XCTAssertThrowsError(try NN.groupNorm(tensor([1, 2, 2, 6], seed: 1), groups: 4, weight: nil, bias: nil, eps: 1e-5).eval())
+    }
+
+    func testGradientsMatchMLX() throws {
+        let x = tensor([1, 6, 6, 4], seed: 1), w = tensor([5, 3, 3, 4], seed: 2)
+        try assertGradientsMatchFallback([x, w], "conv") { NN.conv2d($0[0], weight: $0[1], padding: (1, 1)) }
+        let g = tensor([4], seed: 3), bias = tensor([4], seed: 4)
+        try assertGradientsMatchFallback([x, g, bias], "group norm + silu") {
+            NN.groupNorm($0[0], groups: 2, weight: $0[1], bias: $0[2], eps: 1e-5, silu: true)
+        }
+    }
+}
