@@ -21,7 +21,7 @@ struct KernelsBench: ParsableCommand {
     func run() throws {
         Kernels.enabled = !noFastKernels
         let peak = MachineFigures.sgemmPeak(n: 2048, repeats: repeats)
-        let bandwidth = MachineFigures.readBandwidth(bytes: 1 << 30, repeats: 3)
+        let bandwidth = MachineFigures.readBandwidth(bytes: 1 << 30, repeats: 10)
         print("machine: OpenBLAS sgemm peak \(fmt(peak)) GFLOP/s (2048^3), read bandwidth \(fmt(bandwidth)) GB/s; MLX \(mlxVersion); fast kernels \(Kernels.enabled ? "on" : "off")")
         print("kernel                                   figure          fraction")
 
@@ -51,6 +51,14 @@ struct KernelsBench: ParsableCommand {
         let v = try randn([1, 2048])
         rowBandwidth("matvec 5632x2048 (f32 W)", gigabytes: 5632 * 2048 * 4 / 1e9, seconds: try bestTime(repeats: repeats * 4) { NN.linear(v, weight: w) })
         rowBandwidth("matvec 5632x2048 (bf16 W)", gigabytes: 5632 * 2048 * 2 / 1e9, seconds: try bestTime(repeats: repeats * 4) { NN.linear(v, weight: wb) })
+
+        // The output head's shape: 420 MB of bf16 weights, far beyond the caches, as in decoding.
+        let head = Linear(2048, 102400, bias: false)
+        head.weight = try randn([102400, 2048], .bfloat16)
+        rowBandwidth("matvec 102400x2048 (bf16 W, from DRAM)", gigabytes: 102400 * 2048 * 2 / 1e9, seconds: try bestTime(repeats: repeats * 2) { head(v) })
+        try head.quantize(groupSize: 64)
+        rowBandwidth("matvec 102400x2048 (int8 W, from DRAM)", gigabytes: 102400 * 2048 * (1 + 4.0 / 64) / 1e9,
+                     seconds: try bestTime(repeats: repeats * 2) { head(v) })
 
         let img = try randn([1, 96, 96, 256]), k3 = try randn([256, 3, 3, 256])
         row("conv 3x3 96x96x256 -> 256", gflop: 2 * 96 * 96 * 256 * 256 * 9 / 1e9, seconds: try bestTime(repeats: repeats) { NN.conv2d(img, weight: k3, padding: (1, 1)) })
