@@ -82,18 +82,46 @@ inline void tile(const float* x, int k, const W* w, float* y, int ldy, const W* 
   }
 }
 
-// Rows [j0, j1) of the output for all m rows of x.
+// One row of x against weight rows [j0, j1), each row read front to back as one sequential stream (eight
+// independent accumulators hide the FMA latency) with a software prefetch a few KB ahead: measured 15% faster
+// from DRAM than interleaving the rows of a tile.
+template <typename W>
+void single_row_block(const float* x, const W* w, float* y, int k, int j0, int j1) {
+  constexpr int ahead = 4096;  // bytes; the stream runs on into the next row
+  const int k64 = k & ~63, k16 = k & ~15;
+  for (int j = j0; j < j1; ++j) {
+    const W* row = w + size_t(j) * k;
+    __m256 acc[8];
+    for (auto& a : acc) a = _mm256_setzero_ps();
+    for (int i = 0; i < k64; i += 64) {
+      const char* p = reinterpret_cast<const char*>(row + i) + ahead;
+      for (int b = 0; b < 64 * int(sizeof(W)); b += 64) _mm_prefetch(p + b, _MM_HINT_T0);
+      for (int g = 0; g < 4; ++g) {
+        __m256 a, b;
+        load16(row + i + 16 * g, a, b);
+        acc[2 * g] = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i + 16 * g), acc[2 * g]);
+        acc[2 * g + 1] = _mm256_fmadd_ps(b, _mm256_loadu_ps(x + i + 16 * g + 8), acc[2 * g + 1]);
+      }
+    }
+    for (int i = k64; i < k16; i += 16) {
+      __m256 a, b;
+      load16(row + i, a, b);
+      acc[0] = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), acc[0]);
+      acc[1] = _mm256_fmadd_ps(b, _mm256_loadu_ps(x + i + 8), acc[1]);
+    }
+    for (int t = 0; t < 4; ++t) acc[t] = _mm256_add_ps(acc[t], acc[t + 4]);
+    float s = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+    for (int i = k16; i < k; ++i) s += to_f32(row[i]) * x[i];
+    y[j] = s;
+  }
+}
+
+// Rows [j0, j1) of the output for all m (> 1) rows of x.
 template <typename W>
 void rows_block(const float* x, const W* w, float* y, int m, int n, int k, int j0, int j1) {
   int j = j0;
   // The weights of the tile after this one (within the matrix), or nothing.
   auto next = [&](int rows) -> const W* { return j + 2 * rows <= n ? w + size_t(j + rows) * k : nullptr; };
-  if (m == 1) {
-    for (; j + 8 <= j1; j += 8) tile<8, 1>(x, k, w + size_t(j) * k, y + j, n, next(8));
-    for (; j + 4 <= j1; j += 4) tile<4, 1>(x, k, w + size_t(j) * k, y + j, n, next(4));
-    for (; j < j1; ++j) tile<1, 1>(x, k, w + size_t(j) * k, y + j, n);
-    return;
-  }
   for (; j + 4 <= j1; j += 4) {
     int r = 0;
     const W* pf = next(4);  // only the first pass over these weights prefetches the next ones
@@ -114,6 +142,16 @@ void rows_block(const float* x, const W* w, float* y, int m, int n, int k, int j
 
 template <typename W>
 void rows_parallel(const float* x, const W* w, float* y, int m, int n, int k) {
+  if (m == 1) {
+    // Few large blocks keep each core's stream long; four per core still balance a core that is interrupted.
+    const int threads = pool_threads();
+    const int block = std::max(8, (n / (threads * 4) + 7) & ~7);
+    parallel_for((n + block - 1) / block, [&](int t) {
+      const int j0 = t * block;
+      single_row_block(x, w, y, k, j0, std::min(n, j0 + block));
+    });
+    return;
+  }
   // Blocks of weight rows small enough to balance the cores, large enough to amortise the hand-out.
   int threads = pool_threads();
   int block = std::max(8, std::min(256, (n / (threads * 8) + 7) & ~7));
