@@ -148,9 +148,12 @@ public final class VAEResnetBlock: Module {
         convShortcut = inChannels == outChannels ? nil : Conv2d(inChannels, outChannels, kernelSize: 1)
     }
 
-    func callAsFunction(_ x: Tensor) -> Tensor {
+    /// `settle` sees the intermediate results (the decoder evaluates them there to bound memory).
+    func callAsFunction(_ x: Tensor, settle: (Tensor) -> Void = { _ in }) -> Tensor {
         var h = conv1(norm1.withSiLU(x))
+        settle(h)
         h = conv2(norm2.withSiLU(h))
+        settle(h)
         return (convShortcut?(x) ?? x) + h
     }
 }
@@ -286,10 +289,24 @@ public final class VAEDecoder: Module {
         convOut = Conv2d(c.blockOutChannels[0], c.outChannels, kernelSize: 3, padding: 1)
     }
 
+    /// Evaluate after every ResNet block and upsampler instead of building the whole decoder as one lazy graph:
+    /// MLX's evaluation order for the full graph keeps about 1.2 GB more alive at 384 px (one image). The decoder
+    /// is never trained, so nothing here is traced for gradients.
+    public var evaluatesBlockByBlock = true
+
     func callAsFunction(_ z: Tensor) -> Tensor {
         var h = midBlock(convIn(z))
-        for block in upBlocks { h = block(h) }
+        for block in upBlocks {
+            for resnet in block.resnets { settle(h); h = resnet(h, settle: settle) }
+            for upsampler in block.upsamplers { settle(h); h = upsampler(h) }
+        }
+        settle(h)
         return convOut(convNormOut.withSiLU(h))
+    }
+
+    /// A failed evaluation leaves `h` unevaluated, so the caller's own evaluation reports the error.
+    private func settle(_ h: Tensor) {
+        if evaluatesBlockByBlock { try? h.eval() }
     }
 }
 

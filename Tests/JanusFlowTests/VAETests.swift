@@ -62,6 +62,11 @@ final class VAETests: XCTestCase {
         let z = try XCTUnwrap(io["vae.decode_in"])
         XCTAssertEqual(z.shape, [2, 4, 8, 8])
         try assertClose("vae.decoded", vae.decode(z), XCTUnwrap(io["vae.decoded"]))
+        // Evaluating block by block (the default, to bound memory) computes exactly what one lazy graph does.
+        XCTAssertTrue(vae.decoder.evaluatesBlockByBlock)
+        let stepwise = try vae.decode(z).values(Float.self)
+        vae.decoder.evaluatesBlockByBlock = false
+        XCTAssertEqual(try vae.decode(z).values(Float.self), stepwise)
     }
 
     func testEncodeMatchesDiffusers() throws {
