@@ -31,9 +31,17 @@ public final class LlamaAttention: Module {
     func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, positions: Tensor? = nil,
                         shared: SharedPromptLayer? = nil) -> Tensor {
         let (b, l) = (x.dim(0), x.dim(1))
-        var q = qProj(x).reshaped([b, l, heads, headDim]).transposed([0, 2, 1, 3])
-        var k = kProj(x).reshaped([b, l, kvHeads, headDim]).transposed([0, 2, 1, 3])
-        var v = vProj(x).reshaped([b, l, kvHeads, headDim]).transposed([0, 2, 1, 3])
+        // (B, L, heads * D) -> (B, heads, L, D); with one position (decoding) that is a plain reshape, which saves
+        // MLX a graph node and a copy per projection on the path where per-op overhead matters most.
+        func split(_ t: Tensor, _ n: Int) -> Tensor {
+            l == 1 ? t.reshaped([b, n, 1, headDim]) : t.reshaped([b, l, n, headDim]).transposed([0, 2, 1, 3])
+        }
+        func merge(_ o: Tensor) -> Tensor {
+            l == 1 ? o.reshaped([b, 1, heads * headDim]) : o.transposed([0, 2, 1, 3]).reshaped([b, l, heads * headDim])
+        }
+        var q = split(qProj(x), heads)
+        var k = split(kProj(x), kvHeads)
+        var v = split(vProj(x), kvHeads)
         if let positions {
             q = NN.rope(q, positions: positions, dims: headDim, base: ropeTheta)
             k = NN.rope(k, positions: positions, dims: headDim, base: ropeTheta)
@@ -44,13 +52,12 @@ public final class LlamaAttention: Module {
         if let cache { (k, v) = cache.update(keys: k, values: v) }
         let scale = 1 / Float(headDim).squareRoot()
         if let shared {
-            let o = shared.attention(queries: q, keys: k, values: v, scale: scale)
-            return oProj(o.transposed([0, 2, 1, 3]).reshaped([b, l, heads * headDim]))
+            return oProj(merge(shared.attention(queries: q, keys: k, values: v, scale: scale)))
         }
         let o = mask == nil
             ? NN.attention(queries: q, keys: k, values: v, scale: scale, causal: l > 1)
             : NN.attention(queries: q, keys: k, values: v, scale: scale, mask: mask)
-        return oProj(o.transposed([0, 2, 1, 3]).reshaped([b, l, heads * headDim]))
+        return oProj(merge(o))
     }
 }
 
