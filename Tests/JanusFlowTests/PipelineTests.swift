@@ -47,6 +47,12 @@ final class PipelineTests: XCTestCase {
         let row = try Parity.compare("z_final", fast, official, tolerance: 1e-4)
         XCTAssertTrue(row.passed, "\(row)")
         XCTAssertGreaterThan(try (fast - z0).abs().max().item(Float.self), 0.01)
+        // Images in passes (the default is one per pass) give what one batch of all of them gives.
+        for perPass in [2, 3] {
+            let batched = try RectifiedFlowSampler(steps: 3, cfgWeight: 4, imagesPerPass: perPass).sample(model: model, guidance: guidance, initialNoise: z0)
+            let row = try Parity.compare("z_final, \(perPass) images per pass", batched, fast, tolerance: 1e-5)
+            XCTAssertTrue(row.passed, "\(row)")
+        }
     }
 
     func testGenerationRefusesOtherSizesAndNeedsAVAE() throws {
