@@ -1,7 +1,7 @@
 import MLXEngine
 import XCTest
 
-/// Banded im2col + sgemm convolution and the fused GroupNorm against MLX's own ops (kernels off).
+/// Winograd and banded im2col + sgemm convolution and the fused GroupNorm against MLX's own ops (kernels off).
 final class ConvKernelTests: KernelTestCase {
     func testConvolutionMatchesMLX() throws {
         // (batch, h, w, cin, cout, kernel, stride, padding)
@@ -12,8 +12,15 @@ final class ConvKernelTests: KernelTestCase {
             (2, 13, 13, 6, 10, 3, 2, 0),   // stride 2, no padding (the VAE encoder's downsampling)
             (1, 8, 8, 4, 9, 2, 2, 0),      // patchify
             (1, 7, 9, 3, 5, 5, 1, 2),      // 5x5
-            (1, 40, 40, 64, 64, 3, 1, 1),  // several bands of patches
+            (1, 150, 150, 24, 16, 3, 1, 1),  // two bands of patches
             (1, 6, 6, 8, 8, 3, 1, 0),      // valid
+            // Winograd F(2x2, 3x3) (3x3, stride 1, padding 1, 32+ channels): even and odd sizes, channel tails,
+            // batch, several bands of tiles.
+            (1, 40, 40, 64, 64, 3, 1, 1),
+            (1, 9, 11, 37, 45, 3, 1, 1),
+            (2, 7, 5, 32, 40, 3, 1, 1),
+            (1, 1, 1, 32, 32, 3, 1, 1),
+            (1, 200, 200, 64, 64, 3, 1, 1),
         ]
         for (b, h, w, cin, cout, k, stride, pad) in cases {
             let seed = UInt64(h * 100 + cin * 10 + k)
