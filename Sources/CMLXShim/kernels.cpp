@@ -196,6 +196,8 @@ mx::array depthwise_reference(const mx::array& x, const mx::array& w, int ph, in
   return mx::conv2d(x, mx::expand_dims(w, 3), {1, 1}, {ph, pw}, {1, 1}, int(w.shape(0)));
 }
 
+mx::array depthwise_conv(const mx::array& x, const mx::array& w, int ph, int pw);
+
 class DepthwiseConv : public ReferencedPrimitive {
  public:
   DepthwiseConv(mx::Stream s, int ph, int pw) : ReferencedPrimitive(s), ph_(ph), pw_(pw) {}
@@ -206,6 +208,35 @@ class DepthwiseConv : public ReferencedPrimitive {
       mlxkernels::depthwise_conv2d(x.data<float>(), w.data<float>(), out.data<float>(), int(x.shape(0)), int(x.shape(1)),
                                    int(x.shape(2)), int(x.shape(3)), int(w.shape(1)), int(w.shape(2)), ph, pw);
     });
+  }
+  // Gradients by the fast kernel where it applies (MLX's grouped convolution is very slow on CPU): the input
+  // gradient is a depthwise convolution of the cotangent with the flipped kernel; the weight gradient sums, per
+  // tap, the cotangent times the shifted input.
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    const auto &x = primals[0], &w = primals[1], &g = cotangents[0];
+    const int c = int(w.shape(0)), kh = int(w.shape(1)), kw = int(w.shape(2));
+    const int n = int(g.shape(0)), ho = int(g.shape(1)), wo = int(g.shape(2));
+    std::vector<mx::array> grads;
+    for (int a : argnums) {
+      if (a == 0) {
+        const int top = kh - 1 - ph_, left = kw - 1 - pw_;
+        if (top < 0 || left < 0) {
+          grads.push_back(ReferencedPrimitive::vjp(primals, cotangents, {0}, {})[0]);
+          continue;
+        }
+        auto flipped = mx::take(mx::take(w, mx::arange(kh - 1, -1, -1, mx::int32), 1), mx::arange(kw - 1, -1, -1, mx::int32), 2);
+        grads.push_back(depthwise_conv(g, mx::contiguous(flipped), top, left));
+      } else {
+        auto xp = (ph_ || pw_) ? mx::pad(x, {{0, 0}, {ph_, ph_}, {pw_, pw_}, {0, 0}}) : x;
+        std::vector<mx::array> taps;
+        for (int i = 0; i < kh; i++)
+          for (int j = 0; j < kw; j++)
+            taps.push_back(mx::sum(mx::multiply(g, mx::slice(xp, {0, i, j, 0}, {n, i + ho, j + wo, c})), {0, 1, 2}));
+        grads.push_back(mx::reshape(mx::stack(taps, 1), {c, kh, kw}));
+      }
+    }
+    return grads;
   }
   const char* name() const override { return "DepthwiseConv"; }
   bool is_equivalent(const mx::Primitive& other) const override {

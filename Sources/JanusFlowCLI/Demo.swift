@@ -14,12 +14,14 @@ struct ShapesDemo {
         var seed: UInt64 = 0
         var imageSize = 32
         var trainScenes = 12000
+        /// Understanding conversations, one scene each, of `questionsPerImage` question-answer turns.
         var trainQuestions = 12000
+        var questionsPerImage = 4
         var trainTexts = 4000
         var pretrainImages = 4800
-        var vaeSteps = 500
-        var siglipSteps = 300
-        var llmSteps = 400
+        var vaeSteps = 400
+        var siglipSteps = 800
+        var llmSteps = 150
         var stageSteps = [300, 1600, 500]
         var batchSize = 32
         var learningRate = 1e-3
@@ -42,11 +44,16 @@ struct ShapesDemo {
                 throw ValidationError("\(url.path): unknown setting '\(key)' (known: \(merged.keys.sorted().joined(separator: ", ")))")
             }
             merged.merge(patch) { _, new in new }
+            let settings: Settings
             do {
-                return try JSONDecoder().decode(Settings.self, from: JSONSerialization.data(withJSONObject: merged))
+                settings = try JSONDecoder().decode(Settings.self, from: JSONSerialization.data(withJSONObject: merged))
             } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
                 throw ValidationError("\(url.path): setting '\(context.codingPath.first?.stringValue ?? "?")' has the wrong type")
             }
+            guard settings.questionsPerImage >= 1 else {
+                throw ValidationError("\(url.path): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
+            }
+            return settings
         }
 
         static let quick = Settings(trainScenes: 600, trainQuestions: 600, trainTexts: 600, pretrainImages: 1200, vaeSteps: 250, siglipSteps: 100, llmSteps: 120, stageSteps: [60, 300, 120],
@@ -96,7 +103,18 @@ struct ShapesDemo {
         // 1. The world: training scenes with captions, questions and text; held-out prompts and questions.
         log("== ShapesWorld (seed \(s.seed)): \(worldConfig.shapes.count) shapes, \(worldConfig.colors.count) colours, 1-\(worldConfig.maxObjects) objects")
         let genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: GenEvalCategory.allCases[i % 6]) }
-        let questions = (0..<s.trainQuestions).map { _ in world.question(about: world.scene()) }
+        // Each training image comes with several different questions as one multi-turn conversation (every answer
+        // is a target), as LLaVA-style instruction data does; held-out questions stay single-turn.
+        let conversations = (0..<s.trainQuestions).map { _ in
+            let scene = world.scene()
+            var turns: [QuestionSample] = []
+            for _ in 0..<(s.questionsPerImage * 4) where turns.count < s.questionsPerImage {
+                let q = world.question(about: scene)
+                if !turns.contains(where: { $0.question == q.question }) { turns.append(q) }
+            }
+            // A description names every object, so it goes last: earlier answers would give later ones away.
+            return turns.filter { $0.type != QuestionType.describe.rawValue } + turns.filter { $0.type == QuestionType.describe.rawValue }
+        }
         let texts = (0..<s.trainTexts).map { _ in world.text() }
         var heldOut = WorldGenerator(seed: s.seed &+ 999_983)
         let heldPrompts = GenEvalCategory.allCases.flatMap { c in (0..<s.evalPromptsPerCategory).map { _ in heldOut.generationSample(category: c) } }
@@ -117,7 +135,7 @@ struct ShapesDemo {
 
         // 2. Tokenizer: byte-level BPE learned on the corpus and the chat templates.
         // (A few thousand lines of each kind cover the grammar; more only slows BPE training.)
-        let corpus = texts.prefix(3000) + questions.prefix(3000).map { ChatTemplate.render([.user($0.question), .assistant($0.answer)]) }
+        let corpus = texts.prefix(3000) + conversations.prefix(3000).map { ChatTemplate.render([.user($0[0].question), .assistant($0[0].answer)]) }
             + genSamples.prefix(3000).map { ChatTemplate.generationPrompt($0.prompt) }
         let modelDir = out.appendingPathComponent("model"), vaeDir = out.appendingPathComponent("vae")
         try fm.createDirectory(at: modelDir, withIntermediateDirectories: true)
@@ -131,8 +149,8 @@ struct ShapesDemo {
                                   scalingFactor: 1, sampleSize: s.imageSize)
         let vae = AutoencoderKL(config: vaeConfig)
         // Pretraining images: an even mix of caption scenes and question scenes.
-        let bankHalf = Swift.min(s.pretrainImages / 2, genSamples.count, questions.count)
-        let allScenes = genSamples.prefix(bankHalf).map(\.scene) + questions.prefix(bankHalf).map(\.scene)
+        let bankHalf = Swift.min(s.pretrainImages / 2, genSamples.count, conversations.count)
+        let allScenes = genSamples.prefix(bankHalf).map(\.scene) + conversations.prefix(bankHalf).map { $0[0].scene }
         let imageBank = Tensor(allScenes.flatMap { pixels($0) }, shape: [allScenes.count, 3, s.imageSize, s.imageSize])
         try imageBank.eval()
         func batchIndices(_ step: Int, _ count: Int, salt: UInt64, size: Int? = nil) -> Tensor {
@@ -233,8 +251,10 @@ struct ShapesDemo {
         for (i, g) in genSamples.enumerated() {
             data.generation.append(GenerationExample(promptIDs: processor.generationIDs(g.prompt), latent: latentAll[i], repaTarget: targetAll[i]))
         }
-        for q in questions {
-            let (prompt, labelMask) = processor.processForTraining(conversation: [.user("<image_placeholder>\n" + q.question), .assistant(q.answer)])
+        for turns in conversations {
+            let messages = turns.enumerated().flatMap { i, q in [ChatMessage.user((i == 0 ? "<image_placeholder>\n" : "") + q.question), .assistant(q.answer)] }
+            let (prompt, labelMask) = processor.processForTraining(conversation: messages)
+            let q = turns[0]
             data.understanding.append(UnderstandingExample(ids: prompt.ids, labelMask: labelMask, imageSeqMask: prompt.imageSeqMask,
                                                            pixels: Tensor(pixels(q.scene), shape: [3, s.imageSize, s.imageSize])))
         }

@@ -113,10 +113,12 @@ public struct ChatProcessor: Sendable {
 
     /// Encodes `text` with BOS and replaces every image tag by `<begin_of_image>`, N placeholders and
     /// `<end_of_image>`.
-    public func process(_ text: String) -> Prompt {
+    public func process(_ text: String) -> Prompt { process(text, addBOS: true) }
+
+    func process(_ text: String, addBOS: Bool) -> Prompt {
         var ids: [Int] = []
         var images = 0
-        for id in tokenizer.encode(text) {
+        for id in tokenizer.encode(text, addBOS: addBOS) {
             if id == imageTagID {
                 ids.append(beginOfImageID)
                 ids.append(contentsOf: repeatElement(imageTagID, count: imageTokens))
@@ -150,18 +152,31 @@ public struct ChatProcessor: Sendable {
         return batch
     }
 
-    /// A prompt plus its response for training: the response (a leading space, the answer, end of sentence)
-    /// is tokenized separately so its tokens are known exactly; `labelMask` marks them.
+    /// A conversation for training, with every assistant reply as a target (as LLaVA-style multi-turn data is
+    /// trained): each reply (a leading space, the text, end of sentence) is tokenized separately so its tokens are
+    /// known exactly, and `labelMask` marks them. The last message is always a target; an earlier message is one
+    /// when it is an Assistant turn at an odd index (the alternating User/Assistant layout, where end of sentence
+    /// follows it). The ids equal those of the whole conversation rendered and processed at once.
     public func processForTraining(conversation: [ChatMessage], systemPrompt: String = ChatTemplate.systemPrompt)
         -> (prompt: Prompt, labelMask: [Bool])
     {
-        var prefix = conversation
-        let answer = prefix.removeLast()
-        var p = process(ChatTemplate.render(prefix + [ChatMessage(role: answer.role, content: "")], systemPrompt: systemPrompt))
-        let response = tokenizer.encode(" " + answer.content.trimmingPythonWhitespace, addBOS: false) + [tokenizer.eosID]
-        let labels = Array(repeating: false, count: p.ids.count) + Array(repeating: true, count: response.count)
-        p.ids += response
-        p.imageSeqMask += Array(repeating: false, count: response.count)
+        var p = Prompt(ids: [], imageSeqMask: [], imageCount: 0, imageEmbeddingCount: imageTokens + 1)
+        var labels: [Bool] = []
+        var start = 0
+        let targets = conversation.indices.filter {
+            $0 == conversation.count - 1 || ($0 % 2 == 1 && conversation[$0].role == ChatMessage.assistant("").role)
+        }
+        for t in targets {
+            // Later chunks start at an even index, so the separators alternate as in one rendering.
+            let context = Array(conversation[start..<t]) + [ChatMessage(role: conversation[t].role, content: "")]
+            let chunk = process(ChatTemplate.render(context, systemPrompt: start == 0 ? systemPrompt : ""), addBOS: start == 0)
+            let response = tokenizer.encode(" " + conversation[t].content.trimmingPythonWhitespace, addBOS: false) + [tokenizer.eosID]
+            p.ids += chunk.ids + response
+            p.imageSeqMask += chunk.imageSeqMask + Array(repeating: false, count: response.count)
+            p.imageCount += chunk.imageCount
+            labels += Array(repeating: false, count: chunk.ids.count) + Array(repeating: true, count: response.count)
+            start = t + 1
+        }
         return (p, labels)
     }
 

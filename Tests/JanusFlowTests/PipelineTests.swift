@@ -321,5 +321,11 @@ final class DemoDeterminismTests: XCTestCase {
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.error.contains("\(unknown.path): unknown setting 'stageStep'"), bad.error)
         XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("c").path))
+        let zero = root.appendingPathComponent("zero.json")
+        try #"{"questionsPerImage": 0}"#.write(to: zero, atomically: true, encoding: .utf8)
+        let none = try runCLI(["demo", "--settings", zero.path, "--out", root.appendingPathComponent("d").path])
+        XCTAssertNotEqual(none.status, 0)
+        XCTAssertTrue(none.error.contains("\(zero.path): setting 'questionsPerImage' must be at least 1 (0)"), none.error)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("d").path))
     }
 }

@@ -156,6 +156,28 @@ final class ChatTemplateTests: XCTestCase {
         XCTAssertEqual(prompt.ids, processor.process(conversation: conversation).ids)
     }
 
+    func testTrainingLabelsCoverEveryAssistantTurnOfAConversation() throws {
+        let processor = try ChatProcessor(tokenizer: tokenizer, imageTokens: 4)
+        let conversation: [ChatMessage] = [.user("<image_placeholder>\nWhat is it?"), .assistant("a red circle"),
+                                           .user("And its colour?"), .assistant(" red "), .user("How many?"), .assistant("one")]
+        let (prompt, labels) = processor.processForTraining(conversation: conversation)
+        XCTAssertEqual(prompt.ids, processor.process(conversation: conversation).ids)
+        XCTAssertEqual(prompt.imageSeqMask, processor.process(conversation: conversation).imageSeqMask)
+        XCTAssertEqual(prompt.imageCount, 1)
+        // The labelled runs, in order: each reply with its end of sentence and nothing of the user turns.
+        var runs: [[Int]] = []
+        for (i, (id, label)) in zip(prompt.ids, labels).enumerated() where label {
+            if i == 0 || !labels[i - 1] { runs.append([]) }
+            runs[runs.count - 1].append(id)
+        }
+        XCTAssertEqual(runs.map { tokenizer.decode($0) },
+                       [" a red circle<｜end▁of▁sentence｜>", " red<｜end▁of▁sentence｜>", " one<｜end▁of▁sentence｜>"])
+        // A conversation that does not alternate keeps only its last message as the target.
+        let odd: [ChatMessage] = [.user("hi"), .user("<image_placeholder>\nWhat is it?"), .assistant("a circle")]
+        let (oddPrompt, oddLabels) = processor.processForTraining(conversation: odd)
+        XCTAssertEqual(tokenizer.decode(zip(oddPrompt.ids, oddLabels).filter { $0.1 }.map { $0.0 }), " a circle<｜end▁of▁sentence｜>")
+    }
+
     func testNegativeImageTokenCountIsRejected() {
         assertTokenizerError(try ChatProcessor(tokenizer: tokenizer, imageTokens: -1), .invalidField,
                              "\(fixtureDirectory.appendingPathComponent("tokenizer.json").path): field 'num_image_tokens': must not be negative (-1)")

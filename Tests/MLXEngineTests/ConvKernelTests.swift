@@ -56,8 +56,20 @@ final class ConvKernelTests: KernelTestCase {
     }
 
     func testGradientsMatchMLX() throws {
-        let x = tensor([1, 6, 6, 4], seed: 1), w = tensor([5, 3, 3, 4], seed: 2)
-        try assertGradientsMatchFallback([x, w], "conv") { NN.conv2d($0[0], weight: $0[1], padding: (1, 1)) }
+        // Gradients through the fast convolution (training the VAE and the UViT): (batch, h, w, cin, cout, kernel,
+        // stride, padding), including strides whose windows leave a remainder.
+        let cases: [(Int, Int, Int, Int, Int, Int, Int, Int)] = [
+            (1, 6, 6, 4, 5, 3, 1, 1), (2, 9, 7, 3, 6, 3, 1, 1), (2, 9, 9, 4, 6, 3, 2, 0), (1, 10, 10, 4, 3, 3, 2, 0),
+            (1, 8, 8, 4, 6, 2, 2, 0), (2, 5, 5, 6, 4, 1, 1, 0), (1, 7, 9, 3, 5, 5, 1, 2), (1, 6, 6, 3, 4, 3, 1, 0),
+            (1, 12, 12, 40, 36, 3, 1, 1), (1, 7, 8, 3, 4, 3, 2, 1),
+        ]
+        for (b, h, w, cin, cout, k, stride, pad) in cases {
+            let x = tensor([b, h, w, cin], seed: UInt64(h + cin)), weight = tensor([cout, k, k, cin], seed: UInt64(k + cout))
+            try assertGradientsMatchFallback([x, weight], "conv b\(b) \(h)x\(w)x\(cin)->\(cout) k\(k) s\(stride) p\(pad)", atol: 5e-5) {
+                NN.conv2d($0[0], weight: $0[1], stride: (stride, stride), padding: (pad, pad))
+            }
+        }
+        let x = tensor([1, 6, 6, 4], seed: 1)
         let g = tensor([4], seed: 3), bias = tensor([4], seed: 4)
         try assertGradientsMatchFallback([x, g, bias], "group norm + silu") {
             NN.groupNorm($0[0], groups: 2, weight: $0[1], bias: $0[2], eps: 1e-5, silu: true)

@@ -121,6 +121,13 @@ final class KernelTests: KernelTestCase {
         try assertGradientsMatchFallback([x, w], "depthwise 3x3", atol: 1e-4) { NN.depthwiseConv2d($0[0], weight: $0[1], padding: (1, 1)) }
         let x7 = tensor([2, 9, 8, 19], seed: 3), w7 = tensor([19, 7, 7], seed: 4)
         try assertGradientsMatchFallback([x7, w7], "depthwise 7x7", atol: 1e-4) { NN.depthwiseConv2d($0[0], weight: $0[1], padding: (3, 3)) }
+        // Asymmetric kernel and padding, no padding, and padding wider than the kernel (input gradient left to MLX).
+        for (c, kh, kw, ph, pw) in [(5, 3, 5, 1, 2), (6, 3, 3, 0, 0), (4, 3, 3, 3, 3)] {
+            let xa = tensor([2, 7, 6, c], seed: UInt64(c)), wa = tensor([c, kh, kw], seed: UInt64(kh + kw))
+            try assertGradientsMatchFallback([xa, wa], "depthwise \(kh)x\(kw) p\(ph),\(pw)", atol: 1e-4) {
+                NN.depthwiseConv2d($0[0], weight: $0[1], padding: (ph, pw))
+            }
+        }
     }
 
     // MARK: attention
