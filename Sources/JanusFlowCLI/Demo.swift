@@ -112,8 +112,9 @@ struct ShapesDemo {
                 let q = world.question(about: scene)
                 if !turns.contains(where: { $0.question == q.question }) { turns.append(q) }
             }
-            // A description names every object, so it goes last: earlier answers would give later ones away.
-            return turns.filter { $0.type != QuestionType.describe.rawValue } + turns.filter { $0.type == QuestionType.describe.rawValue }
+            // In the order drawn: every type also comes first, as held-out questions do (putting descriptions last
+            // measured worse: 0.54 against 0.73-0.79).
+            return turns
         }
         let texts = (0..<s.trainTexts).map { _ in world.text() }
         var heldOut = WorldGenerator(seed: s.seed &+ 999_983)
