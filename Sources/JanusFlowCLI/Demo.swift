@@ -56,7 +56,9 @@ struct ShapesDemo {
             return settings
         }
 
-        static let quick = Settings(trainScenes: 600, trainQuestions: 600, trainTexts: 600, pretrainImages: 1200, vaeSteps: 250, siglipSteps: 100, llmSteps: 120, stageSteps: [60, 300, 120],
+        // Two questions per image in the short run: its 300 stage-2 steps learn less from four (held-out accuracy
+        // 0.37 with four, 0.52 with two, 0.50 with one).
+        static let quick = Settings(trainScenes: 600, trainQuestions: 600, questionsPerImage: 2, trainTexts: 600, pretrainImages: 1200, vaeSteps: 250, siglipSteps: 100, llmSteps: 120, stageSteps: [60, 300, 120],
                                     evalPromptsPerCategory: 5, evalQuestions: 60, sampleSteps: 10)
     }
 
@@ -255,9 +257,8 @@ struct ShapesDemo {
         for turns in conversations {
             let messages = turns.enumerated().flatMap { i, q in [ChatMessage.user((i == 0 ? "<image_placeholder>\n" : "") + q.question), .assistant(q.answer)] }
             let (prompt, labelMask) = processor.processForTraining(conversation: messages)
-            let q = turns[0]
             data.understanding.append(UnderstandingExample(ids: prompt.ids, labelMask: labelMask, imageSeqMask: prompt.imageSeqMask,
-                                                           pixels: Tensor(pixels(q.scene), shape: [3, s.imageSize, s.imageSize])))
+                                                           pixels: Tensor(pixels(turns[0].scene), shape: [3, s.imageSize, s.imageSize])))
         }
         data.text = textIDs.map { TextExample(ids: $0) }
 

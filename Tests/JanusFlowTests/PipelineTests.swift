@@ -315,17 +315,15 @@ final class DemoDeterminismTests: XCTestCase {
             XCTAssertEqual(try Data(contentsOf: root.appendingPathComponent("a/\(file)")), try Data(contentsOf: root.appendingPathComponent("b/\(file)")),
                            "\(file) differs between two runs with the same seed")
         }
-        let unknown = root.appendingPathComponent("unknown.json")
-        try #"{"stageStep": [1, 1, 1]}"#.write(to: unknown, atomically: true, encoding: .utf8)
-        let bad = try runCLI(["demo", "--settings", unknown.path, "--out", root.appendingPathComponent("c").path])
-        XCTAssertNotEqual(bad.status, 0)
-        XCTAssertTrue(bad.error.contains("\(unknown.path): unknown setting 'stageStep'"), bad.error)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("c").path))
-        let zero = root.appendingPathComponent("zero.json")
-        try #"{"questionsPerImage": 0}"#.write(to: zero, atomically: true, encoding: .utf8)
-        let none = try runCLI(["demo", "--settings", zero.path, "--out", root.appendingPathComponent("d").path])
-        XCTAssertNotEqual(none.status, 0)
-        XCTAssertTrue(none.error.contains("\(zero.path): setting 'questionsPerImage' must be at least 1 (0)"), none.error)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: root.appendingPathComponent("d").path))
+        // Bad settings files stop the run before it writes anything, with an error naming the file and the key.
+        for (name, json, message) in [("unknown", #"{"stageStep": [1, 1, 1]}"#, "unknown setting 'stageStep'"),
+                                      ("zero", #"{"questionsPerImage": 0}"#, "setting 'questionsPerImage' must be at least 1 (0)")] {
+            let file = root.appendingPathComponent("\(name).json"), out = root.appendingPathComponent("out-\(name)")
+            try json.write(to: file, atomically: true, encoding: .utf8)
+            let bad = try runCLI(["demo", "--settings", file.path, "--out", out.path])
+            XCTAssertNotEqual(bad.status, 0)
+            XCTAssertTrue(bad.error.contains("\(file.path): \(message)"), bad.error)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        }
     }
 }

@@ -69,6 +69,24 @@ final class VAETests: XCTestCase {
         XCTAssertEqual(try vae.decode(z).values(Float.self), stepwise)
     }
 
+    func testBlockByBlockDecodingKeepsGradients() throws {
+        // The demo trains the decoder: evaluating inside the gradient trace must not cut the graph.
+        let vae = try AutoencoderKL.load(directory: VAEFixtures.tinyVAE)
+        let z = try XCTUnwrap(VAEFixtures.io["vae.decode_in"])
+        func gradients(blockByBlock: Bool) throws -> [String: [Float]] {
+            vae.decoder.evaluatesBlockByBlock = blockByBlock
+            let grads = try Autograd.valueAndGrad(model: vae) { [vae.decode(z).square().mean()] }.grads
+            return try grads.mapValues { try $0.values(Float.self) }
+        }
+        let lazy = try gradients(blockByBlock: false), stepwise = try gradients(blockByBlock: true)
+        XCTAssertEqual(Set(stepwise.keys), Set(lazy.keys))
+        XCTAssertTrue(stepwise.keys.contains { $0.hasPrefix("decoder.up_blocks.0.resnets.0.") }, "\(stepwise.keys.sorted())")
+        for (name, g) in lazy {
+            if name.hasPrefix("decoder.") { XCTAssertGreaterThan(g.map(abs).max() ?? 0, 0, name) }
+            XCTAssertEqual(stepwise[name]!, g, name)
+        }
+    }
+
     func testEncodeMatchesDiffusers() throws {
         let io = try VAEFixtures.io
         let vae = try AutoencoderKL.load(directory: VAEFixtures.tinyVAE)
