@@ -206,6 +206,14 @@ public final class LanguageModel: Module {
             mask = m
             positions = p
         }
+        // One new position per row, no masks, hidden states not needed: the whole stack as one fused primitive.
+        if let cache, l == 1, keyMask == nil, segments == nil, sharedPrompt == nil, stopAfterLayer == nil, !collectHiddenStates {
+            let blocks = decoderBlocks
+            if FusedDecoding.supports(inputsEmbeds, blocks: blocks, caches: cache) {
+                let h = FusedDecoding.step(inputsEmbeds, blocks: blocks, finalNorm: model.norm.weight, caches: cache, shape: attentionShape)
+                return LanguageModelOutput(lastHiddenState: h, hiddenStates: [])
+            }
+        }
         var h = inputsEmbeds
         var states: [Tensor] = collectHiddenStates ? [h] : []
         let count = stopAfterLayer ?? model.layers.count
@@ -224,6 +232,20 @@ public final class LanguageModel: Module {
         h = model.norm(h)
         if collectHiddenStates { states.append(h) }
         return LanguageModelOutput(lastHiddenState: h, hiddenStates: states)
+    }
+
+    /// The decoder layers' weights as the engine's fused decoding takes them.
+    public var decoderBlocks: [DecoderBlockWeights] {
+        model.layers.map { layer in
+            let a = layer.selfAttention, m = layer.mlp
+            return DecoderBlockWeights(inputNorm: layer.inputLayerNorm.weight, postAttentionNorm: layer.postAttentionLayerNorm.weight,
+                                       q: a.qProj, k: a.kProj, v: a.vProj, o: a.oProj, gate: m.gateProj, up: m.upProj, down: m.downProj)
+        }
+    }
+
+    public var attentionShape: DecoderAttentionShape {
+        DecoderAttentionShape(heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads, headDim: config.headDim,
+                              ropeBase: config.ropeTheta, normEps: config.rmsNormEps)
     }
 
     /// Causal mask plus hidden keys, additive (B, 1, L, S); nil when plain causal attention suffices.

@@ -208,8 +208,8 @@ public final class Dropout: Module {
 /// place, so a decode step costs no copy of the whole cache; `keys`/`values` are views of the filled part, which
 /// the attention kernel reads without copying.
 public final class KVCache {
-    private var keyBuffer: Tensor?
-    private var valueBuffer: Tensor?
+    private(set) var keyBuffer: Tensor?
+    private(set) var valueBuffer: Tensor?
     /// Number of cached positions.
     public private(set) var offset = 0
     /// Positions added when the buffers are full.
@@ -222,11 +222,32 @@ public final class KVCache {
 
     /// Appends new keys/values and returns everything cached so far.
     public func update(keys newKeys: Tensor, values newValues: Tensor) -> (Tensor, Tensor) {
+        append(keys: newKeys, values: newValues)
+        return (keys!, values!)
+    }
+
+    /// Appends new keys/values (B, H, n, D).
+    public func append(keys newKeys: Tensor, values newValues: Tensor) {
         let n = newKeys.dim(2)
         keyBuffer = Self.write(newKeys, into: keyBuffer, at: offset, step: step)
         valueBuffer = Self.write(newValues, into: valueBuffer, at: offset, step: step)
         offset += n
-        return (keys!, values!)
+    }
+
+    /// Grows the buffers (when needed) to hold `n` more positions and returns them, [keys, values], each
+    /// (B, H, capacity, D) with the first `offset` positions filled. The cache must hold something already.
+    func reserve(_ n: Int) -> [Tensor] {
+        precondition(keyBuffer != nil && valueBuffer != nil, "KVCache.reserve: the cache is empty")
+        for isKey in [true, false] {
+            let buffer = isKey ? keyBuffer! : valueBuffer!
+            guard buffer.dim(2) < offset + n else { continue }
+            let capacity = (offset + n + step - 1) / step * step
+            var shape = buffer.shape
+            shape[2] = capacity - offset
+            let grown = concatenated([buffer.slice(axis: 2, 0, offset), Tensor.zeros(shape, dtype: buffer.dtype)], axis: 2)
+            if isKey { keyBuffer = grown } else { valueBuffer = grown }
+        }
+        return [keyBuffer!, valueBuffer!]
     }
 
     /// `update` written at `offset` of `buffer`, growing the buffer first when it is too short. The old buffer

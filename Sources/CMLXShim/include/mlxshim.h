@@ -184,6 +184,16 @@ mlxs_array mlxs_fast_conv2d(mlxs_array x, mlxs_array w, int stride_h, int stride
 // GroupNorm over NHWC input (N, ..., C) as torch.nn.GroupNorm computes it on NCHW, then SiLU when `silu`;
 // weight, bias (C) nullable. One fused kernel for float32 with fast kernels on, MLX ops otherwise.
 mlxs_array mlxs_group_norm(mlxs_array x, int groups, mlxs_array weight, mlxs_array bias, float eps, bool silu);
+// One decoding position through `layers` Llama-style decoder blocks (RMSNorm, RoPE rotate-half attention over a KV
+// cache, RMSNorm, SwiGLU; residuals) in one primitive; inference only. x: float32 (B, 1, H); final_norm (H) or NULL.
+// blocks: 11 per layer: input_norm, post_norm (H), k_cache, v_cache float32 (B, Hkv, capacity >= past, D) of which
+// the first `past` positions are read, then the q, k, v, o, gate, up, down weights (out, in) in float32, bfloat16
+// or int8. scales / groups: 7 per layer, an int8 weight's (out, in / group) scales and group (NULL / 0 otherwise).
+// Writes 1 + 2 * layers handles: the hidden state (B, 1, H) (after final_norm), then each layer's new key and value
+// (B, Hkv, 1, D), the key after RoPE at position `past`.
+int mlxs_decode_step(mlxs_array x, mlxs_array final_norm, const mlxs_array* blocks, const mlxs_array* scales, const int* groups,
+                     int layers, int heads, int kv_heads, int head_dim, int past, float eps, float rope_base,
+                     mlxs_array* outputs);
 // Which kernels to use: 1 = fast kernels on (default), 0 = plain MLX ops.
 void mlxs_set_fast_kernels(int enabled);
 int mlxs_fast_kernels_enabled(void);

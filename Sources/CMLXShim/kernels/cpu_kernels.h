@@ -21,6 +21,14 @@ void linear_rows_q8(const float* x, const int8_t* w, const float* scales, float*
 void linear_gemm_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group);
 int linear_q8_rows_limit(int k);
 
+// Rows [j0, j1) of y (m, n) = x (m, k) @ w^T, on the calling thread: the pieces a caller composes into one
+// parallel loop over several matrices. bf16 reads x as prepare_rows_bf16 reorders it (even/odd within each 16).
+void prepare_rows_bf16(const float* x, float* xp, int m, int k);
+void linear_block_f32(const float* x, const float* w, float* y, int m, int n, int k, int j0, int j1);
+void linear_block_bf16(const float* xp, const uint16_t* w, float* y, int m, int n, int k, int j0, int j1);
+void linear_block_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group, int j0,
+                     int j1);
+
 // Row normalisations over the last axis of x (rows, d), float32; w / b nullable (d). rms: x / sqrt(mean(x^2) + eps)
 // * w; layer: (x - mean) / sqrt(var + eps) * w + b (biased variance).
 void rms_norm(const float* x, const float* w, float* y, int rows, int d, float eps);
@@ -67,5 +75,37 @@ struct AttentionArgs {
   size_t kv_plane = 0;
 };
 void attention(const AttentionArgs& a);
+
+// One decoding position of a stack of pre-norm decoder blocks (Llama layout: RMSNorm, RoPE rotate-half attention
+// with a KV cache, RMSNorm, SwiGLU MLP, residuals), for `batch` rows at the same position `past`, in one call:
+// per block five parallel loops (q/k/v, attention, o, gate/up, down) and no graph between them.
+enum class WeightKind { f32, bf16, q8 };
+struct DecodeMatrix {
+  WeightKind kind;
+  const void* w;          // (n, k) row-major
+  const float* scales;    // q8: (n, k / group)
+  int group;
+  int n, k;
+};
+struct DecodeBlock {
+  const float* input_norm;  // (hidden) float32
+  const float* post_norm;
+  DecodeMatrix q, k, v, o, gate, up, down;
+  const float* k_cache;  // (batch, kv_heads) planes of head_dim-rows; the first `past` rows of each are read
+  const float* v_cache;
+  size_t k_plane, v_plane;  // elements between consecutive planes (a cache buffer's capacity * head_dim)
+  float* k_new;          // (batch, kv_heads, head_dim): this position's key after RoPE
+  float* v_new;
+};
+struct DecodeArgs {
+  int batch, hidden, heads, kv_heads, head_dim, intermediate, past;
+  float eps, rope_base;
+  const float* x;            // (batch, hidden)
+  const float* final_norm;   // nullable
+  float* out;                // (batch, hidden)
+  const DecodeBlock* blocks;
+  int layers;
+};
+void decode_step(const DecodeArgs& a);
 
 }  // namespace mlxkernels

@@ -175,6 +175,18 @@ void prepare_x_bf16(const float* x, float* xp, int m, int k) {
 
 }  // namespace
 
+void prepare_rows_bf16(const float* x, float* xp, int m, int k) { prepare_x_bf16(x, xp, m, k); }
+
+void linear_block_f32(const float* x, const float* w, float* y, int m, int n, int k, int j0, int j1) {
+  if (m == 1) single_row_block(x, w, y, k, j0, j1);
+  else rows_block(x, w, y, m, n, k, j0, j1);
+}
+
+void linear_block_bf16(const float* xp, const uint16_t* w, float* y, int m, int n, int k, int j0, int j1) {
+  if (m == 1) single_row_block(xp, w, y, k, j0, j1);
+  else rows_block(xp, w, y, m, n, k, j0, j1);
+}
+
 // The rows kernel re-reads all of x for every four weight rows, so x must stay in L2; within that it beats
 // OpenBLAS (small m) and the bf16 -> f32 conversion pass up to a few dozen rows.
 int linear_rows_limit(bool bf16, int k) {

@@ -80,6 +80,11 @@ void rows_block(const float* x, const int8_t* w, const float* s, float* y, int m
 
 }  // namespace
 
+void linear_block_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group, int j0,
+                     int j1) {
+  rows_block(x, w, scales, y, m, n, k, group, j0, j1);
+}
+
 int linear_q8_rows_limit(int k) { return std::max(1, std::min(32, int((size_t(128) << 10) / size_t(std::max(k, 1))))); }
 
 void linear_rows_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group) {

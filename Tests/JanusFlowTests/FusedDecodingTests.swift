@@ -1,0 +1,101 @@
+import Foundation
+import JanusFlow
+import MLXEngine
+import XCTest
+
+/// The fused decoding primitive (all decoder blocks of one position in one shim call) against the same language
+/// model run op by op, in every weight dtype, with grouped-query attention, batch rows and cache growth.
+final class FusedDecodingTests: XCTestCase {
+    override func tearDown() { Kernels.enabled = true }
+
+    func maxAbsDifference(_ a: Tensor, _ b: Tensor) throws -> Float {
+        try (a.asType(.float32) - b.asType(.float32)).abs().max().item(Float.self)
+    }
+
+    func model(_ dtype: DType, kvHeads: Int = 2) throws -> LanguageModel {
+        Initializer.seed(7)
+        let config = LanguageConfig(hiddenSize: 64, intermediateSize: 96, numAttentionHeads: 4, numHiddenLayers: 3,
+                                    numKeyValueHeads: kvHeads, vocabSize: 50, ropeTheta: 500)
+        let lm = LanguageModel(config)
+        lm.cast(to: dtype == .int8 ? .bfloat16 : dtype)
+        if dtype == .int8 {
+            for (_, module) in lm.namedModules() { if let linear = module as? Linear { try linear.quantize(groupSize: 32) } }
+        }
+        try lm.evalParameters()
+        return lm
+    }
+
+    /// Prefills `prompt` positions, then decodes `steps` positions twice from copies of the same cache: through
+    /// `FusedDecoding.step` and through the layers op by op; returns the largest difference of hidden states and
+    /// of the caches' keys and values.
+    func compare(_ lm: LanguageModel, batch: Int, prompt: Int, steps: Int, cacheStep: Int) throws -> Float {
+        let h = lm.config.hiddenSize
+        let fused = lm.model.layers.map { _ in KVCache(step: cacheStep) }
+        let embeds = Random.normal([batch, prompt, h], key: RandomKey(seed: 1))
+        try lm.forward(inputsEmbeds: embeds, cache: fused).lastHiddenState.eval()
+        let reference = fused.map { $0.copy() }
+        var worst: Float = 0
+        let blocks = lm.decoderBlocks, shape = lm.attentionShape
+        XCTAssertEqual(shape, DecoderAttentionShape(heads: 4, kvHeads: lm.config.numKeyValueHeads, headDim: 16, ropeBase: 500, normEps: 1e-6))
+        for s in 0..<steps {
+            let x = Random.normal([batch, 1, h], key: RandomKey(seed: UInt64(10 + s)))
+            XCTAssertTrue(FusedDecoding.supports(x, blocks: blocks, caches: fused))
+            let a = FusedDecoding.step(x, blocks: blocks, finalNorm: lm.model.norm.weight, caches: fused, shape: shape)
+            // collectHiddenStates keeps forward off the fused path: the reference runs every op separately.
+            let b = lm.forward(inputsEmbeds: x, cache: reference, collectHiddenStates: true).lastHiddenState
+            worst = max(worst, try maxAbsDifference(a, b))
+        }
+        for (f, r) in zip(fused, reference) {
+            XCTAssertEqual(f.offset, prompt + steps)
+            worst = max(worst, try maxAbsDifference(f.keys!, r.keys!), try maxAbsDifference(f.values!, r.values!))
+        }
+        return worst
+    }
+
+    func testFloat32MatchesTheLayersOpByOp() throws {
+        let lm = try model(.float32)
+        // Cache buffers of 4 positions grow three times during these steps.
+        XCTAssertLessThan(try compare(lm, batch: 1, prompt: 3, steps: 9, cacheStep: 4), 2e-5)
+        XCTAssertLessThan(try compare(lm, batch: 3, prompt: 5, steps: 4, cacheStep: 256), 2e-5)
+    }
+
+    func testBFloat16AndInt8WeightsMatchTheLayersOpByOp() throws {
+        XCTAssertLessThan(try compare(try model(.bfloat16), batch: 2, prompt: 4, steps: 5, cacheStep: 4), 1e-4)
+        XCTAssertLessThan(try compare(try model(.int8, kvHeads: 4), batch: 1, prompt: 4, steps: 5, cacheStep: 256), 1e-4)
+    }
+
+    /// forward takes the fused path on its own for plain decoding (same tokens as with every kernel off).
+    func testGreedyDecodingIsUnchanged() throws {
+        let lm = try model(.float32)
+        func greedy() throws -> [Int] {
+            let cache = lm.makeCache()
+            var out = lm.forward(inputsEmbeds: Random.normal([1, 6, 64], key: RandomKey(seed: 3)), cache: cache)
+            var tokens: [Int] = []
+            for _ in 0..<12 {
+                let token = try lm.logits(out.lastHiddenState.slice(axis: 1, -1)).argMax(axis: -1).reshaped([-1]).item(Int32.self)
+                tokens.append(Int(token))
+                out = lm.forward(inputsEmbeds: lm.embed(Tensor([token], shape: [1, 1])), cache: cache)
+            }
+            return tokens
+        }
+        let fast = try greedy()
+        Kernels.enabled = false
+        XCTAssertEqual(try greedy(), fast)
+    }
+
+    func testUnsupportedInputsAreDeclined() throws {
+        let lm = try model(.float32)
+        let blocks = lm.decoderBlocks
+        let empty = lm.makeCache()
+        let x = Tensor.zeros([1, 1, 64])
+        XCTAssertFalse(FusedDecoding.supports(x, blocks: blocks, caches: empty), "an empty cache")
+        let cache = lm.makeCache()
+        try lm.forward(inputsEmbeds: Tensor.zeros([1, 2, 64]), cache: cache).lastHiddenState.eval()
+        XCTAssertTrue(FusedDecoding.supports(x, blocks: blocks, caches: cache))
+        XCTAssertFalse(FusedDecoding.supports(Tensor.zeros([1, 2, 64]), blocks: blocks, caches: cache), "two positions")
+        XCTAssertFalse(FusedDecoding.supports(x.asType(.bfloat16), blocks: blocks, caches: cache), "bfloat16 activations")
+        XCTAssertFalse(FusedDecoding.supports(Tensor.zeros([2, 1, 64]), blocks: blocks, caches: cache), "batch differs from the cache")
+        Kernels.enabled = false
+        XCTAssertFalse(FusedDecoding.supports(x, blocks: blocks, caches: cache), "fast kernels off")
+    }
+}
