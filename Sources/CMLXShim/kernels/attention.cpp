@@ -382,6 +382,8 @@ void attention_tiled(const AttentionArgs& a) {
 
 }  // namespace
 
+float softmax_numerators(float* row, int count, float scale, const float* mask) { return softmax_row(row, count, scale, mask); }
+
 void attention(const AttentionArgs& a) {
   if (a.b <= 0 || a.hq <= 0 || a.lq <= 0 || a.d <= 0) return;
   if (a.lk <= 0) {  // no keys: softmax over nothing

@@ -75,6 +75,8 @@ struct AttentionArgs {
   size_t kv_plane = 0;
 };
 void attention(const AttentionArgs& a);
+// One softmax row's numerators in place: row[j] = exp(row[j] * scale + mask[j] - max) (mask nullable); returns their sum.
+float softmax_numerators(float* row, int count, float scale, const float* mask);
 
 // One decoding position of a stack of pre-norm decoder blocks (Llama layout: RMSNorm, RoPE rotate-half attention
 // with a KV cache, RMSNorm, SwiGLU MLP, residuals), for `batch` rows at the same position `past`, in one call:

@@ -111,27 +111,9 @@ void attend(const float* q, const float* keys, const float* values, int past, co
             int d, float scale, float* out, std::vector<float>& scores) {
   scores.resize(size_t(past) + 1);
   float* s = scores.data();
-  float top = -INFINITY;
-  for (int j = 0; j < past; ++j) {
-    s[j] = dot(q, keys + size_t(j) * d, d) * scale;
-    top = std::max(top, s[j]);
-  }
-  s[past] = dot(q, k_new, d) * scale;
-  top = std::max(top, s[past]);
-  const int n = past + 1;
-  const __m256 vt = _mm256_set1_ps(top);
-  __m256 acc = _mm256_setzero_ps();
-  int j = 0;
-  for (; j + 8 <= n; j += 8) {
-    __m256 e = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), vt));
-    _mm256_storeu_ps(s + j, e);
-    acc = _mm256_add_ps(acc, e);
-  }
-  float total = hsum(acc);
-  for (; j < n; ++j) {
-    s[j] = std::exp(s[j] - top);
-    total += s[j];
-  }
+  for (int j = 0; j < past; ++j) s[j] = dot(q, keys + size_t(j) * d, d);
+  s[past] = dot(q, k_new, d);
+  const float total = softmax_numerators(s, past + 1, scale, nullptr);
   std::fill(out, out + d, 0.0f);
   for (int t = 0; t < past; ++t) axpy(s[t], values + size_t(t) * d, out, d);
   axpy(s[past], v_new, out, d);
