@@ -718,6 +718,7 @@ std::vector<mx::array> decode_step(const mx::array& x, std::optional<mx::array> 
     if (!is_norm(*final_norm)) fail("final norm must be (hidden)");
     inputs.push_back(plain(*final_norm));
   }
+  FastDecodeStep::Shape shape{layers, heads, kv_heads, head_dim, h, inter, past, eps, rope_base, final_norm.has_value(), {}};
   const int rows[kMatrices] = {heads * head_dim, kv_heads * head_dim, kv_heads * head_dim, h, inter, inter, h};
   const int cols[kMatrices] = {h, h, h, heads * head_dim, h, h, inter};
   for (int l = 0; l < layers; ++l) {
@@ -739,6 +740,7 @@ std::vector<mx::array> decode_step(const mx::array& x, std::optional<mx::array> 
       if (w.ndim() != 2 || w.shape(0) != rows[m] || w.shape(1) != cols[m])
         fail("layer " + std::to_string(l) + ": weight " + std::to_string(m) + " has the wrong shape");
       inputs.push_back(plain(w));
+      shape.groups.push_back(w.dtype() == mx::int8 ? group : 0);
       if (w.dtype() == mx::int8) {
         if (!s || group <= 0 || group % 16 != 0 || cols[m] % group != 0 || s->ndim() != 2 || s->shape(0) != rows[m] ||
             s->shape(1) != cols[m] / group)
@@ -749,12 +751,6 @@ std::vector<mx::array> decode_step(const mx::array& x, std::optional<mx::array> 
       }
     }
   }
-  FastDecodeStep::Shape shape{layers, heads, kv_heads, head_dim, h, inter, past, eps, rope_base, final_norm.has_value(), {}};
-  for (int l = 0; l < layers; ++l)
-    for (int m = 0; m < kMatrices; ++m) {
-      const auto& w = blocks[size_t(l * kBlockInputs + 4 + m)];
-      shape.groups.push_back(w.dtype() == mx::int8 ? groups[size_t(l * kMatrices + m)] : 0);
-    }
   std::vector<mx::Shape> shapes = {{b, 1, h}};
   std::vector<mx::Dtype> dtypes = {mx::float32};
   for (int l = 0; l < 2 * layers; ++l) {

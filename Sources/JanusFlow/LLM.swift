@@ -199,13 +199,6 @@ public final class LanguageModel: Module {
                      "a shared prompt replaces the key mask, the cache and the segments")
         let offset = sharedPrompt?.length ?? cache?.first?.offset ?? 0
         let l = inputsEmbeds.dim(1)
-        var mask = LanguageModel.additiveMask(queries: l, offset: offset, keyMask: keyMask, dtype: inputsEmbeds.dtype)
-        var positions: Tensor?
-        if let segments {
-            let (m, p) = LanguageModel.packedMaskAndPositions(segments: segments, dtype: inputsEmbeds.dtype)
-            mask = m
-            positions = p
-        }
         // One new position per row, no masks, hidden states not needed: the whole stack as one fused primitive.
         if let cache, l == 1, keyMask == nil, segments == nil, sharedPrompt == nil, stopAfterLayer == nil, !collectHiddenStates {
             let blocks = decoderBlocks
@@ -213,6 +206,13 @@ public final class LanguageModel: Module {
                 let h = FusedDecoding.step(inputsEmbeds, blocks: blocks, finalNorm: model.norm.weight, caches: cache, shape: attentionShape)
                 return LanguageModelOutput(lastHiddenState: h, hiddenStates: [])
             }
+        }
+        var mask = LanguageModel.additiveMask(queries: l, offset: offset, keyMask: keyMask, dtype: inputsEmbeds.dtype)
+        var positions: Tensor?
+        if let segments {
+            let (m, p) = LanguageModel.packedMaskAndPositions(segments: segments, dtype: inputsEmbeds.dtype)
+            mask = m
+            positions = p
         }
         var h = inputsEmbeds
         var states: [Tensor] = collectHiddenStates ? [h] : []

@@ -238,33 +238,28 @@ public final class KVCache {
     /// (B, H, capacity, D) with the first `offset` positions filled. The cache must hold something already.
     func reserve(_ n: Int) -> [Tensor] {
         precondition(keyBuffer != nil && valueBuffer != nil, "KVCache.reserve: the cache is empty")
-        for isKey in [true, false] {
-            let buffer = isKey ? keyBuffer! : valueBuffer!
-            guard buffer.dim(2) < offset + n else { continue }
-            let capacity = (offset + n + step - 1) / step * step
-            var shape = buffer.shape
-            shape[2] = capacity - offset
-            let grown = concatenated([buffer.slice(axis: 2, 0, offset), Tensor.zeros(shape, dtype: buffer.dtype)], axis: 2)
-            if isKey { keyBuffer = grown } else { valueBuffer = grown }
-        }
+        keyBuffer = Self.room(for: n, in: keyBuffer, at: offset, step: step, like: keyBuffer!)
+        valueBuffer = Self.room(for: n, in: valueBuffer, at: offset, step: step, like: valueBuffer!)
         return [keyBuffer!, valueBuffer!]
+    }
+
+    /// `buffer`, or (when it is missing, too short for `n` more positions or of another dtype than `like`) a new
+    /// one in `like`'s shape and dtype with capacity for them, a multiple of `step`, holding its first `offset`.
+    private static func room(for n: Int, in buffer: Tensor?, at offset: Int, step: Int, like: Tensor) -> Tensor {
+        if let buffer, buffer.dim(2) >= offset + n, buffer.dtype == like.dtype { return buffer }
+        var shape = like.shape
+        shape[2] = (offset + n + step - 1) / step * step - offset
+        let room = Tensor.zeros(shape, dtype: like.dtype)
+        return offset == 0 ? room : concatenated([buffer!.slice(axis: 2, 0, offset).asType(like.dtype), room], axis: 2)
     }
 
     /// `update` written at `offset` of `buffer`, growing the buffer first when it is too short. The old buffer
     /// is released by the caller's assignment before evaluation, so MLX updates it in place.
     private static func write(_ update: Tensor, into buffer: Tensor?, at offset: Int, step: Int) -> Tensor {
-        let n = update.dim(2)
-        var buffer = buffer
-        if buffer == nil || buffer!.dim(2) < offset + n || buffer!.dtype != update.dtype {
-            let capacity = (offset + n + step - 1) / step * step
-            var shape = update.shape
-            shape[2] = capacity - offset
-            let room = Tensor.zeros(shape, dtype: update.dtype)
-            buffer = offset == 0 ? room : concatenated([buffer!.slice(axis: 2, 0, offset).asType(update.dtype), room], axis: 2)
-        }
         var stop = update.shape
         stop[2] += offset
-        return buffer!.sliceUpdated(update, start: [0, 0, offset, 0], stop: stop)
+        return room(for: update.dim(2), in: buffer, at: offset, step: step, like: update)
+            .sliceUpdated(update, start: [0, 0, offset, 0], stop: stop)
     }
 
     /// Keeps only the first `length` positions (to reuse a shared prompt prefix).
