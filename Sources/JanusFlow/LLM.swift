@@ -190,13 +190,17 @@ public final class LanguageModel: Module {
     ///   then not applied.
     /// - segments: for packed rows, (B, L) sample ids (-1 for padding): attention stays inside each sample
     ///   and positions restart at 0 for every sample.
+    /// - branches: with `segments`, (B, L) branch ids for samples that share a prefix: 0 for the shared prefix
+    ///   (first in each sample), k > 0 for the k-th continuation, which attends to the prefix and itself only and
+    ///   whose positions continue from the prefix, as if each continuation were a sample of its own.
     /// - sharedPrompt: for classifier-free guidance, a prompt row the batch rows continue (see `SharedPrompt`);
     ///   then `keyMask`, `cache` and `segments` must be nil.
     public func forward(inputsEmbeds: Tensor, keyMask: Tensor? = nil, cache: [KVCache]? = nil,
                         collectHiddenStates: Bool = false, stopAfterLayer: Int? = nil, segments: Tensor? = nil,
-                        sharedPrompt: SharedPrompt? = nil) -> LanguageModelOutput {
+                        branches: Tensor? = nil, sharedPrompt: SharedPrompt? = nil) -> LanguageModelOutput {
         precondition(sharedPrompt == nil || (keyMask == nil && cache == nil && segments == nil),
                      "a shared prompt replaces the key mask, the cache and the segments")
+        precondition(branches == nil || segments != nil, "branches need segments")
         let offset = sharedPrompt?.length ?? cache?.first?.offset ?? 0
         let l = inputsEmbeds.dim(1)
         // One new position per row, no masks, hidden states not needed: the whole stack as one fused primitive.
@@ -210,7 +214,7 @@ public final class LanguageModel: Module {
         var mask = LanguageModel.additiveMask(queries: l, offset: offset, keyMask: keyMask, dtype: inputsEmbeds.dtype)
         var positions: Tensor?
         if let segments {
-            let (m, p) = LanguageModel.packedMaskAndPositions(segments: segments, dtype: inputsEmbeds.dtype)
+            let (m, p) = LanguageModel.packedMaskAndPositions(segments: segments, branches: branches, dtype: inputsEmbeds.dtype)
             mask = m
             positions = p
         }
@@ -257,18 +261,32 @@ public final class LanguageModel: Module {
         return causal.reshaped([1, 1, l, s]) + NN.boolMaskToAdditive(keep, dtype: dtype)
     }
 
-    /// Block-diagonal causal mask (B, 1, L, L) and per-sample positions (B, L) for packed rows.
-    static func packedMaskAndPositions(segments: Tensor, dtype: DType) -> (Tensor, Tensor) {
+    /// Block-diagonal causal mask (B, 1, L, L) and per-sample positions (B, L) for packed rows; with `branches`,
+    /// a continuation (branch k > 0) sees its sample's prefix (branch 0) and itself, not the other continuations.
+    static func packedMaskAndPositions(segments: Tensor, branches: Tensor? = nil, dtype: DType) -> (Tensor, Tensor) {
         let (b, l) = (segments.dim(0), segments.dim(1))
         let seg = segments.asType(.int32)
         let same = seg.reshaped([b, l, 1]) .== seg.reshaped([b, 1, l])
         let causal = Tensor.arange(l).reshaped([1, l, 1]) .>= Tensor.arange(l).reshaped([1, 1, l])
-        let keep = same.logicalAnd(causal).logicalAnd((seg .>= 0).reshaped([b, 1, l]))
-        // Position = index minus the index where the sample starts (segments are contiguous runs).
+        var keep = same.logicalAnd(causal).logicalAnd((seg .>= 0).reshaped([b, 1, l]))
+        // Segments and branches are contiguous runs: a run starts where either id changes.
         let index = Tensor.arange(l).reshaped([1, l]).broadcast(to: [b, l])
-        let isStart = concatenated([Tensor.ones([b, 1], dtype: .bool), seg.slice(axis: 1, 1) .!= seg.slice(axis: 1, 0, l - 1)], axis: 1)
-        let starts = which(isStart, index, Tensor.zeros([b, l], dtype: .int32)).cumulativeMax(axis: 1)
-        return (NN.boolMaskToAdditive(keep, dtype: dtype).expandedDims(axis: 1), index - starts)
+        let zeros = Tensor.zeros([b, l], dtype: .int32)
+        func runStarts(_ ids: Tensor) -> Tensor {
+            let changes = concatenated([Tensor.ones([b, 1], dtype: .bool), ids.slice(axis: 1, 1) .!= ids.slice(axis: 1, 0, l - 1)], axis: 1)
+            return which(changes, index, zeros).cumulativeMax(axis: 1)
+        }
+        let sampleStart = runStarts(seg)
+        guard let branches else { return (NN.boolMaskToAdditive(keep, dtype: dtype).expandedDims(axis: 1), index - sampleStart) }
+        let br = branches.asType(.int32)
+        keep = keep.logicalAnd((br.reshaped([b, l, 1]) .== br.reshaped([b, 1, l])).logicalOr((br .== 0).reshaped([b, 1, l])))
+        // A continuation's positions start at its sample's prefix length (the prefix tokens come first).
+        let branchStart = runStarts(seg * 65536 + br)
+        let inPrefix = (br .== 0).logicalAnd(seg .>= 0).asType(.int32)
+        let prefixBefore = inPrefix.cumsum(axis: 1, inclusive: false)
+        let prefixLength = inPrefix.cumsum(axis: 1) - prefixBefore.takeAlong(sampleStart, axis: 1)
+        let positions = which(br .== 0, index - sampleStart, prefixLength + index - branchStart)
+        return (NN.boolMaskToAdditive(keep, dtype: dtype).expandedDims(axis: 1), positions)
     }
 
     /// Token embeddings in float32, the compute dtype, whatever dtype the table is stored in: bfloat16 activations

@@ -17,6 +17,10 @@ struct ShapesDemo {
         /// Understanding conversations, one scene each, of `questionsPerImage` question-answer turns.
         var trainQuestions = 12000
         var questionsPerImage = 4
+        /// The questions about one training image as independent single-turn samples sharing the prompt and image
+        /// block (`UnderstandingExample.sharingPrefix`), not as one multi-turn conversation where later questions
+        /// can read the earlier answers instead of the image.
+        var independentQuestions = true
         var trainTexts = 4000
         var pretrainImages = 4800
         var vaeSteps = 400
@@ -255,10 +259,14 @@ struct ShapesDemo {
             data.generation.append(GenerationExample(promptIDs: processor.generationIDs(g.prompt), latent: latentAll[i], repaTarget: targetAll[i]))
         }
         for turns in conversations {
-            let messages = turns.enumerated().flatMap { i, q in [ChatMessage.user((i == 0 ? "<image_placeholder>\n" : "") + q.question), .assistant(q.answer)] }
-            let (prompt, labelMask) = processor.processForTraining(conversation: messages)
-            data.understanding.append(UnderstandingExample(ids: prompt.ids, labelMask: labelMask, imageSeqMask: prompt.imageSeqMask,
-                                                           pixels: Tensor(pixels(turns[0].scene), shape: [3, s.imageSize, s.imageSize])))
+            let image = Tensor(pixels(turns[0].scene), shape: [3, s.imageSize, s.imageSize])
+            func example(_ turns: ArraySlice<QuestionSample>) -> UnderstandingExample {
+                let messages = turns.enumerated().flatMap { i, q in [ChatMessage.user((i == 0 ? "<image_placeholder>\n" : "") + q.question), .assistant(q.answer)] }
+                let (prompt, labelMask) = processor.processForTraining(conversation: messages)
+                return UnderstandingExample(ids: prompt.ids, labelMask: labelMask, imageSeqMask: prompt.imageSeqMask, pixels: image)
+            }
+            data.understanding.append(s.independentQuestions ? try .sharingPrefix(turns.indices.map { example(turns[$0...$0]) })
+                                                             : example(turns[...]))
         }
         data.text = textIDs.map { TextExample(ids: $0) }
 

@@ -11,12 +11,45 @@ public struct UnderstandingExample {
     public var imageSeqMask: [Bool]
     /// The preprocessed image (3, S, S) in [-1, 1].
     public var pixels: Tensor
+    /// For samples sharing a prefix (`sharingPrefix`): 0 at the prefix, k at the k-th sample's own tokens.
+    public var branches: [Int]?
 
-    public init(ids: [Int], labelMask: [Bool], imageSeqMask: [Bool], pixels: Tensor) {
+    public init(ids: [Int], labelMask: [Bool], imageSeqMask: [Bool], pixels: Tensor, branches: [Int]? = nil) {
         self.ids = ids
         self.labelMask = labelMask
         self.imageSeqMask = imageSeqMask
         self.pixels = pixels
+        self.branches = branches
+    }
+
+    /// Several single-turn samples about one image as one example: their common token prefix (system prompt,
+    /// image block, ...) once, then each sample's remaining tokens as a branch that attends to the prefix and to
+    /// itself only. Training on it gives the same per-token losses as the samples on their own rows, at the cost of
+    /// one prefix, and unlike a multi-turn conversation no answer is visible to another question.
+    /// The samples must show the same image (the first one's pixels are kept).
+    public static func sharingPrefix(_ samples: [UnderstandingExample]) throws -> UnderstandingExample {
+        guard let first = samples.first else { throw TrainingError("sharingPrefix: no samples") }
+        if samples.count == 1 { return first }
+        var common = first.ids.count
+        for s in samples.dropFirst() {
+            common = Swift.min(common, zip(first.ids, s.ids).prefix { $0 == $1 }.count)
+        }
+        var example = UnderstandingExample(ids: Array(first.ids.prefix(common)), labelMask: Array(first.labelMask.prefix(common)),
+                                           imageSeqMask: Array(first.imageSeqMask.prefix(common)), pixels: first.pixels,
+                                           branches: Array(repeating: 0, count: common))
+        for (k, s) in samples.enumerated() {
+            // A branch's first token follows another branch in the row, so it must not be a target; and every
+            // image position must lie in the shared prefix, which the image block fills once.
+            guard s.ids.count > common, !s.labelMask[common], !s.labelMask.prefix(common).contains(true),
+                  !s.imageSeqMask.dropFirst(common).contains(true) else {
+                throw TrainingError("sharingPrefix: sample \(k) differs from the others inside its image block or its answer, or adds nothing after the common prefix")
+            }
+            example.ids += s.ids.dropFirst(common)
+            example.labelMask += s.labelMask.dropFirst(common)
+            example.imageSeqMask += s.imageSeqMask.dropFirst(common)
+            example.branches! += Array(repeating: k + 1, count: s.ids.count - common)
+        }
+        return example
     }
 }
 
@@ -60,18 +93,23 @@ public struct TrainingData {
 public enum Collate {
     public static func understanding(_ examples: [UnderstandingExample], padID: Int) -> UnderstandingBatch {
         let t = examples.map(\.ids.count).max() ?? 0
-        var ids: [Int32] = [], keys: [Int32] = [], labels: [Int32] = [], images: [Bool] = []
+        var ids: [Int32] = [], keys: [Int32] = [], labels: [Int32] = [], images: [Bool] = [], branches: [Int32] = []
         for e in examples {
             let pad = t - e.ids.count
             ids += e.ids.map(Int32.init) + Array(repeating: Int32(padID), count: pad)
             keys += Array(repeating: 1, count: e.ids.count) + Array(repeating: 0, count: pad)
             labels += e.labelMask.map { $0 ? 1 : 0 } + Array(repeating: 0, count: pad)
             images += e.imageSeqMask + Array(repeating: false, count: pad)
+            branches += (e.branches ?? Array(repeating: 0, count: e.ids.count)).map(Int32.init) + Array(repeating: 0, count: pad)
         }
         let b = examples.count
-        return UnderstandingBatch(ids: Tensor(ids, shape: [b, t]), keyMask: Tensor(keys, shape: [b, t]),
+        let keyMask = Tensor(keys, shape: [b, t])
+        // Shared-prefix examples need the segment form of the mask (one segment per row, -1 at padding).
+        let branched = examples.contains { $0.branches != nil }
+        return UnderstandingBatch(ids: Tensor(ids, shape: [b, t]), keyMask: keyMask,
                                   labelMask: Tensor(labels, shape: [b, t]), pixels: stacked(examples.map(\.pixels)).expandedDims(axis: 1),
-                                  imageSeqMask: Tensor(images, shape: [b, t]))
+                                  imageSeqMask: Tensor(images, shape: [b, t]), segments: branched ? keyMask - 1 : nil,
+                                  branches: branched ? Tensor(branches, shape: [b, t]) : nil)
     }
 
     /// Greedy packing of whole samples into rows of at most `rowLength` tokens (a longer sample gets its own row).
@@ -95,7 +133,7 @@ public enum Collate {
         let rows = packRows(examples.map(\.ids.count), rowLength: rowLength)
         let t = rows.map { $0.reduce(0) { $0 + examples[$1].ids.count } }.max() ?? 0
         let maxImages = rows.map(\.count).max() ?? 1
-        var ids: [Int32] = [], segs: [Int32] = [], labels: [Int32] = [], images: [Bool] = [], pixels: [Tensor] = []
+        var ids: [Int32] = [], segs: [Int32] = [], labels: [Int32] = [], images: [Bool] = [], pixels: [Tensor] = [], branches: [Int32] = []
         let blank = Tensor.zeros(examples[0].pixels.shape)
         for row in rows {
             var n = 0
@@ -103,6 +141,7 @@ public enum Collate {
                 let e = examples[i]
                 ids += e.ids.map(Int32.init)
                 segs += Array(repeating: Int32(s), count: e.ids.count)
+                branches += (e.branches ?? Array(repeating: 0, count: e.ids.count)).map(Int32.init)
                 labels += e.labelMask.map { $0 ? 1 : 0 }
                 images += e.imageSeqMask
                 pixels.append(e.pixels)
@@ -112,6 +151,7 @@ public enum Collate {
             segs += Array(repeating: -1, count: t - n)
             labels += Array(repeating: 0, count: t - n)
             images += Array(repeating: false, count: t - n)
+            branches += Array(repeating: 0, count: t - n)
             pixels += Array(repeating: blank, count: maxImages - row.count)
         }
         let b = rows.count
@@ -119,7 +159,8 @@ public enum Collate {
         return UnderstandingBatch(ids: Tensor(ids, shape: [b, t]), keyMask: (segments .>= 0).asType(.int32),
                                   labelMask: Tensor(labels, shape: [b, t]),
                                   pixels: stacked(pixels).reshaped([b, maxImages] + examples[0].pixels.shape),
-                                  imageSeqMask: Tensor(images, shape: [b, t]), segments: segments)
+                                  imageSeqMask: Tensor(images, shape: [b, t]), segments: segments,
+                                  branches: examples.contains { $0.branches != nil } ? Tensor(branches, shape: [b, t]) : nil)
     }
 
     public static func packedText(_ examples: [TextExample], padID: Int, rowLength: Int) -> TextBatch {

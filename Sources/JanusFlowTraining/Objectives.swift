@@ -42,14 +42,18 @@ public struct UnderstandingBatch {
     public var imageSeqMask: Tensor  // (B, T) bool
     /// Packed rows: (B, T) sample index per position (-1 for padding); attention stays inside a sample.
     public var segments: Tensor?
+    /// With `segments`: (B, T) branch ids of shared-prefix examples (see `UnderstandingExample.sharingPrefix`).
+    public var branches: Tensor?
 
-    public init(ids: Tensor, keyMask: Tensor, labelMask: Tensor, pixels: Tensor, imageSeqMask: Tensor, segments: Tensor? = nil) {
+    public init(ids: Tensor, keyMask: Tensor, labelMask: Tensor, pixels: Tensor, imageSeqMask: Tensor, segments: Tensor? = nil,
+                branches: Tensor? = nil) {
         self.ids = ids
         self.keyMask = keyMask
         self.labelMask = labelMask
         self.pixels = pixels
         self.imageSeqMask = imageSeqMask
         self.segments = segments
+        self.branches = branches
     }
 }
 
@@ -96,7 +100,7 @@ public enum Objectives {
     public static func understandingLoss(_ model: JanusFlowModel, _ batch: UnderstandingBatch) -> Tensor {
         let embeds = model.prepareInputsEmbeds(ids: batch.ids, pixels: batch.pixels, imageSeqMask: batch.imageSeqMask)
         let hidden = model.languageModel.forward(inputsEmbeds: embeds, keyMask: batch.segments == nil ? batch.keyMask : nil,
-                                                 segments: batch.segments).lastHiddenState
+                                                 segments: batch.segments, branches: batch.branches).lastHiddenState
         return nextTokenLoss(logits: model.languageModel.logits(hidden), ids: batch.ids, labelMask: batch.labelMask)
     }
 

@@ -331,4 +331,35 @@ final class PackingTests: XCTestCase {
         try packedTrainer.run()
         XCTAssertTrue(packedTrainer.history[0]["understanding"]!.isFinite)
     }
+
+    /// Questions about one image sharing their prefix: the same loss as the questions on rows of their own, in the
+    /// padded and the packed layout, while the prefix is computed once.
+    func testSharedPrefixExampleEqualsSeparateSamples() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("branch-\(UUID().uuidString)")
+        let trainer = try makeTrainer(stages: [stage("s", steps: 1)], output: dir)
+        let model = trainer.modules.model
+        let base = trainer.data.understanding[1]
+        let prefix = Array(base.ids.prefix(21))  // BOS, two tokens, the image block, the end-of-image token
+        let singles = [(12, [13], [21, 22]), (12, [14, 15, 16], [20]), (17, [], [23, 21, 20])].map { first, rest, answer in
+            let ids = prefix + [first] + rest + answer + [eos]
+            return UnderstandingExample(ids: ids, labelMask: ids.indices.map { $0 >= ids.count - answer.count - 1 },
+                                        imageSeqMask: ids.map { $0 == imageTag || $0 == placeholder }, pixels: base.pixels)
+        }
+        let shared = try UnderstandingExample.sharingPrefix(singles)
+        XCTAssertEqual(shared.ids.count, singles.map(\.ids.count).reduce(0, +) - 2 * 21)
+        XCTAssertEqual(shared.branches?.filter { $0 == 0 }.count, 21)
+        let separate = try Objectives.understandingLoss(model, Collate.understanding(singles, padID: pad)).item(Float.self)
+        XCTAssertEqual(try Objectives.understandingLoss(model, Collate.understanding([shared], padID: pad)).item(Float.self), separate, accuracy: 1e-5)
+        // Packed beside an ordinary sample, and padded beside it: both equal the samples one per row.
+        let other = trainer.data.understanding[2]
+        let all = try Objectives.understandingLoss(model, Collate.understanding(singles + [other], padID: pad)).item(Float.self)
+        let packed = Collate.packedUnderstanding([other, shared], padID: pad, rowLength: 100)
+        XCTAssertEqual(packed.ids.dim(0), 1)
+        XCTAssertEqual(try Objectives.understandingLoss(model, packed).item(Float.self), all, accuracy: 1e-5)
+        XCTAssertEqual(try Objectives.understandingLoss(model, Collate.understanding([shared, other], padID: pad)).item(Float.self), all, accuracy: 1e-5)
+        // A shared prefix reaching into an answer is refused.
+        XCTAssertThrowsError(try UnderstandingExample.sharingPrefix([singles[0], singles[0]])) { error in
+            XCTAssertEqual("\(error)", "sharingPrefix: sample 0 differs from the others inside its image block or its answer, or adds nothing after the common prefix")
+        }
+    }
 }
