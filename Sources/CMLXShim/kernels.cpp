@@ -303,27 +303,29 @@ size_t plane_stride(const mx::array& x) {
   return size_t(plane);
 }
 
-// x copied into `scratch` as a contiguous (B, H, L, D) array.
-const float* pack_planes(const mx::array& x, std::vector<float>& scratch) {
+// x (elements of type T) copied into `scratch` as a contiguous (B, H, L, D) array.
+template <typename T>
+const T* pack_planes(const mx::array& x, std::vector<T>& scratch) {
   const auto& st = x.strides();
   const int64_t b = x.shape(0), h = x.shape(1), l = x.shape(2), d = x.shape(3);
   scratch.resize(size_t(x.size()));
-  const float* src = x.data<float>();
-  float* dst = scratch.data();
+  const T* src = x.data<T>();
+  T* dst = scratch.data();
   for (int64_t n = 0; n < b; ++n)
     for (int64_t c = 0; c < h; ++c)
       for (int64_t i = 0; i < l; ++i, dst += d) {
-        const float* row = src + n * st[0] + c * st[1] + i * st[2];
-        if (st[3] == 1) std::memcpy(dst, row, sizeof(float) * size_t(d));
+        const T* row = src + n * st[0] + c * st[1] + i * st[2];
+        if (st[3] == 1) std::memcpy(dst, row, sizeof(T) * size_t(d));
         else for (int64_t t = 0; t < d; ++t) dst[t] = row[t * st[3]];
       }
   return scratch.data();
 }
 
 // x's planes as `plane_stride` describes them, copied into `scratch` (contiguous) when x is laid out otherwise.
-const float* planes_of(const mx::array& x, std::vector<float>& scratch, size_t& plane) {
+template <typename T>
+const T* planes_of(const mx::array& x, std::vector<T>& scratch, size_t& plane) {
   plane = plane_stride(x);
-  if (plane) return x.data<float>();
+  if (plane) return x.data<T>();
   plane = size_t(x.shape(2)) * x.shape(3);
   return pack_planes(x, scratch);
 }
@@ -632,7 +634,9 @@ class FastDecodeStep : public mx::Primitive {
       };
       norms.reserve(size_t(2 * sh.layers + 1));
       std::vector<std::vector<float>> scratch;
+      std::vector<std::vector<mx::bfloat16_t>> scratch16;
       scratch.reserve(size_t(2 * sh.layers));
+      scratch16.reserve(size_t(2 * sh.layers));
       size_t at = 0;
       const mx::array& x = inputs[at++];
       const float* final_norm = sh.final_norm ? norm(inputs[at++]) : nullptr;
@@ -644,10 +648,18 @@ class FastDecodeStep : public mx::Primitive {
         const mx::array& kc = inputs[at++];
         const mx::array& vc = inputs[at++];
         // A cache buffer is read in place; another layout is packed first (see planes_of).
-        scratch.emplace_back();
-        b.k_cache = planes_of(kc, scratch.back(), b.k_plane);
-        scratch.emplace_back();
-        b.v_cache = planes_of(vc, scratch.back(), b.v_plane);
+        b.kv_bf16 = kc.dtype() == mx::bfloat16;
+        if (b.kv_bf16) {
+          scratch16.emplace_back();
+          b.k_cache = planes_of(kc, scratch16.back(), b.k_plane);
+          scratch16.emplace_back();
+          b.v_cache = planes_of(vc, scratch16.back(), b.v_plane);
+        } else {
+          scratch.emplace_back();
+          b.k_cache = planes_of(kc, scratch.back(), b.k_plane);
+          scratch.emplace_back();
+          b.v_cache = planes_of(vc, scratch.back(), b.v_plane);
+        }
         mlxkernels::DecodeMatrix* matrices[kMatrices] = {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
         for (int m = 0; m < kMatrices; ++m) {
           const mx::array& w = inputs[at++];
@@ -660,8 +672,8 @@ class FastDecodeStep : public mx::Primitive {
           else if (w.dtype() == mx::bfloat16) d.kind = mlxkernels::WeightKind::bf16, d.w = w.data<mx::bfloat16_t>();
           else d.kind = mlxkernels::WeightKind::q8, d.w = w.data<int8_t>(), d.scales = inputs[at++].data<float>();
         }
-        b.k_new = outputs[size_t(1 + 2 * l)].data<float>();
-        b.v_new = outputs[size_t(2 + 2 * l)].data<float>();
+        b.k_new = outputs[size_t(1 + 2 * l)].data<void>();
+        b.v_new = outputs[size_t(2 + 2 * l)].data<void>();
       }
       mlxkernels::DecodeArgs a{};
       a.batch = int(x.shape(0));
@@ -719,6 +731,7 @@ std::vector<mx::array> decode_step(const mx::array& x, std::optional<mx::array> 
     inputs.push_back(plain(*final_norm));
   }
   FastDecodeStep::Shape shape{layers, heads, kv_heads, head_dim, h, inter, past, eps, rope_base, final_norm.has_value(), {}};
+  const mx::Dtype cache_type = blocks[2].dtype();
   const int rows[kMatrices] = {heads * head_dim, kv_heads * head_dim, kv_heads * head_dim, h, inter, inter, h};
   const int cols[kMatrices] = {h, h, h, heads * head_dim, h, h, inter};
   for (int l = 0; l < layers; ++l) {
@@ -728,9 +741,9 @@ std::vector<mx::array> decode_step(const mx::array& x, std::optional<mx::array> 
     inputs.push_back(plain(in[1]));
     for (int c = 2; c < 4; ++c) {
       const auto& cache = in[c];
-      if (cache.dtype() != mx::float32 || cache.ndim() != 4 || cache.shape(0) != b || cache.shape(1) != kv_heads ||
-          cache.shape(2) < past || cache.shape(3) != head_dim)
-        fail("layer " + std::to_string(l) + ": caches must be float32 (batch, kv_heads, >= past, head_dim)");
+      if ((cache_type != mx::float32 && cache_type != mx::bfloat16) || cache.dtype() != cache_type || cache.ndim() != 4 ||
+          cache.shape(0) != b || cache.shape(1) != kv_heads || cache.shape(2) < past || cache.shape(3) != head_dim)
+        fail("layer " + std::to_string(l) + ": caches must be (batch, kv_heads, >= past, head_dim), all float32 or all bfloat16");
       inputs.push_back(cache);
     }
     for (int m = 0; m < kMatrices; ++m) {
@@ -755,7 +768,7 @@ std::vector<mx::array> decode_step(const mx::array& x, std::optional<mx::array> 
   std::vector<mx::Dtype> dtypes = {mx::float32};
   for (int l = 0; l < 2 * layers; ++l) {
     shapes.push_back({b, kv_heads, 1, head_dim});
-    dtypes.push_back(mx::float32);
+    dtypes.push_back(cache_type);
   }
   return mx::array::make_arrays(std::move(shapes), dtypes, std::make_shared<FastDecodeStep>(cpu_stream(), std::move(shape)), inputs);
 }

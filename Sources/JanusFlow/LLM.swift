@@ -180,7 +180,14 @@ public final class LanguageModel: Module {
     }
 
     /// A fresh cache per layer.
-    public func makeCache() -> [KVCache] { model.layers.map { _ in KVCache() } }
+    public func makeCache(dtype: DType? = nil) -> [KVCache] { model.layers.map { _ in KVCache(dtype: dtype) } }
+
+    /// The cache dtype for decoding text: bfloat16 when the layers' weights are stored in bfloat16 or int8 (the
+    /// cache is then read at the weights' precision and costs half the bytes per step), float32 otherwise.
+    public var decodingCacheDType: DType {
+        let w = model.layers.first?.selfAttention.kProj.weight.dtype
+        return w == .bfloat16 || w == .int8 ? .bfloat16 : .float32
+    }
 
     /// Runs the decoder on `inputsEmbeds` (B, L, H).
     /// - keyMask: optional (B, S) with 1 for keys to attend to and 0 for hidden ones (padding or, for CFG, the

@@ -107,7 +107,7 @@ public enum TextDecoder {
                                 parameters: SamplingParameters, stopTokens: Set<Int>,
                                 keepStepLogits: Bool = false, onToken: ((Int) -> Bool)? = nil) throws -> Result {
         let lm = model.languageModel
-        let cache = lm.makeCache()
+        let cache = lm.makeCache(dtype: lm.decodingCacheDType)
         var mask = keyMask
         var out = lm.forward(inputsEmbeds: inputsEmbeds, keyMask: mask, cache: cache)
         var sampler = TokenSampler(parameters)

@@ -90,7 +90,7 @@ struct UnderstandBench: ParsableCommand {
         report("LLM prefill, \(l) tokens (last logit)", seconds: prefill, gflop: prefillFlops / 1e9, peak: peak)
 
         // Decode: one token at a time from a prefilled cache.
-        let cache = lm.makeCache()
+        let cache = lm.makeCache(dtype: lm.decodingCacheDType)
         try lm.forward(inputsEmbeds: embeds, cache: cache).lastHiddenState.eval()
         var token = Tensor([Int32(1)], shape: [1, 1])
         let start = DispatchTime.now().uptimeNanoseconds

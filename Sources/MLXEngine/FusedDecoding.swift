@@ -39,8 +39,10 @@ public enum FusedDecoding {
     public static func supports(_ x: Tensor, blocks: [DecoderBlockWeights], caches: [KVCache]) -> Bool {
         guard Kernels.enabled, !blocks.isEmpty, caches.count == blocks.count, x.ndim == 3, x.dim(1) == 1, x.dtype == .float32,
               let first = caches.first, first.offset > 0 else { return false }
+        guard let cacheType = first.keyBuffer?.dtype, cacheType == .float32 || cacheType == .bfloat16 else { return false }
         for cache in caches {
-            guard cache.offset == first.offset, let keys = cache.keyBuffer, keys.dtype == .float32, keys.dim(0) == x.dim(0) else { return false }
+            guard cache.offset == first.offset, let keys = cache.keyBuffer, keys.dtype == cacheType, cache.valueBuffer?.dtype == cacheType,
+                  keys.dim(0) == x.dim(0) else { return false }
         }
         for block in blocks {
             for linear in block.linears {

@@ -214,8 +214,14 @@ public final class KVCache {
     public private(set) var offset = 0
     /// Positions added when the buffers are full.
     public let step: Int
+    /// The dtype positions are stored in (nil: as they come). A bfloat16 cache halves what each decoding step
+    /// reads; `update` still returns the dtype it is given.
+    public let dtype: DType?
 
-    public init(step: Int = 256) { self.step = step }
+    public init(step: Int = 256, dtype: DType? = nil) {
+        self.step = step
+        self.dtype = dtype
+    }
 
     public var keys: Tensor? { keyBuffer.map { $0.dim(2) == offset ? $0 : $0.slice(axis: 2, 0, offset) } }
     public var values: Tensor? { valueBuffer.map { $0.dim(2) == offset ? $0 : $0.slice(axis: 2, 0, offset) } }
@@ -223,14 +229,16 @@ public final class KVCache {
     /// Appends new keys/values and returns everything cached so far.
     public func update(keys newKeys: Tensor, values newValues: Tensor) -> (Tensor, Tensor) {
         append(keys: newKeys, values: newValues)
-        return (keys!, values!)
+        let (k, v) = (keys!, values!)
+        return (k.dtype == newKeys.dtype ? k : k.asType(newKeys.dtype), v.dtype == newValues.dtype ? v : v.asType(newValues.dtype))
     }
 
     /// Appends new keys/values (B, H, n, D).
     public func append(keys newKeys: Tensor, values newValues: Tensor) {
         let n = newKeys.dim(2)
-        keyBuffer = Self.write(newKeys, into: keyBuffer, at: offset, step: step)
-        valueBuffer = Self.write(newValues, into: valueBuffer, at: offset, step: step)
+        func stored(_ x: Tensor) -> Tensor { dtype.map { x.dtype == $0 ? x : x.asType($0) } ?? x }
+        keyBuffer = Self.write(stored(newKeys), into: keyBuffer, at: offset, step: step)
+        valueBuffer = Self.write(stored(newValues), into: valueBuffer, at: offset, step: step)
         offset += n
     }
 
@@ -267,7 +275,7 @@ public final class KVCache {
 
     /// A cache holding the same arrays (arrays are immutable, so later updates do not affect the original).
     public func copy() -> KVCache {
-        let c = KVCache(step: step)
+        let c = KVCache(step: step, dtype: dtype)
         c.keyBuffer = keyBuffer
         c.valueBuffer = valueBuffer
         c.offset = offset
@@ -276,7 +284,7 @@ public final class KVCache {
 
     /// Repeats every batch row `count` times along the batch axis.
     public func repeatedBatch(_ count: Int) -> KVCache {
-        let c = KVCache(step: step)
+        let c = KVCache(step: step, dtype: dtype)
         c.keyBuffer = keys?.repeated(count, axis: 0)
         c.valueBuffer = values?.repeated(count, axis: 0)
         c.offset = offset

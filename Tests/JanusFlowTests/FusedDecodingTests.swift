@@ -28,9 +28,10 @@ final class FusedDecodingTests: XCTestCase {
     /// Prefills `prompt` positions, then decodes `steps` positions twice from copies of the same cache: through
     /// `FusedDecoding.step` and through the layers op by op; returns the largest difference of hidden states and
     /// of the caches' keys and values.
-    func compare(_ lm: LanguageModel, batch: Int, prompt: Int, steps: Int, cacheStep: Int) throws -> Float {
+    func compare(_ lm: LanguageModel, batch: Int, prompt: Int, steps: Int, cacheStep: Int, cacheType: DType? = nil,
+                 cacheTolerance: Float? = nil) throws -> Float {
         let h = lm.config.hiddenSize
-        let fused = lm.model.layers.map { _ in KVCache(step: cacheStep) }
+        let fused = lm.model.layers.map { _ in KVCache(step: cacheStep, dtype: cacheType) }
         let embeds = Random.normal([batch, prompt, h], key: RandomKey(seed: 1))
         try lm.forward(inputsEmbeds: embeds, cache: fused).lastHiddenState.eval()
         let reference = fused.map { $0.copy() }
@@ -47,7 +48,9 @@ final class FusedDecodingTests: XCTestCase {
         }
         for (f, r) in zip(fused, reference) {
             XCTAssertEqual(f.offset, prompt + steps)
-            worst = max(worst, try maxAbsDifference(f.keys!, r.keys!), try maxAbsDifference(f.values!, r.values!))
+            XCTAssertEqual(f.keys!.dtype, cacheType ?? .float32)
+            let cacheDifference = max(try maxAbsDifference(f.keys!, r.keys!), try maxAbsDifference(f.values!, r.values!))
+            if let cacheTolerance { XCTAssertLessThan(cacheDifference, cacheTolerance) } else { worst = max(worst, cacheDifference) }
         }
         return worst
     }
@@ -62,6 +65,33 @@ final class FusedDecodingTests: XCTestCase {
     func testBFloat16AndInt8WeightsMatchTheLayersOpByOp() throws {
         XCTAssertLessThan(try compare(try model(.bfloat16), batch: 2, prompt: 4, steps: 5, cacheStep: 4), 1e-4)
         XCTAssertLessThan(try compare(try model(.int8, kvHeads: 4), batch: 1, prompt: 4, steps: 5, cacheStep: 256), 1e-4)
+    }
+
+    /// A bfloat16 cache (what text generation uses with bfloat16 or int8 weights): the fused step stores and reads
+    /// the positions as the layers do. Keys computed a few ulps apart in float32 may round to neighbouring bfloat16
+    /// values, hence the cache tolerance of about one bfloat16 step.
+    func testBFloat16CacheMatchesTheLayersOpByOp() throws {
+        let lm = try model(.bfloat16)
+        XCTAssertEqual(lm.decodingCacheDType, .bfloat16)
+        XCTAssertLessThan(try compare(lm, batch: 2, prompt: 4, steps: 5, cacheStep: 4, cacheType: .bfloat16, cacheTolerance: 2e-2), 1e-3)
+        XCTAssertLessThan(try compare(try model(.int8, kvHeads: 4), batch: 1, prompt: 6, steps: 4, cacheStep: 256, cacheType: .bfloat16,
+                                      cacheTolerance: 2e-2), 1e-3)
+        XCTAssertEqual(try model(.float32).decodingCacheDType, .float32)
+    }
+
+    /// Decoding with a bfloat16 cache stays close to decoding with a float32 one.
+    func testBFloat16CacheIsCloseToFloat32Cache() throws {
+        let lm = try model(.bfloat16)
+        func decode(_ type: DType) throws -> Tensor {
+            let cache = lm.makeCache(dtype: type)
+            var h = lm.forward(inputsEmbeds: Random.normal([1, 5, 64], key: RandomKey(seed: 4)), cache: cache).lastHiddenState
+            for s in 0..<6 { h = lm.forward(inputsEmbeds: Random.normal([1, 1, 64], key: RandomKey(seed: UInt64(20 + s))), cache: cache).lastHiddenState }
+            XCTAssertEqual(cache[0].keys!.dtype, type)
+            return h
+        }
+        let difference = try maxAbsDifference(try decode(.bfloat16), try decode(.float32))
+        XCTAssertGreaterThan(difference, 0)  // the cache really holds rounded values
+        XCTAssertLessThan(difference, 5e-2)
     }
 
     /// forward takes the fused path on its own for plain decoding (same tokens as with every kernel off).

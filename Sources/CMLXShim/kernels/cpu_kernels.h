@@ -93,11 +93,13 @@ struct DecodeBlock {
   const float* input_norm;  // (hidden) float32
   const float* post_norm;
   DecodeMatrix q, k, v, o, gate, up, down;
-  const float* k_cache;  // (batch, kv_heads) planes of head_dim-rows; the first `past` rows of each are read
-  const float* v_cache;
+  // (batch, kv_heads) planes of head_dim-rows, float32 or (kv_bf16) bfloat16; the first `past` rows are read.
+  const void* k_cache;
+  const void* v_cache;
   size_t k_plane, v_plane;  // elements between consecutive planes (a cache buffer's capacity * head_dim)
-  float* k_new;          // (batch, kv_heads, head_dim): this position's key after RoPE
-  float* v_new;
+  bool kv_bf16;
+  void* k_new;  // (batch, kv_heads, head_dim) in the cache's dtype: this position's key after RoPE
+  void* v_new;
 };
 struct DecodeArgs {
   int batch, hidden, heads, kv_heads, head_dim, intermediate, past;

@@ -76,24 +76,47 @@ class Rows {
   std::vector<float> prepared_;
 };
 
-float dot(const float* a, const float* b, int d) {
+// Eight cache values as float32: a float32 cache as it is, a bfloat16 one (raw 16-bit patterns) widened.
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+inline float value(const float* p, int i) { return p[i]; }
+inline float value(const uint16_t* p, int i) {
+  const uint32_t bits = uint32_t(p[i]) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// float32 -> bfloat16 bits, rounding to nearest even as MLX's conversion does.
+inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);  // NaN stays NaN
+  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+template <typename T>
+float dot(const float* a, const T* b, int d) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
   int i = 0;
   for (; i + 16 <= d; i += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load8(b + i + 8), acc1);
   }
   float s = hsum(_mm256_add_ps(acc0, acc1));
-  for (; i < d; ++i) s += a[i] * b[i];
+  for (; i < d; ++i) s += a[i] * value(b, i);
   return s;
 }
 
 // y += w * x over d values.
-void axpy(float w, const float* x, float* y, int d) {
+template <typename T>
+void axpy(float w, const T* x, float* y, int d) {
   const __m256 vw = _mm256_set1_ps(w);
   int i = 0;
-  for (; i + 8 <= d; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vw, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-  for (; i < d; ++i) y[i] += w * x[i];
+  for (; i + 8 <= d; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vw, load8(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < d; ++i) y[i] += w * value(x, i);
 }
 
 // Rotate-half RoPE of one head vector in place, with the angles' cosines and sines (d / 2 each).
@@ -107,7 +130,8 @@ void rotate(float* x, const float* cosines, const float* sines, int d) {
 }
 
 // Softmax attention of one query over `past` cached keys/values plus one new key/value; out (d).
-void attend(const float* q, const float* keys, const float* values, int past, const float* k_new, const float* v_new,
+template <typename T>
+void attend(const float* q, const T* keys, const T* values, int past, const float* k_new, const float* v_new,
             int d, float scale, float* out, std::vector<float>& scores) {
   scores.resize(size_t(past) + 1);
   float* s = scores.data();
@@ -119,6 +143,20 @@ void attend(const float* q, const float* keys, const float* values, int past, co
   axpy(s[past], v_new, out, d);
   const float inv = 1.0f / total;
   for (int i = 0; i < d; ++i) out[i] *= inv;
+}
+
+// The new key and value stored in the cache's dtype; with a bfloat16 cache the step attends to them as stored,
+// as the unfused path (write the cache, then attend over it) does.
+void store(float* x, void* dst, bool bf16, int d) {
+  if (!bf16) {
+    std::memcpy(dst, x, sizeof(float) * size_t(d));
+    return;
+  }
+  auto* out = static_cast<uint16_t*>(dst);
+  for (int i = 0; i < d; ++i) {
+    out[i] = to_bf16(x[i]);
+    x[i] = value(out, i);
+  }
 }
 
 }  // namespace
@@ -153,16 +191,23 @@ void decode_step(const DecodeArgs& a) {
       for (int i = 0; i < hkv; ++i) {
         float* kr = k.data() + (size_t(r) * hkv + i) * d;
         rotate(kr, cosines.data(), sines.data(), d);
-        std::memcpy(blk.k_new + (size_t(r) * hkv + i) * d, kr, sizeof(float) * size_t(d));
-        std::memcpy(blk.v_new + (size_t(r) * hkv + i) * d, v.data() + (size_t(r) * hkv + i) * d, sizeof(float) * size_t(d));
+        const size_t at = (size_t(r) * hkv + i) * d, bytes = blk.kv_bf16 ? 2 : 4;
+        store(kr, static_cast<char*>(blk.k_new) + at * bytes, blk.kv_bf16, d);
+        store(v.data() + at, static_cast<char*>(blk.v_new) + at * bytes, blk.kv_bf16, d);
       }
     }
     parallel_for(b * hq, [&](int task) {
       thread_local std::vector<float> scores;
       const int r = task / hq, head = task % hq, kv = head / group;
       const size_t plane = size_t(r) * hkv + kv, own = plane * d;
-      attend(q.data() + (size_t(r) * hq + head) * d, blk.k_cache + plane * blk.k_plane, blk.v_cache + plane * blk.v_plane, a.past, k.data() + own,
-             v.data() + own, d, scale, attn.data() + (size_t(r) * hq + head) * d, scores);
+      const float* qr = q.data() + (size_t(r) * hq + head) * d;
+      float* out = attn.data() + (size_t(r) * hq + head) * d;
+      if (blk.kv_bf16)
+        attend(qr, static_cast<const uint16_t*>(blk.k_cache) + plane * blk.k_plane, static_cast<const uint16_t*>(blk.v_cache) + plane * blk.v_plane,
+               a.past, k.data() + own, v.data() + own, d, scale, out, scores);
+      else
+        attend(qr, static_cast<const float*>(blk.k_cache) + plane * blk.k_plane, static_cast<const float*>(blk.v_cache) + plane * blk.v_plane,
+               a.past, k.data() + own, v.data() + own, d, scale, out, scores);
     });
     {
       Rows in(attn.data(), b, hq * d);
