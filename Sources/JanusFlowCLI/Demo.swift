@@ -14,6 +14,9 @@ struct ShapesDemo {
         var seed: UInt64 = 0
         var imageSize = 32
         var trainScenes = 12000
+        /// Relative number of training captions per GenEval category, in GenEvalCategory order (single_object,
+        /// two_object, counting, colors, position, color_attr); held-out prompts stay equal per category.
+        var captionMix = [1, 1, 1, 1, 1, 1]
         /// Understanding conversations, one scene each, of `questionsPerImage` question-answer turns.
         var trainQuestions = 12000
         var questionsPerImage = 4
@@ -53,6 +56,10 @@ struct ShapesDemo {
                 settings = try JSONDecoder().decode(Settings.self, from: JSONSerialization.data(withJSONObject: merged))
             } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
                 throw ValidationError("\(url.path): setting '\(context.codingPath.first?.stringValue ?? "?")' has the wrong type")
+            }
+            guard settings.captionMix.count == GenEvalCategory.allCases.count, settings.captionMix.allSatisfy({ $0 >= 0 }),
+                  settings.captionMix.contains(where: { $0 > 0 }) else {
+                throw ValidationError("\(url.path): setting 'captionMix' must be \(GenEvalCategory.allCases.count) counts >= 0, not all 0 (\(settings.captionMix))")
             }
             guard settings.questionsPerImage >= 1 else {
                 throw ValidationError("\(url.path): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
@@ -108,7 +115,8 @@ struct ShapesDemo {
 
         // 1. The world: training scenes with captions, questions and text; held-out prompts and questions.
         log("== ShapesWorld (seed \(s.seed)): \(worldConfig.shapes.count) shapes, \(worldConfig.colors.count) colours, 1-\(worldConfig.maxObjects) objects")
-        let genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: GenEvalCategory.allCases[i % 6]) }
+        let mixCycle = zip(GenEvalCategory.allCases, s.captionMix).flatMap { Array(repeating: $0, count: $1) }
+        let genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: mixCycle[i % mixCycle.count]) }
         // Each training image comes with several different questions as one multi-turn conversation (every answer
         // is a target), as LLaVA-style instruction data does; held-out questions stay single-turn.
         let conversations = (0..<s.trainQuestions).map { _ in

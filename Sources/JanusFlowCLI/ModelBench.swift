@@ -142,10 +142,16 @@ struct GenerateBench: ParsableCommand {
                 oneImage = best
                 oneImagePeak = Memory.peak
             }
-            // LLM work of the step: 1 + N new positions in each of the 2B rows, plus the 2-row prompt prefill.
+            // LLM work of the step as the table counts it (3.01 TFLOP for one image): the linear layers over
+            // 1 + N new positions in each of the 2B rows plus the 2-row prompt, and causal attention over the full
+            // rows (prompt + t_emb + N image tokens). The prompt is computed once here, so this is the work done by
+            // the official code's step, which recomputes it.
             let lm = model.languageModel
             let llmParams = Double(lm.parameterCount - lm.model.embedTokens.parameterCount - lm.lmHead.parameterCount)
-            let flops = 2.0 * llmParams * (Double((1 + imageTokens(model)) * 2 * images) + Double(2 * (promptTokens - 1)))
+            let rowLength = Double(promptTokens + imageTokens(model))
+            let c = model.config.languageConfig
+            let attention = 4.0 * Double(c.numHiddenLayers * c.numAttentionHeads * c.headDim) * rowLength * rowLength / 2 * Double(2 * images)
+            let flops = 2.0 * llmParams * (Double((1 + imageTokens(model)) * 2 * images) + Double(2 * (promptTokens - 1))) + attention
             let extra = images == 1 ? "" : String(format: "  (%.2fx the 1-image step)", best / oneImage)
             report("Euler step, \(images) image(s), CFG batch \(2 * images)", seconds: best, gflop: flops / 1e9, peak: peak, suffix: extra)
         }
