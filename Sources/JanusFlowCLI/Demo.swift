@@ -24,6 +24,9 @@ struct ShapesDemo {
         /// block (`UnderstandingExample.sharingPrefix`), not as one multi-turn conversation where later questions
         /// can read the earlier answers instead of the image.
         var independentQuestions = true
+        /// Relative number of training questions per question type ("pope": 3, ...); types left out count 1.
+        /// Held-out questions stay uniform over the types.
+        var questionMix: [String: Int] = [:]
         var trainTexts = 4000
         var pretrainImages = 4800
         var vaeSteps = 400
@@ -60,6 +63,13 @@ struct ShapesDemo {
             guard settings.captionMix.count == GenEvalCategory.allCases.count, settings.captionMix.allSatisfy({ $0 >= 0 }),
                   settings.captionMix.contains(where: { $0 > 0 }) else {
                 throw ValidationError("\(url.path): setting 'captionMix' must be \(GenEvalCategory.allCases.count) counts >= 0, not all 0 (\(settings.captionMix))")
+            }
+            let types = Set(QuestionType.allCases.map(\.rawValue))
+            if let bad = settings.questionMix.keys.sorted().first(where: { !types.contains($0) }) {
+                throw ValidationError("\(url.path): setting 'questionMix' has an unknown question type '\(bad)' (known: \(types.sorted().joined(separator: ", ")))")
+            }
+            if settings.questionMix.values.contains(where: { $0 < 0 }) {
+                throw ValidationError("\(url.path): setting 'questionMix' must have counts >= 0")
             }
             guard settings.questionsPerImage >= 1 else {
                 throw ValidationError("\(url.path): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
@@ -119,11 +129,14 @@ struct ShapesDemo {
         let genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: mixCycle[i % mixCycle.count]) }
         // Each training image comes with several different questions as one multi-turn conversation (every answer
         // is a target), as LLaVA-style instruction data does; held-out questions stay single-turn.
+        // A question-type cycle drawn from when the mix is set (otherwise the generator's uniform choice).
+        let typeCycle = s.questionMix.isEmpty ? [] : world.questionTypes.flatMap { Array(repeating: $0, count: s.questionMix[$0.rawValue] ?? 1) }
+        var typeRandom = WorldRandom(seed: s.seed &+ 4242)
         let conversations = (0..<s.trainQuestions).map { _ in
             let scene = world.scene()
             var turns: [QuestionSample] = []
             for _ in 0..<(s.questionsPerImage * 4) where turns.count < s.questionsPerImage {
-                let q = world.question(about: scene)
+                let q = typeCycle.isEmpty ? world.question(about: scene) : world.question(about: scene, type: typeRandom.pick(typeCycle))
                 if !turns.contains(where: { $0.question == q.question }) { turns.append(q) }
             }
             // In the order drawn: every type also comes first, as held-out questions do (putting descriptions last

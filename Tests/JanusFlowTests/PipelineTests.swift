@@ -318,7 +318,8 @@ final class DemoDeterminismTests: XCTestCase {
         // Bad settings files stop the run before it writes anything, with an error naming the file and the key.
         for (name, json, message) in [("unknown", #"{"stageStep": [1, 1, 1]}"#, "unknown setting 'stageStep'"),
                                       ("zero", #"{"questionsPerImage": 0}"#, "setting 'questionsPerImage' must be at least 1 (0)"),
-                                      ("mix", #"{"captionMix": [1, 2, 3]}"#, "setting 'captionMix' must be 6 counts >= 0, not all 0 ([1, 2, 3])")] {
+                                      ("mix", #"{"captionMix": [1, 2, 3]}"#, "setting 'captionMix' must be 6 counts >= 0, not all 0 ([1, 2, 3])"),
+                                      ("types", #"{"questionMix": {"pope": 2, "popes": 1}}"#, "setting 'questionMix' has an unknown question type 'popes'")] {
             let file = root.appendingPathComponent("\(name).json"), out = root.appendingPathComponent("out-\(name)")
             try json.write(to: file, atomically: true, encoding: .utf8)
             let bad = try runCLI(["demo", "--settings", file.path, "--out", out.path])
