@@ -61,6 +61,15 @@ struct UnderstandBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "understand", abstract: "SigLIP encode, prefill and KV-cached decode.")
     @OptionGroup var options: ModelBenchOptions
 
+    @Option(help: "KV cache dtype for the decode row: auto (what text generation uses: bfloat16 with bfloat16 or int8 weights), float32, bfloat16.")
+    var cacheDtype = "auto"
+
+    func validate() throws {
+        guard ["auto", "float32", "bfloat16"].contains(cacheDtype) else {
+            throw ValidationError("--cache-dtype must be auto, float32 or bfloat16 (got '\(cacheDtype)')")
+        }
+    }
+
     func run() throws {
         let peak = MachineFigures.sgemmPeak(n: 2048, repeats: 3)
         // This machine's bandwidth swings with its neighbours' load: the best of many reads, taken again after decoding.
@@ -90,7 +99,13 @@ struct UnderstandBench: ParsableCommand {
         report("LLM prefill, \(l) tokens (last logit)", seconds: prefill, gflop: prefillFlops / 1e9, peak: peak)
 
         // Decode: one token at a time from a prefilled cache.
-        let cache = lm.makeCache(dtype: lm.decodingCacheDType)
+        let cacheType: DType
+        switch cacheDtype {
+        case "auto": cacheType = lm.decodingCacheDType
+        case "float32": cacheType = .float32
+        default: cacheType = .bfloat16
+        }
+        let cache = lm.makeCache(dtype: cacheType)
         try lm.forward(inputsEmbeds: embeds, cache: cache).lastHiddenState.eval()
         var token = Tensor([Int32(1)], shape: [1, 1])
         let start = DispatchTime.now().uptimeNanoseconds
@@ -106,7 +121,7 @@ struct UnderstandBench: ParsableCommand {
         let bytes = Double(lm.namedModules().compactMap { $0.1 as? Linear }.reduce(0) {
             $0 + $1.weight.size * $1.weight.dtype.size + ($1.scales?.size ?? 0) * 4
         })
-        print(row("LLM decode, KV cache", String(format: "%.2f tokens/s", 1 / perToken),
+        print(row("LLM decode, KV cache (\(cacheType == .bfloat16 ? "bf16" : "f32") cache)", String(format: "%.2f tokens/s", 1 / perToken),
                   String(format: "%.1f GB/s of weights = %@ of read bandwidth (%.1f GB/s)", bytes / perToken / 1e9,
                          pct(bytes / perToken / 1e9 / bandwidth), bandwidth)))
         print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
