@@ -24,6 +24,10 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Ablation: 'repa' runs the same budget without REPA and reports the difference (paper Table 6).")
     var ablate: String?
 
+    func validate() throws {
+        if let ablate, ablate != "repa" { throw ValidationError("--ablate supports 'repa' (got '\(ablate)')") }
+    }
+
     func run() throws {
         var settings = quick ? ShapesDemo.Settings.quick : ShapesDemo.Settings()
         if let path = self.settings { settings = try settings.overridden(byJSONFile: URL(fileURLWithPath: path)) }
@@ -40,7 +44,6 @@ struct DemoCommand: ParsableCommand {
             print(String(format: "demo finished in %.0f s; scores in %@", Date().timeIntervalSince(start), root.appendingPathComponent("report/scores.json").path))
             return
         }
-        guard ablate == "repa" else { throw ValidationError("--ablate supports 'repa'") }
         var without = settings
         without.repa = false
         var ablation = ShapesDemo(settings: without, out: root.appendingPathComponent("ablation-no-repa"))
