@@ -349,7 +349,8 @@ struct ShapesDemo {
             "losses": ["understanding": firstLast("understanding"), "rf": firstLast("rf"), "repa": firstLast("repa"), "text": firstLast("text"),
                        "vae": ["first": mean(Array(vaeLosses.prefix(10))), "last": mean(Array(vaeLosses.suffix(10)))],
                        "siglip": ["first": mean(Array(siglipLosses.prefix(10))), "last": mean(Array(siglipLosses.suffix(10)))],
-                       "llm": ["first": mean(Array(llmLosses.prefix(10))), "last": mean(Array(llmLosses.suffix(10)))]],
+                       "llm": ["first": mean(Array(llmLosses.prefix(10))), "last": mean(Array(llmLosses.suffix(10)))]]
+                .filter { !$0.value.values.contains { $0.isNaN } },  // a loss the run did not compute (REPA off) is left out
             "chance": ["generation_overall": 0.0, "understanding_accuracy": chanceAccuracy(heldQuestions)],
             "settings": ["repa": s.repa, "cfg": s.cfg, "sample_steps": s.sampleSteps, "seed": s.seed],
         ]

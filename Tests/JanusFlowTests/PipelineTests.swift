@@ -315,6 +315,17 @@ final class DemoDeterminismTests: XCTestCase {
             XCTAssertEqual(try Data(contentsOf: root.appendingPathComponent("a/\(file)")), try Data(contentsOf: root.appendingPathComponent("b/\(file)")),
                            "\(file) differs between two runs with the same seed")
         }
+        // Without REPA (what --ablate repa trains) the report leaves the REPA loss out instead of failing on NaN.
+        let noRepa = root.appendingPathComponent("no-repa.json")
+        var tiny = try JSONSerialization.jsonObject(with: Data(contentsOf: settings)) as! [String: Any]
+        tiny["repa"] = false
+        try JSONSerialization.data(withJSONObject: tiny).write(to: noRepa)
+        let ablated = try runCLI(["demo", "--settings", noRepa.path, "--seed", "3", "--out", root.appendingPathComponent("c").path])
+        XCTAssertEqual(ablated.status, 0, ablated.error)
+        let ablatedScores = try JSONSerialization.jsonObject(with: Data(contentsOf: root.appendingPathComponent("c/report/scores.json"))) as! [String: Any]
+        let losses = ablatedScores["losses"] as! [String: Any]
+        XCTAssertNil(losses["repa"])
+        XCTAssertNotNil(losses["rf"])
         // Bad settings files stop the run before it writes anything, with an error naming the file and the key.
         for (name, json, message) in [("unknown", #"{"stageStep": [1, 1, 1]}"#, "unknown setting 'stageStep'"),
                                       ("zero", #"{"questionsPerImage": 0}"#, "setting 'questionsPerImage' must be at least 1 (0)"),
