@@ -648,18 +648,13 @@ class FastDecodeStep : public mx::Primitive {
         const mx::array& kc = inputs[at++];
         const mx::array& vc = inputs[at++];
         // A cache buffer is read in place; another layout is packed first (see planes_of).
+        auto read = [](auto& pool, const mx::array& c, size_t& plane) -> const void* {
+          pool.emplace_back();
+          return planes_of(c, pool.back(), plane);
+        };
         b.kv_bf16 = kc.dtype() == mx::bfloat16;
-        if (b.kv_bf16) {
-          scratch16.emplace_back();
-          b.k_cache = planes_of(kc, scratch16.back(), b.k_plane);
-          scratch16.emplace_back();
-          b.v_cache = planes_of(vc, scratch16.back(), b.v_plane);
-        } else {
-          scratch.emplace_back();
-          b.k_cache = planes_of(kc, scratch.back(), b.k_plane);
-          scratch.emplace_back();
-          b.v_cache = planes_of(vc, scratch.back(), b.v_plane);
-        }
+        b.k_cache = b.kv_bf16 ? read(scratch16, kc, b.k_plane) : read(scratch, kc, b.k_plane);
+        b.v_cache = b.kv_bf16 ? read(scratch16, vc, b.v_plane) : read(scratch, vc, b.v_plane);
         mlxkernels::DecodeMatrix* matrices[kMatrices] = {&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down};
         for (int m = 0; m < kMatrices; ++m) {
           const mx::array& w = inputs[at++];

@@ -68,8 +68,9 @@ struct ShapesDemo {
             if let bad = settings.questionMix.keys.sorted().first(where: { !types.contains($0) }) {
                 throw ValidationError("\(url.path): setting 'questionMix' has an unknown question type '\(bad)' (known: \(types.sorted().joined(separator: ", ")))")
             }
-            if settings.questionMix.values.contains(where: { $0 < 0 }) {
-                throw ValidationError("\(url.path): setting 'questionMix' must have counts >= 0")
+            let standardTypes = QuestionType.allCases.filter { $0 != .size }
+            if settings.questionMix.values.contains(where: { $0 < 0 }) || !standardTypes.contains(where: { (settings.questionMix[$0.rawValue] ?? 1) > 0 }) {
+                throw ValidationError("\(url.path): setting 'questionMix' must have counts >= 0, not 0 for every type")
             }
             guard settings.questionsPerImage >= 1 else {
                 throw ValidationError("\(url.path): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
@@ -127,8 +128,8 @@ struct ShapesDemo {
         log("== ShapesWorld (seed \(s.seed)): \(worldConfig.shapes.count) shapes, \(worldConfig.colors.count) colours, 1-\(worldConfig.maxObjects) objects")
         let mixCycle = zip(GenEvalCategory.allCases, s.captionMix).flatMap { Array(repeating: $0, count: $1) }
         let genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: mixCycle[i % mixCycle.count]) }
-        // Each training image comes with several different questions as one multi-turn conversation (every answer
-        // is a target), as LLaVA-style instruction data does; held-out questions stay single-turn.
+        // Each training image comes with several different questions (every answer a target): independent
+        // shared-prefix samples by default, or one multi-turn conversation; held-out questions stay single-turn.
         // A question-type cycle drawn from when the mix is set (otherwise the generator's uniform choice).
         let typeCycle = s.questionMix.isEmpty ? [] : world.questionTypes.flatMap { Array(repeating: $0, count: s.questionMix[$0.rawValue] ?? 1) }
         var typeRandom = WorldRandom(seed: s.seed &+ 4242)

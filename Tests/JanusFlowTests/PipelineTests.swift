@@ -330,7 +330,9 @@ final class DemoDeterminismTests: XCTestCase {
         for (name, json, message) in [("unknown", #"{"stageStep": [1, 1, 1]}"#, "unknown setting 'stageStep'"),
                                       ("zero", #"{"questionsPerImage": 0}"#, "setting 'questionsPerImage' must be at least 1 (0)"),
                                       ("mix", #"{"captionMix": [1, 2, 3]}"#, "setting 'captionMix' must be 6 counts >= 0, not all 0 ([1, 2, 3])"),
-                                      ("types", #"{"questionMix": {"pope": 2, "popes": 1}}"#, "setting 'questionMix' has an unknown question type 'popes'")] {
+                                      ("types", #"{"questionMix": {"pope": 2, "popes": 1}}"#, "setting 'questionMix' has an unknown question type 'popes'"),
+                                      ("no-types", #"{"questionMix": {"shape": 0, "color": 0, "count": 0, "position": 0, "pope": 0, "describe": 0}}"#,
+                                       "setting 'questionMix' must have counts >= 0, not 0 for every type")] {
             let file = root.appendingPathComponent("\(name).json"), out = root.appendingPathComponent("out-\(name)")
             try json.write(to: file, atomically: true, encoding: .utf8)
             let bad = try runCLI(["demo", "--settings", file.path, "--out", out.path])
