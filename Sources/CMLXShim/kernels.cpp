@@ -80,7 +80,14 @@ class ReferencedPrimitive : public mx::UnaryPrimitive {
     auto& encoder = mx::cpu::get_command_encoder(stream());
     for (auto& a : inputs) encoder.set_input_array(a);
     encoder.set_output_array(out);
-    encoder.dispatch(std::forward<F>(work));
+    if (mlxkernels::profiling()) {
+      encoder.dispatch([key = name(), work = std::forward<F>(work)]() mutable {
+        mlxkernels::ProfileScope scope(key);
+        work();
+      });
+    } else {
+      encoder.dispatch(std::forward<F>(work));
+    }
   }
 };
 
@@ -109,6 +116,7 @@ class FastLinear : public ReferencedPrimitive {
       } else if (m <= mlxkernels::linear_rows_limit(false, k)) {
         mlxkernels::linear_rows_f32(xp, w.data<float>(), y, m, n, k);
       } else {
+        mlxkernels::ProfileScope scope("FastLinear.sgemm");
         cblas_sgemm(101, 111, 112, m, n, k, 1.0f, xp, k, w.data<float>(), k, 0.0f, y, n);
       }
     });
@@ -614,6 +622,7 @@ class FastDecodeStep : public mx::Primitive {
       encoder.set_output_array(o);
     }
     encoder.dispatch([inputs, outputs, sh = shape_]() mutable {
+      mlxkernels::ProfileScope scope("FastDecodeStep");
       // Norm weights in float32 whatever their stored dtype (a few thousand values per block).
       std::vector<std::vector<float>> norms;
       auto norm = [&](const mx::array& w) -> const float* {
@@ -771,6 +780,19 @@ std::vector<mx::array> decode_step(const mx::array& x, std::optional<mx::array> 
 extern "C" {
 
 void mlxs_set_fast_kernels(int enabled) { fast_enabled = enabled ? 1 : 0; }
+
+void mlxs_profile_enable(int enabled) { mlxkernels::set_profiling(enabled != 0); }
+int mlxs_profile_enabled(void) { return mlxkernels::profiling() ? 1 : 0; }
+void mlxs_profile_reset(void) { mlxkernels::profile_reset(); }
+size_t mlxs_profile_report(char* buf, size_t size) {
+  std::string text = mlxkernels::profile_report();
+  if (buf && size > 0) {
+    size_t n = std::min(size - 1, text.size());
+    std::memcpy(buf, text.data(), n);
+    buf[n] = 0;
+  }
+  return text.size();
+}
 int mlxs_fast_kernels_enabled(void) { return fast_enabled.load(); }
 
 mlxs_array mlxs_depthwise_conv2d(mlxs_array x, mlxs_array w, int pad_h, int pad_w) {

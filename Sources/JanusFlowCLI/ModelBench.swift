@@ -24,6 +24,22 @@ struct ModelBenchOptions: ParsableArguments {
     @Flag(help: "Use MLX's own ops instead of the shim's fast kernels.")
     var noFastKernels = false
 
+    @Flag(help: "After each row, the time spent inside each fast kernel during it (the rest is MLX's own ops).")
+    var profile = false
+
+    /// Starts a row's kernel profile (with --profile).
+    func startProfile() {
+        guard profile else { return }
+        Kernels.profiling = true
+        Kernels.resetProfile()
+    }
+
+    /// Prints the kernel profile since startProfile (with --profile).
+    func printProfile() {
+        guard profile else { return }
+        print(Kernels.profileReport(), terminator: "")
+    }
+
     func loadConfig() throws -> JanusFlowConfig {
         if config == "janusflow-1.3b" { return .janusFlow1_3B }
         var url = URL(fileURLWithPath: config)
@@ -81,22 +97,26 @@ struct UnderstandBench: ParsableCommand {
 
         let s = cfg.siglip
         let pixels = Random.uniform([1, 3, s.imageSize, s.imageSize], key: RandomKey(seed: 1)) * 2 - 1
+        options.startProfile()
         let encode = try bestTime(repeats: options.repeats) { model.encodeImages(pixels) }
         let vitFlops = 2.0 * Double(model.understandingEncoder.parameterCount) * Double(s.tokens)
             + 4.0 * Double(s.builtLayers * s.tokens * s.tokens * s.width)
         report("SigLIP encode, 1 image (\(s.imageSize) px)", seconds: encode, gflop: vitFlops / 1e9, peak: peak)
+        options.printProfile()
 
         let lm = model.languageModel
         let l = options.prefillTokens
         let llmParams = Double(lm.parameterCount - lm.model.embedTokens.parameterCount - lm.lmHead.parameterCount)
         let h = cfg.languageConfig.hiddenSize
         let embeds = Random.normal([1, l, h], key: RandomKey(seed: 2)) * 0.02
+        options.startProfile()
         let prefill = try bestTime(repeats: options.repeats) {
             lm.logits(lm.forward(inputsEmbeds: embeds).lastHiddenState.slice(axis: 1, -1))
         }
         let prefillFlops = 2.0 * llmParams * Double(l) + 4.0 * Double(cfg.languageConfig.numHiddenLayers * l * l * h) / 2
             + 2.0 * Double(h * cfg.languageConfig.vocabSize)
         report("LLM prefill, \(l) tokens (last logit)", seconds: prefill, gflop: prefillFlops / 1e9, peak: peak)
+        options.printProfile()
 
         // Decode: one token at a time from a prefilled cache.
         let cacheType: DType
@@ -108,6 +128,7 @@ struct UnderstandBench: ParsableCommand {
         let cache = lm.makeCache(dtype: cacheType)
         try lm.forward(inputsEmbeds: embeds, cache: cache).lastHiddenState.eval()
         var token = Tensor([Int32(1)], shape: [1, 1])
+        options.startProfile()
         let start = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<options.decodeTokens {
             let logits = lm.logits(lm.forward(inputsEmbeds: lm.embed(token), cache: cache).lastHiddenState)
@@ -116,6 +137,7 @@ struct UnderstandBench: ParsableCommand {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let perToken = seconds / Double(options.decodeTokens)
+        let decodeProfile = options.profile ? Kernels.profileReport() : ""
         bandwidth = Swift.max(bandwidth, MachineFigures.readBandwidth(bytes: 1 << 30, repeats: 10))
         // Weight bytes one token reads: every linear layer of the language model (int8 scales included).
         let bytes = Double(lm.namedModules().compactMap { $0.1 as? Linear }.reduce(0) {
@@ -124,6 +146,7 @@ struct UnderstandBench: ParsableCommand {
         print(row("LLM decode, KV cache (\(cacheType == .bfloat16 ? "bf16" : "f32") cache)", String(format: "%.2f tokens/s", 1 / perToken),
                   String(format: "%.1f GB/s of weights = %@ of read bandwidth (%.1f GB/s)", bytes / perToken / 1e9,
                          pct(bytes / perToken / 1e9 / bandwidth), bandwidth)))
+        print(decodeProfile, terminator: "")
         print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
     }
 }
@@ -148,6 +171,7 @@ struct GenerateBench: ParsableCommand {
             let sampler = RectifiedFlowSampler(steps: 1, cfgWeight: 2)
             // Timed: one step including the prompt cache (computed once per generation; a 30-step run amortises it).
             var best = Double.infinity
+            options.startProfile()
             for _ in 0..<options.repeats {
                 let start = DispatchTime.now().uptimeNanoseconds
                 _ = try sampler.sample(model: model, guidance: guidance, initialNoise: z)
@@ -169,6 +193,7 @@ struct GenerateBench: ParsableCommand {
             let flops = 2.0 * llmParams * (Double((1 + imageTokens(model)) * 2 * images) + Double(2 * (promptTokens - 1))) + attention
             let extra = images == 1 ? "" : String(format: "  (%.2fx the 1-image step)", best / oneImage)
             report("Euler step, \(images) image(s), CFG batch \(2 * images)", seconds: best, gflop: flops / 1e9, peak: peak, suffix: extra)
+            options.printProfile()
         }
         let stepsPeak = Memory.peak
         Memory.resetPeak()
@@ -177,8 +202,10 @@ struct GenerateBench: ParsableCommand {
         try vae.evalParameters()
         let side = latentSide(model)
         let latent = Random.normal([1, 4, side, side], key: RandomKey(seed: 4))
+        options.startProfile()
         let decode = try bestTime(repeats: Swift.max(1, options.repeats - 1)) { vae.decode(latent) }
         report("SDXL-VAE decode \(side)x\(side) -> \(side * 8)x\(side * 8)", seconds: decode, gflop: vaeDecodeFlops(side: side) / 1e9, peak: peak)
+        options.printProfile()
         // The weights stay resident, so each peak includes them.
         let vaePeak = Memory.peak
         print(row("peak memory, 1 image (steps + VAE)", String(format: "%.2f GB", Double(Swift.max(oneImagePeak, vaePeak)) / 1e9), ""))

@@ -210,4 +210,22 @@ public enum Kernels {
         get { mlxs_fast_kernels_enabled() != 0 }
         set { mlxs_set_fast_kernels(newValue ? 1 : 0) }
     }
+
+    /// Time spent inside each fast kernel while on (also MLXS_PROFILE=1 in the environment, which prints the
+    /// totals at exit); what the wall time has beyond them is MLX's own ops and graph work.
+    public static var profiling: Bool {
+        get { mlxs_profile_enabled() != 0 }
+        set { mlxs_profile_enable(newValue ? 1 : 0) }
+    }
+
+    /// Clears the kernel times and restarts the wall clock they are compared with.
+    public static func resetProfile() { mlxs_profile_reset() }
+
+    /// The kernel times since the last reset, one line per kernel, longest first.
+    public static func profileReport() -> String {
+        let length = mlxs_profile_report(nil, 0)
+        var buffer = [CChar](repeating: 0, count: length + 1)
+        _ = mlxs_profile_report(&buffer, buffer.count)
+        return String(cString: buffer)
+    }
 }

@@ -61,6 +61,26 @@ final class KernelTests: KernelTestCase {
         }
     }
 
+    func testProfileCountsKernelCallsOnlyWhileOn() throws {
+        defer { Kernels.profiling = false; Kernels.resetProfile() }
+        let x = tensor([100, 64], seed: 1), w = tensor([48, 64], seed: 2).asType(.bfloat16)
+        Kernels.profiling = true
+        Kernels.resetProfile()
+        try NN.linear(x, weight: w).eval()
+        try NN.linear(x, weight: w).eval()
+        let report = Kernels.profileReport()
+        // 100 rows take the convert + sgemm path: each call shows up with its two parts.
+        for name in ["FastLinear", "FastLinear.sgemm", "FastLinear.bf16_to_f32"] {
+            let line = report.split(separator: "\n").first { $0.split(separator: " ").first == Substring(name) }
+            XCTAssertNotNil(line, "\(name) missing from:\n\(report)")
+            XCTAssertTrue(line?.hasSuffix(" 2 calls") ?? false, "\(name): \(line ?? "")")
+        }
+        Kernels.profiling = false
+        Kernels.resetProfile()
+        try NN.linear(x, weight: w).eval()
+        XCTAssertFalse(Kernels.profileReport().contains("FastLinear"), Kernels.profileReport())
+    }
+
     func testFastLinearShapesAndLayouts() throws {
         let x = tensor([2, 3, 45], seed: 1), w = tensor([29, 45], seed: 2)
         for dtype in [DType.float32, .bfloat16] {

@@ -197,6 +197,12 @@ int mlxs_decode_step(mlxs_array x, mlxs_array final_norm, const mlxs_array* bloc
 // Which kernels to use: 1 = fast kernels on (default), 0 = plain MLX ops.
 void mlxs_set_fast_kernels(int enabled);
 int mlxs_fast_kernels_enabled(void);
+// Kernel time profile: enable (also MLXS_PROFILE=1), clear, and the table since the last clear as text
+// (written NUL-terminated into buf, cut at size; returns the full length).
+void mlxs_profile_enable(int enabled);
+int mlxs_profile_enabled(void);
+void mlxs_profile_reset(void);
+size_t mlxs_profile_report(char* buf, size_t size);
 
 // ---- machine figures for benchmarks (bypass MLX)
 // Best GFLOP/s of OpenBLAS's cblas_sgemm on n x n x n over `repeats` runs.

@@ -3,8 +3,31 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace mlxkernels {
+
+// Time spent per kernel (profile.cpp): on with MLXS_PROFILE=1 (printed at exit) or set_profiling.
+bool profiling();
+void set_profiling(bool on);
+void profile_add(const char* key, double seconds);
+void profile_reset();
+std::string profile_report();
+// Adds the scope's wall time under `key` when profiling (key: a string literal).
+class ProfileScope {
+ public:
+  explicit ProfileScope(const char* key) : key_(profiling() ? key : nullptr), start_(key_ ? now() : 0) {}
+  ~ProfileScope() {
+    if (key_) profile_add(key_, now() - start_);
+  }
+  ProfileScope(const ProfileScope&) = delete;
+  ProfileScope& operator=(const ProfileScope&) = delete;
+
+ private:
+  static double now();
+  const char* key_;
+  double start_;
+};
 
 // y (m, n) = x (m, k) @ w^T, w (n, k) row-major float32 or bfloat16 (raw 16-bit patterns). Both cores; AVX2.
 // Meant for few rows (decode); reads every weight once per call.

@@ -216,15 +216,19 @@ void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n,
     size_t total = size_t(rows) * k;
     const size_t chunk = 1 << 16;
     int chunks = int((total + chunk - 1) / chunk);
-    parallel_for(chunks, [&](int c) {
-      size_t lo = size_t(c) * chunk, hi = std::min(total, lo + chunk);
-      size_t i = lo;
-      for (; i + 8 <= hi; i += 8) {
-        __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
-        _mm256_storeu_ps(converted + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
-      }
-      for (; i < hi; ++i) converted[i] = to_f32(src[i]);
-    });
+    {
+      ProfileScope scope("FastLinear.bf16_to_f32");
+      parallel_for(chunks, [&](int c) {
+        size_t lo = size_t(c) * chunk, hi = std::min(total, lo + chunk);
+        size_t i = lo;
+        for (; i + 8 <= hi; i += 8) {
+          __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+          _mm256_storeu_ps(converted + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+        }
+        for (; i < hi; ++i) converted[i] = to_f32(src[i]);
+      });
+    }
+    ProfileScope scope("FastLinear.sgemm");
     cblas_sgemm(101, 111, 112, m, rows, k, 1.0f, x, k, converted, k, 0.0f, y + j0, n);
   }
 }
