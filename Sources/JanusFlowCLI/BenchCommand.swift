@@ -6,7 +6,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks that print figures beside this machine's measured limits.",
-        subcommands: [KernelsBench.self, UnderstandBench.self, GenerateBench.self, TokenizerBench.self])
+        subcommands: [KernelsBench.self, UnderstandBench.self, GenerateBench.self, TrainBench.self, TokenizerBench.self])
 }
 
 struct KernelsBench: ParsableCommand {

@@ -112,7 +112,7 @@ public enum Objectives {
         return nextTokenLoss(logits: model.languageModel.logits(hidden), ids: batch.ids, labelMask: batch.labelMask ?? batch.keyMask)
     }
 
-    /// Noise, times and the interpolated latents for one rectified-flow step: t ~ logit-normal(0, 1),
+    /// Noise, times and the interpolated latents for one rectified-flow step: t ~ logit-normal(mean, std),
     /// z_t = t x + (1 - t) z0 (t = 0 is noise), target x - z0.
     public struct FlowSample {
         public let t: Tensor  // (B,) in [0, 1]
@@ -120,11 +120,12 @@ public enum Objectives {
         public let target: Tensor
     }
 
-    public static func flowSample(latents x: Tensor, key: RandomKey) -> FlowSample {
+    public static func flowSample(latents x: Tensor, key: RandomKey, logitMean: Double = 0, logitStd: Double = 1) -> FlowSample {
         let keys = key.split(into: 2)
         let b = x.dim(0)
         let z0 = Random.normal(x.shape, key: keys[0])
-        let t = Random.normal([b], key: keys[1]).sigmoid()
+        let u = Random.normal([b], key: keys[1])
+        let t = (logitMean == 0 && logitStd == 1 ? u : u * logitStd + logitMean).sigmoid()
         let tb = t.reshaped([b, 1, 1, 1])
         return FlowSample(t: t, zt: tb * x + (1 - tb) * z0, target: x - z0)
     }
@@ -140,9 +141,9 @@ public enum Objectives {
 
     /// L_RF (+ REPA when the batch has targets and `repaLayer` is set). Returns (rf, repa).
     public static func generationLoss(_ modules: TrainingModules, _ batch: GenerationBatch, key: RandomKey,
-                                      repaLayer: Int?) -> (rf: Tensor, repa: Tensor?) {
+                                      repaLayer: Int?, timeLogitMean: Double = 0, timeLogitStd: Double = 1) -> (rf: Tensor, repa: Tensor?) {
         let model = modules.model
-        let sample = flowSample(latents: batch.latents.asType(.float32), key: key)
+        let sample = flowSample(latents: batch.latents.asType(.float32), key: key, logitMean: timeLogitMean, logitStd: timeLogitStd)
         let l = batch.promptIDs.dim(1)
         let prefix = model.languageModel.embed(batch.promptIDs).slice(axis: 1, 0, l - 1)
         let useRepa = repaLayer != nil && batch.repaTarget != nil

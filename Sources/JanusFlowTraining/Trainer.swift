@@ -152,6 +152,7 @@ public final class Trainer {
                 ?? Collate.text(txt, padID: data.padID)
             let n = Double(micro)
             let repaLayer = config.repaLayer, repaWeight = config.repaWeight
+            let (timeMean, timeStd) = (config.flowTimeLogitMean, config.flowTimeLogitStd)
             let modules = self.modules
             var names: [String] = []
             let (values, grads) = try Autograd.valueAndGrad(model: modules) {
@@ -164,7 +165,8 @@ public final class Trainer {
                     parts.append(l); names.append("understanding")
                 }
                 if let gBatch {
-                    let (rf, repa) = Objectives.generationLoss(modules, gBatch, key: key, repaLayer: repaLayer)
+                    let (rf, repa) = Objectives.generationLoss(modules, gBatch, key: key, repaLayer: repaLayer,
+                                                                       timeLogitMean: timeMean, timeLogitStd: timeStd)
                     var g = rf
                     parts.append(rf); names.append("rf")
                     if let repa {

@@ -109,6 +109,10 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     public var repaLayer: Int?
     public var repaWeight: Double
     public var repaHidden: Int
+    /// t = sigmoid(u), u ~ N(mean, std) for the rectified-flow loss: the paper's logit-normal (SD3's (0, 1) unless
+    /// set; the paper gives no values). A negative mean trains more at high noise (t = 0 is pure noise).
+    public var flowTimeLogitMean: Double
+    public var flowTimeLogitStd: Double
     public var emaDecay: Double
     public var checkpointEvery: Int
     public var logEvery: Int
@@ -131,13 +135,14 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case model, initFromWeights = "init_from_weights", vae, tokenizer, data, output, seed
         case cfgDropProbability = "cfg_drop_prob", repaLayer = "repa_layer", repaWeight = "repa_weight"
-        case repaHidden = "repa_hidden", emaDecay = "ema_decay", checkpointEvery = "checkpoint_every"
+        case repaHidden = "repa_hidden", flowTimeLogitMean = "flow_time_logit_mean", flowTimeLogitStd = "flow_time_logit_std"
+        case emaDecay = "ema_decay", checkpointEvery = "checkpoint_every"
         case logEvery = "log_every", maxSequenceLength = "max_sequence_length", packTo = "pack_to", stages
     }
 
     public init(model: String, initFromWeights: Bool = true, vae: String? = nil, tokenizer: String? = nil, data: DataPaths,
                 output: String, seed: UInt64 = 0, cfgDropProbability: Double = 0.1, repaLayer: Int? = 6, repaWeight: Double = 1,
-                repaHidden: Int = 2048, emaDecay: Double = 0.99, checkpointEvery: Int = 1000, logEvery: Int = 10,
+                repaHidden: Int = 2048, flowTimeLogitMean: Double = 0, flowTimeLogitStd: Double = 1, emaDecay: Double = 0.99, checkpointEvery: Int = 1000, logEvery: Int = 10,
                 maxSequenceLength: Int = 4096, packTo: Int? = nil, stages: [StageConfig]) {
         self.model = model
         self.initFromWeights = initFromWeights
@@ -150,6 +155,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         self.repaLayer = repaLayer
         self.repaWeight = repaWeight
         self.repaHidden = repaHidden
+        self.flowTimeLogitMean = flowTimeLogitMean
+        self.flowTimeLogitStd = flowTimeLogitStd
         self.emaDecay = emaDecay
         self.checkpointEvery = checkpointEvery
         self.logEvery = logEvery
@@ -172,6 +179,8 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         repaLayer = c.contains(.repaLayer) ? try c.decodeIfPresent(Int.self, forKey: .repaLayer) : 6
         repaWeight = try c.decodeIfPresent(Double.self, forKey: .repaWeight) ?? 1
         repaHidden = try c.decodeIfPresent(Int.self, forKey: .repaHidden) ?? 2048
+        flowTimeLogitMean = try c.decodeIfPresent(Double.self, forKey: .flowTimeLogitMean) ?? 0
+        flowTimeLogitStd = try c.decodeIfPresent(Double.self, forKey: .flowTimeLogitStd) ?? 1
         emaDecay = try c.decodeIfPresent(Double.self, forKey: .emaDecay) ?? 0.99
         checkpointEvery = try c.decodeIfPresent(Int.self, forKey: .checkpointEvery) ?? 1000
         logEvery = try c.decodeIfPresent(Int.self, forKey: .logEvery) ?? 10
@@ -183,6 +192,9 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         }
         guard (0...1).contains(cfgDropProbability) else {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.cfgDropProbability], debugDescription: "must be in [0, 1]"))
+        }
+        guard flowTimeLogitStd > 0 else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.flowTimeLogitStd], debugDescription: "must be > 0"))
         }
     }
 

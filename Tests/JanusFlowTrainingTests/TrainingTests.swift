@@ -91,6 +91,12 @@ final class ObjectiveTests: XCTestCase {
         XCTAssertEqual(ts.reduce(0, +) / Float(ts.count), 0.5, accuracy: 0.03)
         let noise = try z0.values(Float.self)
         XCTAssertEqual(noise.reduce(0, +) / Float(noise.count), 0, accuracy: 0.05)
+        // A shifted logit-normal: the same draws u give t = sigmoid(u * std + mean), so more time near noise.
+        let shifted = try Objectives.flowSample(latents: x, key: RandomKey(seed: 9), logitMean: -1, logitStd: 0.5).t.values(Float.self)
+        for (a, b) in zip(ts, shifted) {
+            let u = log(a / (1 - a))
+            XCTAssertEqual(b, 1 / (1 + exp(-(u * 0.5 - 1))), accuracy: 1e-5)
+        }
     }
 
     func testDroppedPromptsLookLikeTheUnconditionalInferenceRow() throws {
@@ -267,6 +273,10 @@ final class TrainerTests: XCTestCase {
         let missing = #"{"model": "m", "data": {}, "output": "o", "stages": [{"name": "s", "lr": 0.1, "batch_size": 6, "ratio": [1, 1, 0]}]}"#
         XCTAssertThrowsError(try decodeConfig(TrainingConfig.self, from: missing.data(using: .utf8)!, name: "train.json")) {
             XCTAssertEqual("\($0)", "train.json: missing field 'stages.0.steps'")
+        }
+        let badTime = #"{"model": "m", "data": {}, "output": "o", "flow_time_logit_std": 0, "stages": [{"name": "s", "steps": 5, "lr": 0.1, "batch_size": 6, "ratio": [1, 1, 0]}]}"#
+        XCTAssertThrowsError(try decodeConfig(TrainingConfig.self, from: badTime.data(using: .utf8)!, name: "train.json")) {
+            XCTAssertEqual("\($0)", "train.json: field 'flow_time_logit_std': must be > 0")
         }
         XCTAssertThrowsError(try makeTrainer(stages: [stage("s", steps: 1)], output: dir, repaLayer: 9)) {
             XCTAssertEqual("\($0)", "repa_layer 9 is outside the LLM's 1...3 blocks")

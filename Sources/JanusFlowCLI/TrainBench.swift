@@ -1,0 +1,110 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import JanusFlow
+import JanusFlowTraining
+import MLXEngine
+
+/// Where a training step of the demo's tiny model spends its time: each objective forward only and forward +
+/// backward, on synthetic batches shaped like the demo's, then one whole step with AdamW.
+struct TrainBench: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "train", abstract: "Training step of the demo's tiny model, by objective.")
+
+    @Option(help: "Timed repetitions (the best is reported).")
+    var repeats = 5
+
+    @Option(help: "Batch size, split by the stage-2 data ratio (14:80:6 understanding:generation:text).")
+    var batchSize = 32
+
+    @Flag(help: "Use MLX's own ops instead of the shim's fast kernels.")
+    var noFastKernels = false
+
+    @Flag(help: "After each row, the time spent inside each fast kernel during it (the rest is MLX's own ops).")
+    var profile = false
+
+    func run() throws {
+        Kernels.enabled = !noFastKernels
+        Initializer.seed(0)
+        let vocab = 533
+        let config = ShapesDemo.modelConfig(vocabularySize: vocab, imageSize: 32)
+        let modules = TrainingModules(model: JanusFlowModel(config), repaHidden: 128)
+        try modules.evalParameters()
+        let model = modules.model
+        let tokens = config.siglip.tokens
+        var random = SystemRandomNumberGenerator()
+        func ids(_ n: Int) -> [Int] { [1] + (0..<(n - 1)).map { _ in Int.random(in: 2..<vocab, using: &random) } }
+        let counts = [Int((Double(batchSize) * 0.14).rounded()), Int((Double(batchSize) * 0.80).rounded())]
+        let (undCount, genCount) = (Swift.max(1, counts[0]), Swift.max(1, counts[1]))
+        let textCount = Swift.max(1, batchSize - undCount - genCount)
+
+        // Understanding: a prompt with the image block, then four question/answer branches, as the demo trains.
+        let side = config.siglip.imageSize
+        let und = try (0..<undCount).map { i -> UnderstandingExample in
+            let pixels = Random.normal([3, side, side], key: RandomKey(seed: UInt64(i)))
+            let prefix = ids(8) + Array(repeating: 3, count: tokens + 1) + ids(4)
+            let imageMask = Array(repeating: false, count: 8) + Array(repeating: true, count: tokens + 1) + Array(repeating: false, count: 4)
+            let samples = (0..<4).map { b -> UnderstandingExample in
+                let answer = b == 0 ? 30 : 3
+                let tail = ids(10 + answer)
+                return UnderstandingExample(ids: prefix + tail, labelMask: Array(repeating: false, count: prefix.count + 10) + Array(repeating: true, count: answer),
+                                            imageSeqMask: imageMask + Array(repeating: false, count: tail.count), pixels: pixels)
+            }
+            return try .sharingPrefix(samples)
+        }
+        let latentSide = Int(Double(tokens).squareRoot()) * config.genEncoder.stride
+        let gen = (0..<genCount).map { i in
+            GenerationExample(promptIDs: ids(16), latent: Random.normal([4, latentSide, latentSide], key: RandomKey(seed: 100 + UInt64(i))),
+                              repaTarget: Random.normal([tokens, config.siglip.width], key: RandomKey(seed: 200 + UInt64(i))))
+        }
+        let text = (0..<textCount).map { _ in TextExample(ids: ids(40)) }
+        let uBatch = Collate.understanding(und, padID: 0)
+        let gBatch = Collate.generation(gen, dropped: gen.indices.map { $0 % 10 == 0 }, padID: 0, imageTokens: tokens)
+        let tBatch = Collate.text(text, padID: 0)
+        let key = RandomKey(seed: 7)
+
+        print("tiny JanusFlow (\(modules.parameterCount) parameters); batch \(batchSize): \(undCount) understanding, \(genCount) generation, \(textCount) text")
+        func time(_ name: String, _ losses: @escaping () -> [Tensor]) throws {
+            if profile { Kernels.profiling = true; Kernels.resetProfile() }
+            let forward = try bestTime(repeats: repeats) { concatenated(losses().map { $0.reshaped([1]) }, axis: 0) }
+            let backward = try bestTime(repeats: repeats) {
+                let (values, grads) = try! Autograd.valueAndGrad(model: modules) { losses() }
+                return concatenated(values.map { $0.reshaped([1]) } + grads.values.map { $0.sum().reshaped([1]) }, axis: 0)
+            }
+            print(row(name, String(format: "%.1f ms", forward * 1e3), String(format: "forward + backward %.1f ms", backward * 1e3)))
+            if profile { print(Kernels.profileReport(), terminator: "") }
+        }
+        try time("understanding (L_AR)") { [Objectives.understandingLoss(model, uBatch)] }
+        try time("generation (L_RF + REPA)") {
+            let (rf, repa) = Objectives.generationLoss(modules, gBatch, key: key, repaLayer: 2)
+            return [rf + repa!]
+        }
+        try time("generation (L_RF only)") { [Objectives.generationLoss(modules, gBatch, key: key, repaLayer: nil).rf] }
+        // The two halves of the generation path on the same batch.
+        let latents = gBatch.latents.asType(.float32), times = Tensor(Array(repeating: Float(500), count: genCount))
+        try time("  of which UViT encoder + decoder") {
+            let (features, tEmb) = model.generationEncoder(NN.nchwToNHWC(latents), t: times)
+            let (b, gh, gw, c) = (features.dim(0), features.dim(1), features.dim(2), features.dim(3))
+            let tokens = model.generationEncoderAligner(features.reshaped([b, gh * gw, c]))
+            let decIn = model.generationDecoderAligner(model.generationDecoderAlignerNorm(tokens)).reshaped([b, gh, gw, -1])
+            return [model.generationDecoder(decIn, skip: features, timeEmbedding: tEmb).square().mean()]
+        }
+        let rowLength = gBatch.keyMask.dim(1)
+        let genEmbeds = Random.normal([genCount, rowLength, config.languageConfig.hiddenSize], key: RandomKey(seed: 9))
+        try time("  of which LLM over the generation rows") {
+            [model.languageModel.forward(inputsEmbeds: genEmbeds, keyMask: gBatch.keyMask).lastHiddenState.square().mean()]
+        }
+        try time("text (L_AR)") { [Objectives.textLoss(model, tBatch)] }
+
+        let optimizer = AdamW(schedule: ConstantSchedule(1e-4), beta1: 0.9, beta2: 0.95, weightDecay: 0)
+        let step = try bestTime(repeats: repeats) {
+            let (values, grads) = try! Autograd.valueAndGrad(model: modules) {
+                let (rf, repa) = Objectives.generationLoss(modules, gBatch, key: key, repaLayer: 2)
+                return [Objectives.understandingLoss(model, uBatch) + rf + repa! + Objectives.textLoss(model, tBatch)]
+            }
+            try! optimizer.apply(gradients: clipGradNorm(grads, maxNorm: 1).grads, to: modules)
+            try! modules.evalParameters()  // the update itself, not only the loss
+            return values[0]
+        }
+        print(row("whole step (all three + clip + AdamW)", String(format: "%.1f ms", step * 1e3), ""))
+    }
+}
