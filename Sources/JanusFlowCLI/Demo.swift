@@ -81,8 +81,8 @@ struct ShapesDemo {
             if settings.questionMix.values.contains(where: { $0 < 0 }) || !standardTypes.contains(where: { (settings.questionMix[$0.rawValue] ?? 1) > 0 }) {
                 throw ValidationError("\(url.path): setting 'questionMix' must have counts >= 0, not 0 for every type")
             }
-            guard settings.flowTimeLogitMean.isFinite, settings.flowTimeLogitStd.isFinite, settings.flowTimeLogitStd > 0 else {
-                throw ValidationError("\(url.path): setting 'flowTimeLogitStd' must be > 0 and 'flowTimeLogitMean' finite")
+            guard settings.flowTimeLogitStd > 0 else {
+                throw ValidationError("\(url.path): setting 'flowTimeLogitStd' must be > 0 (\(settings.flowTimeLogitStd))")
             }
             guard settings.questionsPerImage >= 1 else {
                 throw ValidationError("\(url.path): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
@@ -250,40 +250,15 @@ struct ShapesDemo {
             }
         }
         let colorCount = worldConfig.colors.count, shapeCount = worldConfig.shapes.count, maxCount = worldConfig.maxObjects
-        // Image-level targets read from the mean of the patch features: how many objects of each colour-and-shape
-        // pair, of each colour, of each shape, and in all. With the per-patch pair head this makes "is there a red
-        // circle" and "how many red shapes" linear in the average of the image tokens (the LLM reads it with one
-        // uniform attention), where colour and shape features that merely add up cannot tell a red square and a
-        // blue circle from a red circle and a blue square.
-        let countTargets = colorCount * shapeCount + colorCount + shapeCount + 1
+        let countTargets = EncoderLabels.countTargets(worldConfig)
+        // Per-patch colour, shape, pair and position heads, and scene counts from the mean patch feature (EncoderLabels).
         let heads = PatchHeads(model.understandingEncoder, width: config.siglip.width, colors: colorCount, shapes: shapeCount,
                                patches: 16, countTargets: countTargets, maxCount: maxCount)
         heads.encoder.visionTower.attnPool.freeze()
         if !s.siglipSceneHeads { heads.object.freeze(); heads.counts.freeze() }
-        // Per-patch labels: the object of the cell the patch lies in (4x4 patches, 2x2 cells), or none; and the patch's
-        // own index, so that the features say where they are (the LLM reads image tokens by position, and REPA passes
-        // this on to the generation path).
-        func patchLabels(_ scene: Scene) -> (color: [Int32], shape: [Int32], object: [Int32], counts: [Int32]) {
-            var color = [Int32](repeating: Int32(colorCount), count: 16), shape = [Int32](repeating: Int32(shapeCount), count: 16)
-            var object = [Int32](repeating: Int32(colorCount * shapeCount), count: 16)
-            var counts = [Int32](repeating: 0, count: countTargets)
-            for o in scene.objects {
-                let c = worldConfig.colors.firstIndex(of: o.color)!, k = worldConfig.shapes.firstIndex(of: o.kind)!
-                for py in 0..<2 { for px in 0..<2 {
-                    let p = (o.cell.rawValue / 2 * 2 + py) * 4 + (o.cell.rawValue % 2 * 2 + px)
-                    color[p] = Int32(c)
-                    shape[p] = Int32(k)
-                    object[p] = Int32(c * shapeCount + k)
-                } }
-                for target in [c * shapeCount + k, colorCount * shapeCount + c, colorCount * shapeCount + colorCount + k, countTargets - 1] {
-                    counts[target] += 1
-                }
-            }
-            return (color, shape, object, counts)
-        }
-        let labels = allScenes.map(patchLabels)
+        let labels = allScenes.map { EncoderLabels(scene: $0, world: worldConfig) }
         let colorLabels = Tensor(labels.flatMap(\.color), shape: [allScenes.count, 16]), shapeLabels = Tensor(labels.flatMap(\.shape), shape: [allScenes.count, 16])
-        let objectLabels = Tensor(labels.flatMap(\.object), shape: [allScenes.count, 16])
+        let objectLabels = Tensor(labels.flatMap(\.pair), shape: [allScenes.count, 16])
         let countLabels = Tensor(labels.flatMap(\.counts), shape: [allScenes.count, countTargets])
         let patchIndex = Tensor((0..<(s.batchSize * 16)).map { Int32($0 % 16) }, shape: [s.batchSize, 16])
         let siglipLosses = try fit("SigLIP", module: heads, steps: s.siglipSteps, lr: 2e-3) { step in

@@ -4,6 +4,24 @@ import Foundation
 import JanusFlow
 import MLXEngine
 
+/// `--profile`: the time spent inside each fast kernel during a benchmark row.
+struct ProfileOption: ParsableArguments {
+    @Flag(help: "After each row, the time spent inside each fast kernel during it (the rest is MLX's own ops).")
+    var profile = false
+
+    /// Starts a row's kernel profile.
+    func start() {
+        guard profile else { return }
+        Kernels.profiling = true
+        Kernels.resetProfile()
+    }
+
+    /// The kernel profile since `start` ("" without --profile).
+    func report() -> String { profile ? Kernels.profileReport() : "" }
+
+    func print() { Swift.print(report(), terminator: "") }
+}
+
 /// Per-stage timings of the model with random weights of any config (the full 1.3B included).
 struct ModelBenchOptions: ParsableArguments {
     @Option(help: "Model config: 'janusflow-1.3b' or a path to a config.json (or a folder holding one).")
@@ -24,21 +42,7 @@ struct ModelBenchOptions: ParsableArguments {
     @Flag(help: "Use MLX's own ops instead of the shim's fast kernels.")
     var noFastKernels = false
 
-    @Flag(help: "After each row, the time spent inside each fast kernel during it (the rest is MLX's own ops).")
-    var profile = false
-
-    /// Starts a row's kernel profile (with --profile).
-    func startProfile() {
-        guard profile else { return }
-        Kernels.profiling = true
-        Kernels.resetProfile()
-    }
-
-    /// Prints the kernel profile since startProfile (with --profile).
-    func printProfile() {
-        guard profile else { return }
-        print(Kernels.profileReport(), terminator: "")
-    }
+    @OptionGroup var profiling: ProfileOption
 
     func loadConfig() throws -> JanusFlowConfig {
         if config == "janusflow-1.3b" { return .janusFlow1_3B }
@@ -97,26 +101,26 @@ struct UnderstandBench: ParsableCommand {
 
         let s = cfg.siglip
         let pixels = Random.uniform([1, 3, s.imageSize, s.imageSize], key: RandomKey(seed: 1)) * 2 - 1
-        options.startProfile()
+        options.profiling.start()
         let encode = try bestTime(repeats: options.repeats) { model.encodeImages(pixels) }
         let vitFlops = 2.0 * Double(model.understandingEncoder.parameterCount) * Double(s.tokens)
             + 4.0 * Double(s.builtLayers * s.tokens * s.tokens * s.width)
         report("SigLIP encode, 1 image (\(s.imageSize) px)", seconds: encode, gflop: vitFlops / 1e9, peak: peak)
-        options.printProfile()
+        options.profiling.print()
 
         let lm = model.languageModel
         let l = options.prefillTokens
         let llmParams = Double(lm.parameterCount - lm.model.embedTokens.parameterCount - lm.lmHead.parameterCount)
         let h = cfg.languageConfig.hiddenSize
         let embeds = Random.normal([1, l, h], key: RandomKey(seed: 2)) * 0.02
-        options.startProfile()
+        options.profiling.start()
         let prefill = try bestTime(repeats: options.repeats) {
             lm.logits(lm.forward(inputsEmbeds: embeds).lastHiddenState.slice(axis: 1, -1))
         }
         let prefillFlops = 2.0 * llmParams * Double(l) + 4.0 * Double(cfg.languageConfig.numHiddenLayers * l * l * h) / 2
             + 2.0 * Double(h * cfg.languageConfig.vocabSize)
         report("LLM prefill, \(l) tokens (last logit)", seconds: prefill, gflop: prefillFlops / 1e9, peak: peak)
-        options.printProfile()
+        options.profiling.print()
 
         // Decode: one token at a time from a prefilled cache.
         let cacheType: DType
@@ -128,7 +132,7 @@ struct UnderstandBench: ParsableCommand {
         let cache = lm.makeCache(dtype: cacheType)
         try lm.forward(inputsEmbeds: embeds, cache: cache).lastHiddenState.eval()
         var token = Tensor([Int32(1)], shape: [1, 1])
-        options.startProfile()
+        options.profiling.start()
         let start = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<options.decodeTokens {
             let logits = lm.logits(lm.forward(inputsEmbeds: lm.embed(token), cache: cache).lastHiddenState)
@@ -137,7 +141,7 @@ struct UnderstandBench: ParsableCommand {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         let perToken = seconds / Double(options.decodeTokens)
-        let decodeProfile = options.profile ? Kernels.profileReport() : ""
+        let decodeProfile = options.profiling.report()
         bandwidth = Swift.max(bandwidth, MachineFigures.readBandwidth(bytes: 1 << 30, repeats: 10))
         // Weight bytes one token reads: every linear layer of the language model (int8 scales included).
         let bytes = Double(lm.namedModules().compactMap { $0.1 as? Linear }.reduce(0) {
@@ -171,7 +175,7 @@ struct GenerateBench: ParsableCommand {
             let sampler = RectifiedFlowSampler(steps: 1, cfgWeight: 2)
             // Timed: one step including the prompt cache (computed once per generation; a 30-step run amortises it).
             var best = Double.infinity
-            options.startProfile()
+            options.profiling.start()
             for _ in 0..<options.repeats {
                 let start = DispatchTime.now().uptimeNanoseconds
                 _ = try sampler.sample(model: model, guidance: guidance, initialNoise: z)
@@ -193,7 +197,7 @@ struct GenerateBench: ParsableCommand {
             let flops = 2.0 * llmParams * (Double((1 + imageTokens(model)) * 2 * images) + Double(2 * (promptTokens - 1))) + attention
             let extra = images == 1 ? "" : String(format: "  (%.2fx the 1-image step)", best / oneImage)
             report("Euler step, \(images) image(s), CFG batch \(2 * images)", seconds: best, gflop: flops / 1e9, peak: peak, suffix: extra)
-            options.printProfile()
+            options.profiling.print()
         }
         let stepsPeak = Memory.peak
         Memory.resetPeak()
@@ -202,10 +206,10 @@ struct GenerateBench: ParsableCommand {
         try vae.evalParameters()
         let side = latentSide(model)
         let latent = Random.normal([1, 4, side, side], key: RandomKey(seed: 4))
-        options.startProfile()
+        options.profiling.start()
         let decode = try bestTime(repeats: Swift.max(1, options.repeats - 1)) { vae.decode(latent) }
         report("SDXL-VAE decode \(side)x\(side) -> \(side * 8)x\(side * 8)", seconds: decode, gflop: vaeDecodeFlops(side: side) / 1e9, peak: peak)
-        options.printProfile()
+        options.profiling.print()
         // The weights stay resident, so each peak includes them.
         let vaePeak = Memory.peak
         print(row("peak memory, 1 image (steps + VAE)", String(format: "%.2f GB", Double(Swift.max(oneImagePeak, vaePeak)) / 1e9), ""))

@@ -4,6 +4,7 @@ import Foundation
 import JanusFlow
 import JanusFlowTraining
 import MLXEngine
+import ShapesWorld
 
 /// Where a training step of the demo's tiny model spends its time: each objective forward only and forward +
 /// backward, on synthetic batches shaped like the demo's, then one whole step with AdamW.
@@ -19,8 +20,7 @@ struct TrainBench: ParsableCommand {
     @Flag(help: "Use MLX's own ops instead of the shim's fast kernels.")
     var noFastKernels = false
 
-    @Flag(help: "After each row, the time spent inside each fast kernel during it (the rest is MLX's own ops).")
-    var profile = false
+    @OptionGroup var profiling: ProfileOption
 
     func run() throws {
         Kernels.enabled = !noFastKernels
@@ -31,19 +31,21 @@ struct TrainBench: ParsableCommand {
         try modules.evalParameters()
         let model = modules.model
         let tokens = config.siglip.tokens
-        var random = SystemRandomNumberGenerator()
-        func ids(_ n: Int) -> [Int] { [1] + (0..<(n - 1)).map { _ in Int.random(in: 2..<vocab, using: &random) } }
+        var random = WorldRandom(seed: 1)  // the same batches every run
+        func ids(_ n: Int) -> [Int] { [1] + (0..<(n - 1)).map { _ in 2 + random.int(vocab - 2) } }
         let counts = [Int((Double(batchSize) * 0.14).rounded()), Int((Double(batchSize) * 0.80).rounded())]
         let (undCount, genCount) = (Swift.max(1, counts[0]), Swift.max(1, counts[1]))
         let textCount = Swift.max(1, batchSize - undCount - genCount)
 
-        // Understanding: a prompt with the image block, then four question/answer branches, as the demo trains.
+        // Understanding: a prompt with the image block, then the demo's number of question/answer branches (one
+        // with a description-long answer).
         let side = config.siglip.imageSize
+        let branches = ShapesDemo.Settings().questionsPerImage
         let und = try (0..<undCount).map { i -> UnderstandingExample in
             let pixels = Random.normal([3, side, side], key: RandomKey(seed: UInt64(i)))
             let prefix = ids(8) + Array(repeating: 3, count: tokens + 1) + ids(4)
             let imageMask = Array(repeating: false, count: 8) + Array(repeating: true, count: tokens + 1) + Array(repeating: false, count: 4)
-            let samples = (0..<4).map { b -> UnderstandingExample in
+            let samples = (0..<branches).map { b -> UnderstandingExample in
                 let answer = b == 0 ? 30 : 3
                 let tail = ids(10 + answer)
                 return UnderstandingExample(ids: prefix + tail, labelMask: Array(repeating: false, count: prefix.count + 10) + Array(repeating: true, count: answer),
@@ -64,14 +66,14 @@ struct TrainBench: ParsableCommand {
 
         print("tiny JanusFlow (\(modules.parameterCount) parameters); batch \(batchSize): \(undCount) understanding, \(genCount) generation, \(textCount) text")
         func time(_ name: String, _ losses: @escaping () -> [Tensor]) throws {
-            if profile { Kernels.profiling = true; Kernels.resetProfile() }
+            profiling.start()
             let forward = try bestTime(repeats: repeats) { concatenated(losses().map { $0.reshaped([1]) }, axis: 0) }
             let backward = try bestTime(repeats: repeats) {
                 let (values, grads) = try! Autograd.valueAndGrad(model: modules) { losses() }
                 return concatenated(values.map { $0.reshaped([1]) } + grads.values.map { $0.sum().reshaped([1]) }, axis: 0)
             }
             print(row(name, String(format: "%.1f ms", forward * 1e3), String(format: "forward + backward %.1f ms", backward * 1e3)))
-            if profile { print(Kernels.profileReport(), terminator: "") }
+            profiling.print()
         }
         try time("understanding (L_AR)") { [Objectives.understandingLoss(model, uBatch)] }
         try time("generation (L_RF + REPA)") {

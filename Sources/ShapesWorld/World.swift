@@ -143,6 +143,44 @@ public struct ShapeImage: Equatable, Sendable {
 }
 
 /// A scene: objects in distinct cells of the 2x2 grid.
+/// Attribute targets of a scene for pretraining an understanding encoder on a 4x4 patch grid (each 2x2 cell
+/// covers 2x2 patches). Per patch: the colour, shape and colour-and-shape pair of the object in the patch's cell, or
+/// "none" (the last class). Per image, meant to be read from the mean of the patch features: how many objects of
+/// each pair, of each colour, of each shape, and in all. With the pair classes, "is there a red circle" and "how
+/// many red shapes" become linear in the average patch feature, where colour and shape features that merely add
+/// up cannot tell a red square and a blue circle from a red circle and a blue square.
+public struct EncoderLabels: Equatable, Sendable {
+    /// 16 patches each, row-major: colour index (colors.count = none), shape index (shapes.count = none), pair
+    /// index colour * shapes.count + shape (colors.count * shapes.count = none).
+    public var color: [Int32], shape: [Int32], pair: [Int32]
+    /// Objects per pair (same index as `pair`), then per colour, per shape, then in all (`countTargets` values).
+    public var counts: [Int32]
+
+    public static func countTargets(_ world: WorldConfig) -> Int {
+        world.colors.count * world.shapes.count + world.colors.count + world.shapes.count + 1
+    }
+
+    public init(scene: Scene, world: WorldConfig) {
+        let colors = world.colors.count, shapes = world.shapes.count
+        color = Array(repeating: Int32(colors), count: 16)
+        shape = Array(repeating: Int32(shapes), count: 16)
+        pair = Array(repeating: Int32(colors * shapes), count: 16)
+        counts = Array(repeating: 0, count: Self.countTargets(world))
+        for o in scene.objects {
+            let c = world.colors.firstIndex(of: o.color)!, k = world.shapes.firstIndex(of: o.kind)!
+            for py in 0..<2 {
+                for px in 0..<2 {
+                    let p = (o.cell.row * 2 + py) * 4 + o.cell.column * 2 + px
+                    color[p] = Int32(c)
+                    shape[p] = Int32(k)
+                    pair[p] = Int32(c * shapes + k)
+                }
+            }
+            for target in [c * shapes + k, colors * shapes + c, colors * shapes + colors + k, counts.count - 1] { counts[target] += 1 }
+        }
+    }
+}
+
 public struct Scene: Equatable, Codable, Sendable {
     /// The objects, in the order their caption mentions them (generation samples) or drawn (random scenes).
     public var objects: [ShapeObject]

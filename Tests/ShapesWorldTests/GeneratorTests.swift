@@ -333,3 +333,29 @@ final class GeneratorTests: XCTestCase {
         XCTAssertEqual(rng.next(), world.random.next())
     }
 }
+
+final class EncoderLabelTests: XCTestCase {
+    func testPatchAndCountTargetsOfAKnownScene() {
+        // Colours red, green, blue, yellow (0-3); shapes circle, square, triangle (0-2); "none" is the last class.
+        let world = WorldConfig()
+        let scene = Scene(objects: [ShapeObject(kind: .square, color: .red, cell: .topLeft),
+                                    ShapeObject(kind: .circle, color: .blue, cell: .topRight),
+                                    ShapeObject(kind: .square, color: .red, cell: .bottomRight)])
+        let labels = EncoderLabels(scene: scene, world: world)
+        // Row-major 4x4 patches: top-left cell = patches 0, 1, 4, 5; top-right 2, 3, 6, 7; bottom-right 10, 11, 14, 15.
+        XCTAssertEqual(labels.color, [0, 0, 2, 2, 0, 0, 2, 2, 4, 4, 0, 0, 4, 4, 0, 0])
+        XCTAssertEqual(labels.shape, [1, 1, 0, 0, 1, 1, 0, 0, 3, 3, 1, 1, 3, 3, 1, 1])
+        // Pair = colour * 3 + shape: red square 1, blue circle 6, none 12.
+        XCTAssertEqual(labels.pair, [1, 1, 6, 6, 1, 1, 6, 6, 12, 12, 1, 1, 12, 12, 1, 1])
+        XCTAssertEqual(EncoderLabels.countTargets(world), 12 + 4 + 3 + 1)
+        var counts = [Int32](repeating: 0, count: 20)
+        counts[1] = 2  // red squares
+        counts[6] = 1  // blue circles
+        counts[12 + 0] = 2  // red
+        counts[12 + 2] = 1  // blue
+        counts[16 + 0] = 1  // circles
+        counts[16 + 1] = 2  // squares
+        counts[19] = 3  // objects
+        XCTAssertEqual(labels.counts, counts)
+    }
+}
