@@ -178,6 +178,8 @@ final class KernelTests: KernelTestCase {
             (1, 2, 2, 30, 1, 16, true, nil),
             (2, 2, 1, 97, 130, 40, true, [2, 2, 97, 130]),
             (1, 2, 2, 49, 49, 512, false, nil),          // a wide head (the VAE's)
+            (1, 4, 1, 200, 230, 128, true, nil),         // 96-query blocks, one K/V head shared by every thread
+            (2, 2, 2, 150, 150, 96, false, [2, 1, 150, 150]),
         ]
         for (b, hq, hkv, lq, lk, d, causal, maskShape) in cases {
             let seed = UInt64(b * 1000 + lq * 10 + lk + d)

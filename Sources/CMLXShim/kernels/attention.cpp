@@ -1,7 +1,7 @@
-// Scaled dot-product attention on the CPU, flash-style: one task = (batch, head, block of 48 queries). K is packed
-// once per key/value head into 16-key panels (d, 16) and V into 16-column panels (lk, 16); each task computes its
-// block of scores with a 6x16 AVX2 FMA microkernel, takes the softmax row by row in cache, multiplies by V with the
-// same microkernel and scales the rows at the end. Causal blocks stop at the last key their queries can see.
+// Scaled dot-product attention on the CPU: one task = one key/value head (or a share of its query blocks). It packs
+// K into 16-key panels (d, 16) and V into 16-column panels (lk, 16), then for each block of queries computes the
+// scores with a 6x16 AVX2 FMA microkernel, takes the softmax row by row in cache, multiplies by V with the same
+// microkernel and scales the rows at the end. Causal blocks stop at the last key their queries can see.
 // Few queries (decode) use a direct path without packing.
 #include <immintrin.h>
 
@@ -21,7 +21,7 @@ namespace {
 
 constexpr int MR = 6;    // query rows per microkernel
 constexpr int NR = 16;   // keys (or value columns) per microkernel
-constexpr int BQ = 48;   // queries per task
+constexpr int BQ = 96;   // most queries per block (48 for heads narrower than 96)
 constexpr int KC = 256;  // keys per step of P @ V
 constexpr int DIRECT_ROWS = 8;  // up to this many queries: direct path
 constexpr float HIDDEN = -1e9f; // score of a key hidden by causality (the MLX reference's value)
@@ -55,6 +55,43 @@ inline __m256 exp_nonpositive(__m256 x) {
 // Softmax numerator of one row in place: row[j] = exp(x_j - max) for j < count, where x_j = row[j] * scale +
 // mask[j] (mask nullable); NaN inputs propagate. Returns the sum of the numerators.
 float softmax_row(float* row, int count, float scale, const float* mask) {
+  if (!mask && scale > 0) {
+    // Unmasked rows: the maximum of the raw scores (scaling by a positive number keeps the order, so it is the
+    // scaled maximum exactly), then x * scale - max in the same two roundings as a scaled copy, without storing one.
+    __m256 vmax0 = _mm256_set1_ps(-INFINITY), vmax1 = vmax0;
+    float m = -INFINITY;
+    int j = 0;
+    for (; j + 16 <= count; j += 16) {
+      vmax0 = _mm256_max_ps(vmax0, _mm256_loadu_ps(row + j));
+      vmax1 = _mm256_max_ps(vmax1, _mm256_loadu_ps(row + j + 8));
+    }
+    for (; j + 8 <= count; j += 8) vmax0 = _mm256_max_ps(vmax0, _mm256_loadu_ps(row + j));
+    for (; j < count; ++j) m = std::max(m, row[j]);
+    m = std::max(m, hmax(_mm256_max_ps(vmax0, vmax1))) * scale;
+    if (m == -INFINITY) m = 0;
+    const __m256 vs = _mm256_set1_ps(scale), vm = _mm256_set1_ps(m);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+    j = 0;
+    for (; j + 16 <= count; j += 16) {
+      __m256 e0 = exp_nonpositive(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(row + j), vs), vm));
+      __m256 e1 = exp_nonpositive(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(row + j + 8), vs), vm));
+      _mm256_storeu_ps(row + j, e0);
+      _mm256_storeu_ps(row + j + 8, e1);
+      acc0 = _mm256_add_ps(acc0, e0);
+      acc1 = _mm256_add_ps(acc1, e1);
+    }
+    for (; j + 8 <= count; j += 8) {
+      __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(row + j), vs), vm));
+      _mm256_storeu_ps(row + j, e);
+      acc0 = _mm256_add_ps(acc0, e);
+    }
+    float sum = hsum(_mm256_add_ps(acc0, acc1));
+    for (; j < count; ++j) {
+      row[j] = std::exp(row[j] * scale - m);
+      sum += row[j];
+    }
+    return sum;
+  }
   const __m256 vs = _mm256_set1_ps(scale);
   __m256 vmax = _mm256_set1_ps(-INFINITY);
   float m = -INFINITY;
@@ -257,28 +294,35 @@ void attention_direct(const AttentionArgs& a) {
 }
 
 // ---- many queries: packed panels and the 6x16 microkernel.
+// One task = one key/value head (or a share of its query blocks when there are fewer heads than threads): it packs
+// that head's K and V into its own buffer, then runs every query block of the query heads that read them, so the
+// packed panels stay in this core's caches instead of cycling through all heads' panels in memory.
 void attention_tiled(const AttentionArgs& a) {
   const int d = a.d, lk = a.lk, lq = a.lq, group = a.hq / a.hkv;
   const int kpanels = (lk + NR - 1) / NR, dpanels = (d + NR - 1) / NR;
   const size_t kpack = size_t(kpanels) * d * NR, vpack = size_t(dpanels) * lk * NR;
   const int heads = a.b * a.hkv;
-  // Kept between calls (fresh pages cost more than the packing); released after unusually large calls.
-  thread_local AlignedBuffer packed_buf;
-  float* packed = packed_buf.get(size_t(heads) * (kpack + vpack));
-  if (!packed) throw std::bad_alloc();
-  struct Release {
-    AlignedBuffer& buf;
-    ~Release() {
-      if (buf.size > (size_t(64) << 20)) buf.release();
-    }
-  } release{packed_buf};
+  // Wide heads: larger blocks read each packed panel for more queries; narrow ones keep more blocks to share.
+  const int bq = d >= 96 ? BQ : BQ / 2;
+  const int qblocks = (lq + bq - 1) / bq;
+  const int blocks_per_head = group * qblocks;
+  // Enough tasks for every thread to have two; each share packs its head again (cheap beside its blocks).
+  const int threads = pool_threads();
+  const int shares = std::clamp((2 * threads + heads - 1) / heads, 1, blocks_per_head);
+  const int ldo = dpanels * NR;
 
-  // Pack: Kp[p][t][c] = K[p*16 + c][t], Vp[p][j][c] = V[j][p*16 + c], zero beyond the edges.
-  parallel_for(heads * 2, [&](int task) {
-    const int head = task / 2;
-    float* kp = packed + size_t(head) * (kpack + vpack);
-    if (task % 2 == 0) {
-      const float* K = a.k + size_t(head) * (a.kv_plane ? a.kv_plane : size_t(lk) * d);
+  parallel_for(heads * shares, [&](int task) {
+    const int head = task / shares, share = task % shares;
+    const int n = head / a.hkv, kvh = head % a.hkv;
+    thread_local AlignedBuffer packed_buf;
+    float* kp = packed_buf.get(kpack + vpack);
+    if (!kp) throw std::bad_alloc();
+    float* vp = kp + kpack;
+    {
+      const size_t plane = a.kv_plane ? a.kv_plane : size_t(lk) * d;
+      const float* K = a.k + size_t(head) * plane;
+      const float* V = a.v + size_t(head) * plane;
+      // Kp[p][t][c] = K[p*16 + c][t], Vp[p][j][c] = V[j][p*16 + c], zero beyond the edges.
       for (int p = 0; p < kpanels; ++p) {
         float* dst = kp + size_t(p) * d * NR;
         const int keys = std::min(NR, lk - p * NR);
@@ -289,9 +333,6 @@ void attention_tiled(const AttentionArgs& a) {
         for (int c = keys; c < NR; ++c)
           for (int t = 0; t < d; ++t) dst[size_t(t) * NR + c] = 0.0f;
       }
-    } else {
-      const float* V = a.v + size_t(head) * (a.kv_plane ? a.kv_plane : size_t(lk) * d);
-      float* vp = kp + kpack;
       for (int p = 0; p < dpanels; ++p) {
         float* dst = vp + size_t(p) * lk * NR;
         const int cols = std::min(NR, d - p * NR);
@@ -301,82 +342,77 @@ void attention_tiled(const AttentionArgs& a) {
         }
       }
     }
-  });
-
-  const int qblocks = (lq + BQ - 1) / BQ;
-  const int ldo = dpanels * NR;
-  // Causal blocks near the end of the queries see the most keys: hand those out first.
-  parallel_for(a.b * a.hq * qblocks, [&](int task) {
-    const int qb = a.causal ? qblocks - 1 - task / (a.b * a.hq) : task / (a.b * a.hq);
-    const int h = task % a.hq, n = (task / a.hq) % a.b;
-    const int i0 = qb * BQ, rows = std::min(BQ, lq - i0);
-    const int head = n * a.hkv + h / group;
-    const float* kp = packed + size_t(head) * (kpack + vpack);
-    const float* vp = kp + kpack;
-    const float* Q = a.q + ((size_t(n) * a.hq + h) * lq + i0) * d;
-
-    // Keys each row and each group of MR rows needs (all keys for a row that sees none).
-    const int groups = (rows + MR - 1) / MR;
-    int row_count[BQ], group_keys[BQ / MR];
-    int block_keys = 0;
-    for (int g = 0; g < groups; ++g) group_keys[g] = 0;
-    for (int r = 0; r < rows; ++r) {
-      row_count[r] = row_keys(a, mask_row(a, n, h, i0 + r), i0 + r);
-      int keys = row_count[r] == 0 ? lk : row_count[r];
-      group_keys[r / MR] = std::max(group_keys[r / MR], keys);
-      block_keys = std::max(block_keys, keys);
-    }
-    const int lds = ((block_keys + NR - 1) / NR) * NR;
     thread_local AlignedBuffer s_buf, o_buf;
-    float* S = s_buf.get(size_t(BQ) * std::max(lds, NR));
     float* O = o_buf.get(size_t(BQ) * ldo);
+    // Shares take every shares-th block, so causal blocks of every cost are spread over them.
+    for (int blk = share; blk < blocks_per_head; blk += shares) {
+      const int h = kvh * group + blk / qblocks, qb = blk % qblocks;
+      const int i0 = qb * bq, rows = std::min(bq, lq - i0);
+      const float* Q = a.q + ((size_t(n) * a.hq + h) * lq + i0) * d;
 
-    // S = Q K^T over the key panels each group needs.
-    for (int p = 0; p * NR < block_keys; ++p) {
-      const float* b = kp + size_t(p) * d * NR;
-      for (int g = 0; g < groups; ++g) {
-        if (p * NR >= group_keys[g]) continue;
-        micro_rows(std::min(MR, rows - g * MR), d, Q + size_t(g) * MR * d, d, b, S + size_t(g) * MR * lds + p * NR, lds, false);
+      // Keys each row and each group of MR rows needs (all keys for a row that sees none).
+      const int groups = (rows + MR - 1) / MR;
+      int row_count[BQ], group_keys[BQ / MR];
+      int block_keys = 0;
+      for (int g = 0; g < groups; ++g) group_keys[g] = 0;
+      for (int r = 0; r < rows; ++r) {
+        row_count[r] = row_keys(a, mask_row(a, n, h, i0 + r), i0 + r);
+        int keys = row_count[r] == 0 ? lk : row_count[r];
+        group_keys[r / MR] = std::max(group_keys[r / MR], keys);
+        block_keys = std::max(block_keys, keys);
       }
-    }
-    // Softmax numerators; keys past a row's view (up to its group's extent) get zero weight.
-    float inv[BQ];
-    for (int r = 0; r < rows; ++r) {
-      float* row = S + size_t(r) * lds;
-      const float* mrow = mask_row(a, n, h, i0 + r);
-      const int extent = group_keys[r / MR];
-      int count = row_count[r];
-      float sum;
-      if (count == 0) {
-        count = lk;
-        sum = hidden_row(row, lk, mrow);
-      } else {
-        sum = softmax_row(row, count, a.scale, mrow);
-      }
-      for (int j = count; j < extent; ++j) row[j] = 0.0f;
-      inv[r] = 1.0f / sum;
-    }
-    // O = P V in steps of KC keys.
-    for (int k0 = 0; k0 < block_keys; k0 += KC) {
-      for (int p = 0; p < dpanels; ++p) {
-        const float* b = vp + (size_t(p) * lk + k0) * NR;
+      const int lds = ((block_keys + NR - 1) / NR) * NR;
+      float* S = s_buf.get(size_t(BQ) * std::max(lds, NR));
+
+      // S = Q K^T over the key panels each group needs.
+      for (int p = 0; p * NR < block_keys; ++p) {
+        const float* b = kp + size_t(p) * d * NR;
         for (int g = 0; g < groups; ++g) {
-          if (k0 >= group_keys[g]) continue;
-          const int kc = std::min(KC, group_keys[g] - k0);
-          micro_rows(std::min(MR, rows - g * MR), kc, S + size_t(g) * MR * lds + k0, lds, b, O + size_t(g) * MR * ldo + p * NR, ldo,
-                     k0 > 0);
+          if (p * NR >= group_keys[g]) continue;
+          micro_rows(std::min(MR, rows - g * MR), d, Q + size_t(g) * MR * d, d, b, S + size_t(g) * MR * lds + p * NR, lds, false);
         }
       }
+      // Softmax numerators; keys past a row's view (up to its group's extent) get zero weight.
+      float inv[BQ];
+      for (int r = 0; r < rows; ++r) {
+        float* row = S + size_t(r) * lds;
+        const float* mrow = mask_row(a, n, h, i0 + r);
+        const int extent = group_keys[r / MR];
+        int count = row_count[r];
+        float sum;
+        if (count == 0) {
+          count = lk;
+          sum = hidden_row(row, lk, mrow);
+        } else {
+          sum = softmax_row(row, count, a.scale, mrow);
+        }
+        for (int j = count; j < extent; ++j) row[j] = 0.0f;
+        inv[r] = 1.0f / sum;
+      }
+      // O = P V in steps of KC keys.
+      for (int k0 = 0; k0 < block_keys; k0 += KC) {
+        for (int p = 0; p < dpanels; ++p) {
+          const float* b = vp + (size_t(p) * lk + k0) * NR;
+          for (int g = 0; g < groups; ++g) {
+            if (k0 >= group_keys[g]) continue;
+            const int kc = std::min(KC, group_keys[g] - k0);
+            micro_rows(std::min(MR, rows - g * MR), kc, S + size_t(g) * MR * lds + k0, lds, b, O + size_t(g) * MR * ldo + p * NR, ldo,
+                       k0 > 0);
+          }
+        }
+      }
+      float* out = a.out + ((size_t(n) * a.hq + h) * lq + i0) * d;
+      for (int r = 0; r < rows; ++r) {
+        const float* src = O + size_t(r) * ldo;
+        float* dst = out + size_t(r) * d;
+        const __m256 vi = _mm256_set1_ps(inv[r]);
+        int t = 0;
+        for (; t + 8 <= d; t += 8) _mm256_storeu_ps(dst + t, _mm256_mul_ps(_mm256_load_ps(src + t), vi));
+        for (; t < d; ++t) dst[t] = src[t] * inv[r];
+      }
     }
-    float* out = a.out + ((size_t(n) * a.hq + h) * lq + i0) * d;
-    for (int r = 0; r < rows; ++r) {
-      const float* src = O + size_t(r) * ldo;
-      float* dst = out + size_t(r) * d;
-      const __m256 vi = _mm256_set1_ps(inv[r]);
-      int t = 0;
-      for (; t + 8 <= d; t += 8) _mm256_storeu_ps(dst + t, _mm256_mul_ps(_mm256_load_ps(src + t), vi));
-      for (; t < d; ++t) dst[t] = src[t] * inv[r];
-    }
+    // Release unusually large buffers (a long sequence's panels) rather than keep them per thread.
+    if (packed_buf.size > (size_t(64) << 20)) packed_buf.release();
   });
 }
 
