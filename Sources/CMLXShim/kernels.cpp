@@ -432,6 +432,70 @@ mx::array pointwise_reference(PointwiseKind kind, const std::vector<mx::array>& 
   throw std::invalid_argument("unknown pointwise kind");
 }
 
+// Gradients of the activations in one vectorised pass (MLX's own vjp re-evaluates sigmoid / erf with scalar exp):
+// inputs (x, cotangent) -> dx, or for silu(a) * b, (a, b, cotangent) -> (da, db).
+class FastActivationGrad : public mx::Primitive {
+ public:
+  FastActivationGrad(mx::Stream s, PointwiseKind kind) : mx::Primitive(s), kind_(kind) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    for (auto& a : inputs) encoder.set_input_array(a);
+    for (auto& o : outputs) {
+      o.set_data(mx::allocator::malloc(o.nbytes()));
+      encoder.set_output_array(o);
+    }
+    encoder.dispatch([inputs, outputs, kind = kind_]() mutable {
+      mlxkernels::ProfileScope scope("FastActivationGrad");
+      const size_t n = inputs[0].size();
+      switch (kind) {
+        case PointwiseKind::silu_mul:
+          mlxkernels::silu_mul_grad(inputs[0].data<float>(), inputs[1].data<float>(), inputs[2].data<float>(),
+                                    outputs[0].data<float>(), outputs[1].data<float>(), n);
+          break;
+        case PointwiseKind::silu:
+          mlxkernels::activation_grad(inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(), n,
+                                      mlxkernels::Activation::silu);
+          break;
+        case PointwiseKind::gelu:
+          mlxkernels::activation_grad(inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(), n,
+                                      mlxkernels::Activation::gelu_erf);
+          break;
+        case PointwiseKind::gelu_tanh:
+          mlxkernels::activation_grad(inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(), n,
+                                      mlxkernels::Activation::gelu_tanh);
+          break;
+        default: throw std::invalid_argument("FastActivationGrad: not an activation");
+      }
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error("FastActivationGrad: CPU only");
+  }
+  std::vector<mx::array> vjp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&,
+                             const std::vector<mx::array>&) override {
+    throw std::runtime_error("FastActivationGrad: second derivatives are not implemented");
+  }
+  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error("FastActivationGrad: jvp not implemented");
+  }
+  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error("FastActivationGrad: vmap not implemented");
+  }
+  const char* name() const override { return "FastActivationGrad"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FastActivationGrad*>(&other);
+    return o && o->kind_ == kind_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    if (kind_ == PointwiseKind::silu_mul) return {inputs[0].shape(), inputs[1].shape()};
+    return {inputs[0].shape()};
+  }
+
+ private:
+  PointwiseKind kind_;
+};
+
 class FastPointwise : public ReferencedPrimitive {
  public:
   FastPointwise(mx::Stream s, PointwiseKind kind, float eps, bool has_w, bool has_b)
@@ -456,6 +520,23 @@ class FastPointwise : public ReferencedPrimitive {
         case PointwiseKind::gelu_tanh: mlxkernels::activation(xp, y, x.size(), mlxkernels::Activation::gelu_tanh); break;
       }
     });
+  }
+  // Activations take their gradient from FastActivationGrad; the norms from MLX's vjp of the reference.
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
+    const bool activation = kind_ != PointwiseKind::rms_norm && kind_ != PointwiseKind::layer_norm;
+    const auto& c = cotangents[0];
+    if (!activation || !fast_enabled || c.shape() != primals[0].shape() || !mx::issubdtype(c.dtype(), mx::floating))
+      return ReferencedPrimitive::vjp(primals, cotangents, argnums, outputs);
+    std::vector<mx::array> in = primals;
+    in.push_back(mx::contiguous(c.dtype() == mx::float32 ? c : mx::astype(c, mx::float32)));
+    std::vector<mx::Shape> shapes;
+    for (size_t i = 0; i + 1 < in.size(); ++i) shapes.push_back(in[i].shape());
+    auto grads = mx::array::make_arrays(shapes, std::vector<mx::Dtype>(shapes.size(), mx::float32),
+                                        std::make_shared<FastActivationGrad>(stream(), kind_), in);
+    std::vector<mx::array> selected;
+    for (int a : argnums) selected.push_back(grads[size_t(a)]);
+    return selected;
   }
   const char* name() const override { return "FastPointwise"; }
   bool is_equivalent(const mx::Primitive& other) const override {

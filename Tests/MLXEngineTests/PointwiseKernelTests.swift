@@ -49,4 +49,33 @@ final class PointwiseKernelTests: KernelTestCase {
         try assertGradientsMatchFallback([a], "gelu tanh") { NN.geluTanh($0[0]) }
         try assertGradientsMatchFallback([a], "silu") { NN.silu($0[0]) }
     }
+
+    func testActivationGradientsAtEveryLengthAndInTheTails() throws {
+        // Lengths with vector tails and one past a pool chunk (16384); values far into both tails, where the
+        // sigmoid saturates and erf's complement is tiny.
+        let extremes: [Float] = [-90, -30, -12, -5, -1e-3, 0, 1e-3, 5, 12, 30, 90]
+        for n in [extremes.count, 7, 37, 16_391] {
+            let base = try tensor([n], seed: UInt64(n), scale: 4).values(Float.self)
+            let x = Tensor(n == extremes.count ? extremes : base, shape: [n])
+            let gate = tensor([n], seed: UInt64(n) + 1)
+            try assertGradientsMatchFallback([x], "gelu n \(n)") { NN.gelu($0[0]) }
+            try assertGradientsMatchFallback([x], "gelu tanh n \(n)") { NN.geluTanh($0[0]) }
+            try assertGradientsMatchFallback([x], "silu n \(n)") { NN.silu($0[0]) }
+            try assertGradientsMatchFallback([x, gate], "silu gate n \(n)") { NN.siluGate($0[0], $0[1]) }
+        }
+        // Only the gate's gradient asked for: the other input is a constant.
+        let up = tensor([5, 24], seed: 7)
+        try assertGradientsMatchFallback([tensor([5, 24], seed: 8, scale: 3)], "silu gate, gate only") { NN.siluGate($0[0], up) }
+    }
+
+    func testActivationGradientsUseTheFastKernel() throws {
+        defer { Kernels.profiling = false; Kernels.resetProfile() }
+        Kernels.profiling = true
+        Kernels.resetProfile()
+        let a = tensor([6, 40], seed: 1, scale: 3), b = tensor([6, 40], seed: 2)
+        let grads = try Autograd.valueAndGrad([a, b]) { [(NN.siluGate($0[0], $0[1]) + NN.gelu($0[0])).sum()] }.grads
+        try Tensor.eval(grads)
+        let line = Kernels.profileReport().split(separator: "\n").first { $0.split(separator: " ").first == "FastActivationGrad" }
+        XCTAssertTrue(line?.hasSuffix(" 2 calls") ?? false, Kernels.profileReport())
+    }
 }

@@ -60,6 +60,9 @@ void layer_norm(const float* x, const float* w, const float* b, float* y, int ro
 void silu_mul(const float* a, const float* b, float* y, size_t n);
 enum class Activation { silu, gelu_erf, gelu_tanh };
 void activation(const float* x, float* y, size_t n, Activation kind);
+// Their gradients for a cotangent c: dx = c f'(x); for silu(a) * b, da = c b silu'(a) and db = c silu(a).
+void activation_grad(const float* x, const float* c, float* dx, size_t n, Activation kind);
+void silu_mul_grad(const float* a, const float* b, const float* c, float* da, float* db, size_t n);
 
 // Convolution: x (b, h, w, cin) NHWC, weight (cout, kh, kw, cin) OHWI, y (b, oh, ow, cout) with
 // oh = (h + 2 ph - kh) / sh + 1 (likewise ow); zero padding, groups 1, dilation 1.

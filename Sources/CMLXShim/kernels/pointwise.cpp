@@ -48,6 +48,31 @@ inline __m256 silu_ps(__m256 x) {
   return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
 }
 
+inline __m256 sigmoid_ps(__m256 x) {
+  return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+// silu'(x) = s (1 + x (1 - s)), s = sigmoid(x).
+inline __m256 silu_grad_ps(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f), s = sigmoid_ps(x);
+  return _mm256_mul_ps(s, _mm256_fmadd_ps(x, _mm256_sub_ps(one, s), one));
+}
+
+// gelu'(x) = (1 + erf(x / sqrt 2)) / 2 + x phi(x), phi the standard normal density.
+inline __m256 gelu_erf_grad_ps(__m256 x) {
+  __m256 density = _mm256_mul_ps(_mm256_set1_ps(0.39894228040143268f), exp_ps(_mm256_mul_ps(_mm256_set1_ps(-0.5f), _mm256_mul_ps(x, x))));
+  return _mm256_fmadd_ps(x, density, _mm256_mul_ps(_mm256_set1_ps(0.5f), one_plus_erf_ps(x)));
+}
+
+// With y = x s, s = sigmoid(2u), u = k (x + 0.044715 x^3): y' = s + x s (1 - s) 2k (1 + 3 * 0.044715 x^2).
+inline __m256 gelu_tanh_grad_ps(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f), k = _mm256_set1_ps(0.79788456080286536f), x2 = _mm256_mul_ps(x, x);
+  __m256 u = _mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(0.044715f), x2), x, x));
+  __m256 s = sigmoid_ps(_mm256_add_ps(u, u));
+  __m256 du = _mm256_mul_ps(_mm256_add_ps(k, k), _mm256_fmadd_ps(_mm256_set1_ps(3 * 0.044715f), x2, one));
+  return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_mul_ps(x, s), _mm256_sub_ps(one, s)), du, s);
+}
+
 // Elementwise loops over n values in chunks handed to the pool; the tail goes through a padded vector.
 template <typename F>
 void elementwise(size_t n, F&& op) {
@@ -162,6 +187,44 @@ void activation(const float* x, float* y, size_t n, Activation kind) {
     case Activation::gelu_erf: map1(x, y, n, gelu_erf_ps); break;
     case Activation::gelu_tanh: map1(x, y, n, gelu_tanh_ps); break;
   }
+}
+
+void activation_grad(const float* x, const float* c, float* dx, size_t n, Activation kind) {
+  auto run = [&](auto grad) {
+    elementwise(n, [&](size_t lo, size_t hi) {
+      size_t i = lo;
+      for (; i + 8 <= hi; i += 8) _mm256_storeu_ps(dx + i, _mm256_mul_ps(_mm256_loadu_ps(c + i), grad(_mm256_loadu_ps(x + i))));
+      if (i < hi) store_tail(dx + i, _mm256_mul_ps(load_tail(c + i, hi - i), grad(load_tail(x + i, hi - i))), hi - i);
+    });
+  };
+  switch (kind) {
+    case Activation::silu: run(silu_grad_ps); break;
+    case Activation::gelu_erf: run(gelu_erf_grad_ps); break;
+    case Activation::gelu_tanh: run(gelu_tanh_grad_ps); break;
+  }
+}
+
+void silu_mul_grad(const float* a, const float* b, const float* c, float* da, float* db, size_t n) {
+  auto step = [](__m256 av, __m256 bv, __m256 cv, __m256& dav, __m256& dbv) {
+    const __m256 one = _mm256_set1_ps(1.0f), s = sigmoid_ps(av);
+    dbv = _mm256_mul_ps(cv, _mm256_mul_ps(av, s));
+    dav = _mm256_mul_ps(_mm256_mul_ps(cv, bv), _mm256_mul_ps(s, _mm256_fmadd_ps(av, _mm256_sub_ps(one, s), one)));
+  };
+  elementwise(n, [&](size_t lo, size_t hi) {
+    size_t i = lo;
+    __m256 dav, dbv;
+    for (; i + 8 <= hi; i += 8) {
+      step(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), _mm256_loadu_ps(c + i), dav, dbv);
+      _mm256_storeu_ps(da + i, dav);
+      _mm256_storeu_ps(db + i, dbv);
+    }
+    if (i < hi) {
+      const size_t r = hi - i;
+      step(load_tail(a + i, r), load_tail(b + i, r), load_tail(c + i, r), dav, dbv);
+      store_tail(da + i, dav, r);
+      store_tail(db + i, dbv, r);
+    }
+  });
 }
 
 }  // namespace mlxkernels
