@@ -291,7 +291,8 @@ mx::array attention_reference(const mx::array& q, const mx::array& k, const mx::
     int lq = int(q.shape(2)), lk = int(k.shape(2));
     auto qi = mx::reshape(mx::arange(lk - lq, lk, mx::int32), {lq, 1});
     auto kj = mx::reshape(mx::arange(0, lk, mx::int32), {1, lk});
-    scores = mx::where(mx::less_equal(kj, qi), scores, mx::array(-1e9f, scores.dtype()));
+    // Additive, as the Swift reference: a row causality hides entirely then still passes gradients to its scores.
+    scores = mx::add(scores, mx::where(mx::less_equal(kj, qi), mx::array(0.0f, scores.dtype()), mx::array(-1e9f, scores.dtype())));
   }
   if (mask) scores = mx::add(scores, *mask);
   return mx::matmul(mx::softmax(scores, std::vector<int>{-1}, true), vv);
@@ -338,6 +339,71 @@ const T* planes_of(const mx::array& x, std::vector<T>& scratch, size_t& plane) {
   return pack_planes(x, scratch);
 }
 
+// Largest key/value plane (keys x head size) whose attention gradient is computed row by row in cache; larger
+// planes take MLX's vjp of the reference (sgemm-backed products).
+constexpr int64_t kAttentionGradPlaneLimit = 1 << 16;
+
+// Gradients of FastAttention: inputs (q, k, v, [mask], cotangent), all contiguous float32; outputs (dq, dk, dv).
+class FastAttentionGrad : public mx::Primitive {
+ public:
+  FastAttentionGrad(mx::Stream s, float scale, bool causal, bool has_mask)
+      : mx::Primitive(s), scale_(scale), causal_(causal), has_mask_(has_mask) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    for (auto& a : inputs) encoder.set_input_array(a);
+    for (auto& o : outputs) {
+      o.set_data(mx::allocator::malloc(o.nbytes()));
+      encoder.set_output_array(o);
+    }
+    encoder.dispatch([inputs, outputs, scale = scale_, causal = causal_, has_mask = has_mask_]() mutable {
+      mlxkernels::ProfileScope scope("FastAttentionGrad");
+      const auto &q = inputs[0], &k = inputs[1];
+      mlxkernels::AttentionArgs a{};
+      a.q = q.data<float>();
+      a.k = k.data<float>();
+      a.v = inputs[2].data<float>();
+      a.b = int(q.shape(0)), a.hq = int(q.shape(1)), a.lq = int(q.shape(2)), a.d = int(q.shape(3));
+      a.hkv = int(k.shape(1)), a.lk = int(k.shape(2));
+      a.scale = scale;
+      a.causal = causal;
+      a.mb = a.mh = a.mq = 1;
+      if (has_mask) {
+        const auto& m = inputs[3];
+        a.mask = m.data<float>();
+        a.mb = int(m.shape(0)), a.mh = int(m.shape(1)), a.mq = int(m.shape(2));
+      }
+      mlxkernels::attention_grad(a, inputs.back().data<float>(), outputs[0].data<float>(), outputs[1].data<float>(),
+                                 outputs[2].data<float>());
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error("FastAttentionGrad: CPU only");
+  }
+  std::vector<mx::array> vjp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&,
+                             const std::vector<mx::array>&) override {
+    throw std::runtime_error("FastAttentionGrad: second derivatives are not implemented");
+  }
+  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error("FastAttentionGrad: jvp not implemented");
+  }
+  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error("FastAttentionGrad: vmap not implemented");
+  }
+  const char* name() const override { return "FastAttentionGrad"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FastAttentionGrad*>(&other);
+    return o && o->scale_ == scale_ && o->causal_ == causal_ && o->has_mask_ == has_mask_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    return {inputs[0].shape(), inputs[1].shape(), inputs[2].shape()};
+  }
+
+ private:
+  float scale_;
+  bool causal_, has_mask_;
+};
+
 class FastAttention : public ReferencedPrimitive {
  public:
   FastAttention(mx::Stream s, float scale, bool causal, bool has_mask)
@@ -376,6 +442,24 @@ class FastAttention : public ReferencedPrimitive {
       }
       mlxkernels::attention(a);
     });
+  }
+  // Small planes (training's heads): FastAttentionGrad. Larger ones, or a gradient for the mask: MLX's vjp.
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
+    const auto& c = cotangents[0];
+    const bool mask_grad = std::find(argnums.begin(), argnums.end(), 3) != argnums.end();
+    if (!fast_enabled || mask_grad || c.shape() != primals[0].shape() || !mx::issubdtype(c.dtype(), mx::floating) ||
+        primals[1].shape(2) * primals[1].shape(3) > kAttentionGradPlaneLimit)
+      return ReferencedPrimitive::vjp(primals, cotangents, argnums, outputs);
+    std::vector<mx::array> in = {primals[0], mx::contiguous(primals[1]), mx::contiguous(primals[2])};
+    if (has_mask_) in.push_back(primals[3]);
+    in.push_back(mx::contiguous(c.dtype() == mx::float32 ? c : mx::astype(c, mx::float32)));
+    auto grads = mx::array::make_arrays({primals[0].shape(), primals[1].shape(), primals[2].shape()},
+                                        {mx::float32, mx::float32, mx::float32},
+                                        std::make_shared<FastAttentionGrad>(stream(), scale_, causal_, has_mask_), in);
+    std::vector<mx::array> selected;
+    for (int a : argnums) selected.push_back(grads[size_t(a)]);
+    return selected;
   }
   const char* name() const override { return "FastAttention"; }
   bool is_equivalent(const mx::Primitive& other) const override {

@@ -286,5 +286,53 @@ final class KernelTests: KernelTestCase {
         try assertGradientsMatchFallback([q1, k, v], "attention decode") {
             NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.3)
         }
+        // Causal with more queries than keys (the first rows see no key), an odd head size, no GQA.
+        let q2 = tensor([1, 2, 30, 13], seed: 6, scale: 2), k2 = tensor([1, 2, 21, 13], seed: 7), v2 = tensor([1, 2, 21, 13], seed: 8)
+        try assertGradientsMatchFallback([q2, k2, v2], "attention causal lq > lk") {
+            NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.4, causal: true)
+        }
+        // The LLM's training mask: causal plus padded keys (-1e9) at both ends of one row, and a row whose every
+        // key is padding; gradients for the queries alone, and keys given as a transposed view.
+        let lk = 26
+        let pad = (0..<2 * lk).map { i -> Float in
+            let (b, j) = (i / lk, i % lk)
+            return b == 1 && (j < 8 || j >= lk - 3) ? -1e9 : 0
+        }
+        let llmMask = NN.causalAdditiveMask(queries: lk, keys: lk).reshaped([1, 1, lk, lk]) + Tensor(pad, shape: [2, 1, 1, lk])
+        let ql = tensor([2, 4, lk, 32], seed: 9, scale: 2), vl = tensor([2, 2, lk, 32], seed: 11)
+        let kl = tensor([2, lk, 2, 32], seed: 10).swappedAxes(1, 2)
+        try assertGradientsMatchFallback([ql, kl, vl], "attention LLM mask") {
+            NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.2, mask: llmMask)
+        }
+        try assertGradientsMatchFallback([ql], "attention LLM mask, queries only") {
+            NN.attention(queries: $0[0], keys: kl, values: vl, scale: 0.2, mask: llmMask)
+        }
+        let allHidden = Tensor([Float](repeating: -1e9, count: lk), shape: [1, 1, 1, lk])
+        try assertGradientsMatchFallback([ql, kl, vl], "attention, every key hidden by the mask") {
+            NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.2, mask: allHidden)
+        }
+        // A plane above the row-by-row limit takes MLX's vjp: same gradients either way.
+        let qb = tensor([1, 1, 8, 64], seed: 12), kb = tensor([1, 1, 1100, 64], seed: 13), vb = tensor([1, 1, 1100, 64], seed: 14)
+        try assertGradientsMatchFallback([qb, kb, vb], "attention, large plane") {
+            NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.125)
+        }
+    }
+
+    func testAttentionGradientUsesTheFastKernelForSmallPlanes() throws {
+        defer { Kernels.profiling = false; Kernels.resetProfile() }
+        let q = tensor([2, 4, 20, 16], seed: 1), k = tensor([2, 2, 24, 16], seed: 2), v = tensor([2, 2, 24, 16], seed: 3)
+        func calls(_ q: Tensor, _ k: Tensor, _ v: Tensor) throws -> String? {
+            Kernels.profiling = true
+            Kernels.resetProfile()
+            let grads = try Autograd.valueAndGrad([q, k, v]) {
+                [NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.3, causal: true).sum()]
+            }.grads
+            try Tensor.eval(grads)
+            let line = Kernels.profileReport().split(separator: "\n").first { $0.split(separator: " ").first == "FastAttentionGrad" }
+            return line.map(String.init)
+        }
+        XCTAssertTrue(try calls(q, k, v)?.hasSuffix(" 1 calls") ?? false, Kernels.profileReport())
+        let kb = tensor([2, 2, 1100, 64], seed: 2), vb = tensor([2, 2, 1100, 64], seed: 3)
+        XCTAssertNil(try calls(tensor([2, 4, 20, 64], seed: 1), kb, vb), "a plane of 1100 x 64 takes MLX's vjp")
     }
 }

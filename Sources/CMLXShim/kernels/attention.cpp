@@ -416,7 +416,81 @@ void attention_tiled(const AttentionArgs& a) {
   });
 }
 
+inline float dot(const float* a, const float* b, int d) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
+  int t = 0;
+  for (; t + 16 <= d; t += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(b + t), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t + 8), _mm256_loadu_ps(b + t + 8), acc1);
+  }
+  for (; t + 8 <= d; t += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(b + t), acc0);
+  float r = hsum(_mm256_add_ps(acc0, acc1));
+  for (; t < d; ++t) r += a[t] * b[t];
+  return r;
+}
+
+// y += alpha x over d values.
+inline void axpy(float alpha, const float* x, float* y, int d) {
+  const __m256 va = _mm256_set1_ps(alpha);
+  int t = 0;
+  for (; t + 8 <= d; t += 8) _mm256_storeu_ps(y + t, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + t), _mm256_loadu_ps(y + t)));
+  for (; t < d; ++t) y[t] += alpha * x[t];
+}
+
 }  // namespace
+
+void attention_grad(const AttentionArgs& a, const float* dout, float* dq, float* dk, float* dv) {
+  const int d = a.d, lk = a.lk, lq = a.lq, group = a.hq / a.hkv;
+  const size_t kv_plane = size_t(lk) * d, q_plane = size_t(lq) * d;
+  // One task per key/value head: it owns that head's dk and dv and runs every query row of its query heads.
+  parallel_for(a.b * a.hkv, [&](int task) {
+    const int n = task / a.hkv, kvh = task % a.hkv;
+    const float* K = a.k + size_t(task) * kv_plane;
+    const float* V = a.v + size_t(task) * kv_plane;
+    float* dK = dk + size_t(task) * kv_plane;
+    float* dV = dv + size_t(task) * kv_plane;
+    std::fill(dK, dK + kv_plane, 0.0f);
+    std::fill(dV, dV + kv_plane, 0.0f);
+    thread_local AlignedBuffer p_buf;
+    float* p = p_buf.get(2 * (size_t(lk) + 8));
+    for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+      const size_t plane = size_t(n) * a.hq + h;
+      for (int i = 0; i < lq; ++i) {
+        const float* q = a.q + plane * q_plane + size_t(i) * d;
+        const float* g = dout + plane * q_plane + size_t(i) * d;
+        float* dqi = dq + plane * q_plane + size_t(i) * d;
+        std::fill(dqi, dqi + d, 0.0f);
+        const float* mrow = mask_row(a, n, h, i);
+        int count = row_keys(a, mrow, i);
+        float inv;
+        if (count == 0) {
+          // Causality hides every key: the weights over -1e9 + mask, and (the mask being additive in the
+          // reference) gradients for every score.
+          count = lk;
+          inv = 1.0f / hidden_row(p, lk, mrow);
+        } else {
+          for (int j = 0; j < count; ++j) p[j] = dot(q, K + size_t(j) * d, d);
+          inv = 1.0f / softmax_row(p, count, a.scale, mrow);
+        }
+        // p_j, dp_j = g . v_j and D = sum_j p_j dp_j; then ds_j = p_j (dp_j - D), scaled as the scores were.
+        float* dp = p + lk + 8;
+        float total = 0;
+        for (int j = 0; j < count; ++j) {
+          p[j] *= inv;
+          dp[j] = dot(g, V + size_t(j) * d, d);
+          axpy(p[j], g, dV + size_t(j) * d, d);
+          total += p[j] * dp[j];
+        }
+        for (int j = 0; j < count; ++j) {
+          const float ds = p[j] * (dp[j] - total) * a.scale;
+          if (ds == 0.0f) continue;
+          axpy(ds, K + size_t(j) * d, dqi, d);
+          axpy(ds, q, dK + size_t(j) * d, d);
+        }
+      }
+    }
+  });
+}
 
 float softmax_numerators(float* row, int count, float scale, const float* mask) { return softmax_row(row, count, scale, mask); }
 
