@@ -311,6 +311,16 @@ final class KernelTests: KernelTestCase {
         try assertGradientsMatchFallback([ql, kl, vl], "attention, every key hidden by the mask") {
             NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.2, mask: allHidden)
         }
+        // Several 48-row blocks, key counts and head sizes off the 16-wide panels, GQA with causality and a mask.
+        let q3 = tensor([1, 2, 100, 40], seed: 15, scale: 2), k3 = tensor([1, 1, 100, 40], seed: 16), v3 = tensor([1, 1, 100, 40], seed: 17)
+        try assertGradientsMatchFallback([q3, k3, v3], "attention causal, 100 rows, d 40") {
+            NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.15, causal: true)
+        }
+        let q4 = tensor([2, 2, 70, 20], seed: 18, scale: 2), k4 = tensor([2, 2, 83, 20], seed: 19), v4 = tensor([2, 2, 83, 20], seed: 20)
+        let mask4 = infMask([2, 1, 70, 83], seed: 21)
+        try assertGradientsMatchFallback([q4, k4, v4], "attention masked, 70 x 83 keys, d 20") {
+            NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.2, mask: mask4)
+        }
         // A plane above the row-by-row limit takes MLX's vjp: same gradients either way.
         let qb = tensor([1, 1, 8, 64], seed: 12), kb = tensor([1, 1, 1100, 64], seed: 13), vb = tensor([1, 1, 1100, 64], seed: 14)
         try assertGradientsMatchFallback([qb, kb, vb], "attention, large plane") {

@@ -416,79 +416,129 @@ void attention_tiled(const AttentionArgs& a) {
   });
 }
 
-inline float dot(const float* a, const float* b, int d) {
-  __m256 acc0 = _mm256_setzero_ps(), acc1 = acc0;
-  int t = 0;
-  for (; t + 16 <= d; t += 16) {
-    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(b + t), acc0);
-    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t + 8), _mm256_loadu_ps(b + t + 8), acc1);
+// Panels of a (rows x d) row-major matrix for the microkernel's B operand: P[p][r][c] = X[r][p*16 + c] (rows x 16
+// per panel of 16 columns), zero beyond d.
+void pack_column_panels(const float* x, int rows, int d, int ld, float* dst) {
+  const int dpanels = (d + NR - 1) / NR;
+  for (int p = 0; p < dpanels; ++p) {
+    const int cols = std::min(NR, d - p * NR);
+    float* panel = dst + size_t(p) * rows * NR;
+    for (int r = 0; r < rows; ++r) {
+      std::memcpy(panel + size_t(r) * NR, x + size_t(r) * ld + p * NR, sizeof(float) * cols);
+      if (cols < NR) std::memset(panel + size_t(r) * NR + cols, 0, sizeof(float) * (NR - cols));
+    }
   }
-  for (; t + 8 <= d; t += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + t), _mm256_loadu_ps(b + t), acc0);
-  float r = hsum(_mm256_add_ps(acc0, acc1));
-  for (; t < d; ++t) r += a[t] * b[t];
-  return r;
 }
 
-// y += alpha x over d values.
-inline void axpy(float alpha, const float* x, float* y, int d) {
-  const __m256 va = _mm256_set1_ps(alpha);
-  int t = 0;
-  for (; t + 8 <= d; t += 8) _mm256_storeu_ps(y + t, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + t), _mm256_loadu_ps(y + t)));
-  for (; t < d; ++t) y[t] += alpha * x[t];
+// Panels of 16 rows transposed: P[p][t][c] = X[p*16 + c][t] (d x 16 per panel of 16 rows), zero beyond `rows`.
+void pack_row_panels(const float* x, int rows, int d, float* dst) {
+  const int panels = (rows + NR - 1) / NR;
+  for (int p = 0; p < panels; ++p) {
+    float* panel = dst + size_t(p) * d * NR;
+    const int count = std::min(NR, rows - p * NR);
+    for (int c = 0; c < count; ++c) {
+      const float* src = x + size_t(p * NR + c) * d;
+      for (int t = 0; t < d; ++t) panel[size_t(t) * NR + c] = src[t];
+    }
+    for (int c = count; c < NR; ++c)
+      for (int t = 0; t < d; ++t) panel[size_t(t) * NR + c] = 0.0f;
+  }
+}
+
+// C (m x 16 panels, ldc) (+)= A (m x kc, lda) @ B (column panels of kc rows), in groups of MR rows.
+void panel_product(int m, int kc, int panels, const float* a, int lda, const float* b, size_t b_panel, float* c, int ldc,
+                   bool accumulate) {
+  for (int p = 0; p < panels; ++p)
+    for (int r = 0; r < m; r += MR)
+      micro_rows(std::min(MR, m - r), kc, a + size_t(r) * lda, lda, b + size_t(p) * b_panel, c + size_t(r) * ldc + p * NR, ldc,
+                 accumulate);
 }
 
 }  // namespace
 
 void attention_grad(const AttentionArgs& a, const float* dout, float* dq, float* dk, float* dv) {
   const int d = a.d, lk = a.lk, lq = a.lq, group = a.hq / a.hkv;
+  const int kpanels = (lk + NR - 1) / NR, dpanels = (d + NR - 1) / NR;
+  const int ldo = dpanels * NR, lks = kpanels * NR;
   const size_t kv_plane = size_t(lk) * d, q_plane = size_t(lq) * d;
-  // One task per key/value head: it owns that head's dk and dv and runs every query row of its query heads.
+  constexpr int BR = 48;  // query rows per block
+  // One task per key/value head: it packs K and V, owns that head's dk and dv, and runs every block of query rows
+  // of its query heads: S = Q K^T, P = softmax, dP = dO V^T, dS = P (dP - rowsum(P dP)) scale, then dQ = dS K,
+  // dV += P^T dO and dK += dS^T Q, all with the forward's 6x16 microkernel.
   parallel_for(a.b * a.hkv, [&](int task) {
     const int n = task / a.hkv, kvh = task % a.hkv;
     const float* K = a.k + size_t(task) * kv_plane;
     const float* V = a.v + size_t(task) * kv_plane;
-    float* dK = dk + size_t(task) * kv_plane;
-    float* dV = dv + size_t(task) * kv_plane;
-    std::fill(dK, dK + kv_plane, 0.0f);
-    std::fill(dV, dV + kv_plane, 0.0f);
-    thread_local AlignedBuffer p_buf;
-    float* p = p_buf.get(2 * (size_t(lk) + 8));
+    const size_t key_panels = size_t(kpanels) * d * NR, col_panels = size_t(dpanels) * lk * NR;
+    const size_t acc = size_t(lks) * ldo, block = size_t(BR) * lks;
+    thread_local AlignedBuffer buf;
+    float* base = buf.get(2 * key_panels + col_panels + 2 * acc + 4 * block + 2 * size_t(dpanels) * BR * NR + size_t(BR) * ldo);
+    if (!base) throw std::bad_alloc();
+    float *Kp = base, *Vp = Kp + key_panels, *Kc = Vp + key_panels, *dKa = Kc + col_panels, *dVa = dKa + acc;
+    float *S = dVa + acc, *dP = S + block, *PT = dP + block, *dST = PT + block;
+    float *Qc = dST + block, *Gc = Qc + size_t(dpanels) * BR * NR, *dQb = Gc + size_t(dpanels) * BR * NR;
+    pack_row_panels(K, lk, d, Kp);
+    pack_row_panels(V, lk, d, Vp);
+    pack_column_panels(K, lk, d, d, Kc);
+    std::fill(dKa, dKa + 2 * acc, 0.0f);
     for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
       const size_t plane = size_t(n) * a.hq + h;
-      for (int i = 0; i < lq; ++i) {
-        const float* q = a.q + plane * q_plane + size_t(i) * d;
-        const float* g = dout + plane * q_plane + size_t(i) * d;
-        float* dqi = dq + plane * q_plane + size_t(i) * d;
-        std::fill(dqi, dqi + d, 0.0f);
-        const float* mrow = mask_row(a, n, h, i);
-        int count = row_keys(a, mrow, i);
-        float inv;
-        if (count == 0) {
-          // Causality hides every key: the weights over -1e9 + mask, and (the mask being additive in the
-          // reference) gradients for every score.
-          count = lk;
-          inv = 1.0f / hidden_row(p, lk, mrow);
-        } else {
-          for (int j = 0; j < count; ++j) p[j] = dot(q, K + size_t(j) * d, d);
-          inv = 1.0f / softmax_row(p, count, a.scale, mrow);
+      for (int i0 = 0; i0 < lq; i0 += BR) {
+        const int rows = std::min(BR, lq - i0);
+        const float* Q = a.q + plane * q_plane + size_t(i0) * d;
+        const float* G = dout + plane * q_plane + size_t(i0) * d;
+        int count[BR];
+        int keys = 0;
+        for (int r = 0; r < rows; ++r) {
+          count[r] = row_keys(a, mask_row(a, n, h, i0 + r), i0 + r);
+          keys = std::max(keys, count[r] == 0 ? lk : count[r]);
         }
-        // p_j, dp_j = g . v_j and D = sum_j p_j dp_j; then ds_j = p_j (dp_j - D), scaled as the scores were.
-        float* dp = p + lk + 8;
-        float total = 0;
-        for (int j = 0; j < count; ++j) {
-          p[j] *= inv;
-          dp[j] = dot(g, V + size_t(j) * d, d);
-          axpy(p[j], g, dV + size_t(j) * d, d);
-          total += p[j] * dp[j];
+        const int kp = (keys + NR - 1) / NR, lds = kp * NR;
+        panel_product(rows, d, kp, Q, d, Kp, size_t(d) * NR, S, lds, false);
+        panel_product(rows, d, kp, G, d, Vp, size_t(d) * NR, dP, lds, false);
+        for (int r = 0; r < rows; ++r) {
+          float* pr = S + size_t(r) * lds;
+          float* gr = dP + size_t(r) * lds;
+          const float* mrow = mask_row(a, n, h, i0 + r);
+          int c = count[r];
+          float sum;
+          if (c == 0) {  // causality hides every key: weights over -1e9 + mask, gradients for every score
+            c = lk;
+            sum = hidden_row(pr, lk, mrow);
+          } else {
+            sum = softmax_row(pr, c, a.scale, mrow);
+          }
+          const float inv = 1.0f / sum;
+          float total = 0;
+          for (int j = 0; j < c; ++j) {
+            pr[j] *= inv;
+            total += pr[j] * gr[j];
+          }
+          for (int j = 0; j < c; ++j) gr[j] = pr[j] * (gr[j] - total) * a.scale;  // dP becomes dS
+          for (int j = c; j < lds; ++j) pr[j] = gr[j] = 0.0f;
+          for (int j = 0; j < lds; ++j) {
+            PT[size_t(j) * BR + r] = pr[j];
+            dST[size_t(j) * BR + r] = gr[j];
+          }
         }
-        for (int j = 0; j < count; ++j) {
-          const float ds = p[j] * (dp[j] - total) * a.scale;
-          if (ds == 0.0f) continue;
-          axpy(ds, K + size_t(j) * d, dqi, d);
-          axpy(ds, q, dK + size_t(j) * d, d);
-        }
+        // dQ = dS K over the block's keys.
+        panel_product(rows, keys, dpanels, dP, lds, Kc, size_t(lk) * NR, dQb, ldo, false);
+        float* dqo = dq + plane * q_plane + size_t(i0) * d;
+        for (int r = 0; r < rows; ++r) std::memcpy(dqo + size_t(r) * d, dQb + size_t(r) * ldo, sizeof(float) * d);
+        // dV += P^T dO and dK += dS^T Q over the block's keys.
+        pack_column_panels(G, rows, d, d, Gc);
+        pack_column_panels(Q, rows, d, d, Qc);
+        panel_product(keys, rows, dpanels, PT, BR, Gc, size_t(rows) * NR, dVa, ldo, true);
+        panel_product(keys, rows, dpanels, dST, BR, Qc, size_t(rows) * NR, dKa, ldo, true);
       }
     }
+    float* dK = dk + size_t(task) * kv_plane;
+    float* dV = dv + size_t(task) * kv_plane;
+    for (int j = 0; j < lk; ++j) {
+      std::memcpy(dK + size_t(j) * d, dKa + size_t(j) * ldo, sizeof(float) * d);
+      std::memcpy(dV + size_t(j) * d, dVa + size_t(j) * ldo, sizeof(float) * d);
+    }
+    if (buf.size > (size_t(64) << 20)) buf.release();
   });
 }
 
