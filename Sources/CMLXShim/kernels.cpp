@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -339,56 +340,81 @@ const T* planes_of(const mx::array& x, std::vector<T>& scratch, size_t& plane) {
   return pack_planes(x, scratch);
 }
 
+// The kernels' description of attention of q (B, Hq, Lq, D) over keys shaped like k, with an optional
+// (B|1, H|1, Lq|1, Lk) mask; the key and value pointers are the caller's.
+mlxkernels::AttentionArgs attention_args(const mx::array& q, const mx::array& k, float scale, bool causal, const mx::array* mask) {
+  mlxkernels::AttentionArgs a{};
+  a.q = q.data<float>();
+  a.b = int(q.shape(0)), a.hq = int(q.shape(1)), a.lq = int(q.shape(2)), a.d = int(q.shape(3));
+  a.hkv = int(k.shape(1)), a.lk = int(k.shape(2));
+  a.scale = scale;
+  a.causal = causal;
+  a.mb = a.mh = a.mq = 1;
+  if (mask) {
+    a.mask = mask->data<float>();
+    a.mb = int(mask->shape(0)), a.mh = int(mask->shape(1)), a.mq = int(mask->shape(2));
+  }
+  return a;
+}
+
+// A multi-output CPU primitive's arrays registered with its stream's encoder, the outputs allocated.
+mx::cpu::CommandEncoder& encode_outputs(mx::Stream s, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  auto& encoder = mx::cpu::get_command_encoder(s);
+  for (auto& a : inputs) encoder.set_input_array(a);
+  for (auto& o : outputs) {
+    o.set_data(mx::allocator::malloc(o.nbytes()));
+    encoder.set_output_array(o);
+  }
+  return encoder;
+}
+
+// A CPU primitive of several outputs that computes gradients and has none of its own: subclasses give the work.
+class GradientPrimitive : public mx::Primitive {
+ public:
+  explicit GradientPrimitive(mx::Stream s) : mx::Primitive(s) {}
+  // The computation, reading `inputs` and writing the allocated `outputs` when the stream runs it.
+  virtual std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const = 0;
+
+  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
+    auto& encoder = encode_outputs(stream(), inputs, outputs);
+    encoder.dispatch([key = name(), task = work(inputs, outputs)]() {
+      mlxkernels::ProfileScope scope(key);
+      task();
+    });
+  }
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error(std::string(name()) + ": CPU only");
+  }
+  std::vector<mx::array> vjp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&,
+                             const std::vector<mx::array>&) override {
+    throw std::runtime_error(std::string(name()) + ": second derivatives are not implemented");
+  }
+  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error(std::string(name()) + ": jvp not implemented");
+  }
+  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
+    throw std::runtime_error(std::string(name()) + ": vmap not implemented");
+  }
+};
+
 // Largest key/value plane (keys x head size) whose attention gradient is computed row by row in cache; larger
 // planes take MLX's vjp of the reference (sgemm-backed products).
 constexpr int64_t kAttentionGradPlaneLimit = 1 << 16;
 
 // Gradients of FastAttention: inputs (q, k, v, [mask], cotangent), all contiguous float32; outputs (dq, dk, dv).
-class FastAttentionGrad : public mx::Primitive {
+class FastAttentionGrad : public GradientPrimitive {
  public:
   FastAttentionGrad(mx::Stream s, float scale, bool causal, bool has_mask)
-      : mx::Primitive(s), scale_(scale), causal_(causal), has_mask_(has_mask) {}
+      : GradientPrimitive(s), scale_(scale), causal_(causal), has_mask_(has_mask) {}
 
-  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (auto& a : inputs) encoder.set_input_array(a);
-    for (auto& o : outputs) {
-      o.set_data(mx::allocator::malloc(o.nbytes()));
-      encoder.set_output_array(o);
-    }
-    encoder.dispatch([inputs, outputs, scale = scale_, causal = causal_, has_mask = has_mask_]() mutable {
-      mlxkernels::ProfileScope scope("FastAttentionGrad");
-      const auto &q = inputs[0], &k = inputs[1];
-      mlxkernels::AttentionArgs a{};
-      a.q = q.data<float>();
-      a.k = k.data<float>();
+  std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const override {
+    return [inputs, outputs, scale = scale_, causal = causal_, has_mask = has_mask_]() mutable {
+      auto a = attention_args(inputs[0], inputs[1], scale, causal, has_mask ? &inputs[3] : nullptr);
+      a.k = inputs[1].data<float>();
       a.v = inputs[2].data<float>();
-      a.b = int(q.shape(0)), a.hq = int(q.shape(1)), a.lq = int(q.shape(2)), a.d = int(q.shape(3));
-      a.hkv = int(k.shape(1)), a.lk = int(k.shape(2));
-      a.scale = scale;
-      a.causal = causal;
-      a.mb = a.mh = a.mq = 1;
-      if (has_mask) {
-        const auto& m = inputs[3];
-        a.mask = m.data<float>();
-        a.mb = int(m.shape(0)), a.mh = int(m.shape(1)), a.mq = int(m.shape(2));
-      }
       mlxkernels::attention_grad(a, inputs.back().data<float>(), outputs[0].data<float>(), outputs[1].data<float>(),
                                  outputs[2].data<float>());
-    });
-  }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("FastAttentionGrad: CPU only");
-  }
-  std::vector<mx::array> vjp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&,
-                             const std::vector<mx::array>&) override {
-    throw std::runtime_error("FastAttentionGrad: second derivatives are not implemented");
-  }
-  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
-    throw std::runtime_error("FastAttentionGrad: jvp not implemented");
-  }
-  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
-    throw std::runtime_error("FastAttentionGrad: vmap not implemented");
+    };
   }
   const char* name() const override { return "FastAttentionGrad"; }
   bool is_equivalent(const mx::Primitive& other) const override {
@@ -416,11 +442,10 @@ class FastAttention : public ReferencedPrimitive {
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     dispatch(inputs, out, [inputs, out, scale = scale_, causal = causal_, has_mask = has_mask_]() mutable {
-      const auto &q = inputs[0], &k = inputs[1], &v = inputs[2];
-      mlxkernels::AttentionArgs a{};
+      const auto &k = inputs[1], &v = inputs[2];
+      auto a = attention_args(inputs[0], k, scale, causal, has_mask ? &inputs[3] : nullptr);
       std::vector<float> k_scratch, v_scratch;
       size_t k_plane = 0, v_plane = 0;
-      a.q = q.data<float>();
       a.k = planes_of(k, k_scratch, k_plane);
       a.v = planes_of(v, v_scratch, v_plane);
       const size_t packed = size_t(k.shape(2)) * k.shape(3);
@@ -430,16 +455,6 @@ class FastAttention : public ReferencedPrimitive {
       }
       a.kv_plane = k_plane;
       a.out = out.data<float>();
-      a.b = int(q.shape(0)), a.hq = int(q.shape(1)), a.lq = int(q.shape(2)), a.d = int(q.shape(3));
-      a.hkv = int(k.shape(1)), a.lk = int(k.shape(2));
-      a.scale = scale;
-      a.causal = causal;
-      a.mb = a.mh = a.mq = 1;
-      if (has_mask) {
-        const auto& m = inputs[3];
-        a.mask = m.data<float>();
-        a.mb = int(m.shape(0)), a.mh = int(m.shape(1)), a.mq = int(m.shape(2));
-      }
       mlxkernels::attention(a);
     });
   }
@@ -518,53 +533,25 @@ mx::array pointwise_reference(PointwiseKind kind, const std::vector<mx::array>& 
 
 // Gradients of the activations in one vectorised pass (MLX's own vjp re-evaluates sigmoid / erf with scalar exp):
 // inputs (x, cotangent) -> dx, or for silu(a) * b, (a, b, cotangent) -> (da, db).
-class FastActivationGrad : public mx::Primitive {
+class FastActivationGrad : public GradientPrimitive {
  public:
-  FastActivationGrad(mx::Stream s, PointwiseKind kind) : mx::Primitive(s), kind_(kind) {}
+  FastActivationGrad(mx::Stream s, PointwiseKind kind) : GradientPrimitive(s), kind_(kind) {}
 
-  void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (auto& a : inputs) encoder.set_input_array(a);
-    for (auto& o : outputs) {
-      o.set_data(mx::allocator::malloc(o.nbytes()));
-      encoder.set_output_array(o);
-    }
-    encoder.dispatch([inputs, outputs, kind = kind_]() mutable {
-      mlxkernels::ProfileScope scope("FastActivationGrad");
+  std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const override {
+    return [inputs, outputs, kind = kind_]() mutable {
       const size_t n = inputs[0].size();
+      const float *x = inputs[0].data<float>(), *c = inputs.back().data<float>();
+      float* dx = outputs[0].data<float>();
       switch (kind) {
         case PointwiseKind::silu_mul:
-          mlxkernels::silu_mul_grad(inputs[0].data<float>(), inputs[1].data<float>(), inputs[2].data<float>(),
-                                    outputs[0].data<float>(), outputs[1].data<float>(), n);
+          mlxkernels::silu_mul_grad(x, inputs[1].data<float>(), c, dx, outputs[1].data<float>(), n);
           break;
-        case PointwiseKind::silu:
-          mlxkernels::activation_grad(inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(), n,
-                                      mlxkernels::Activation::silu);
-          break;
-        case PointwiseKind::gelu:
-          mlxkernels::activation_grad(inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(), n,
-                                      mlxkernels::Activation::gelu_erf);
-          break;
-        case PointwiseKind::gelu_tanh:
-          mlxkernels::activation_grad(inputs[0].data<float>(), inputs[1].data<float>(), outputs[0].data<float>(), n,
-                                      mlxkernels::Activation::gelu_tanh);
-          break;
+        case PointwiseKind::silu: mlxkernels::activation_grad(x, c, dx, n, mlxkernels::Activation::silu); break;
+        case PointwiseKind::gelu: mlxkernels::activation_grad(x, c, dx, n, mlxkernels::Activation::gelu_erf); break;
+        case PointwiseKind::gelu_tanh: mlxkernels::activation_grad(x, c, dx, n, mlxkernels::Activation::gelu_tanh); break;
         default: throw std::invalid_argument("FastActivationGrad: not an activation");
       }
-    });
-  }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("FastActivationGrad: CPU only");
-  }
-  std::vector<mx::array> vjp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&,
-                             const std::vector<mx::array>&) override {
-    throw std::runtime_error("FastActivationGrad: second derivatives are not implemented");
-  }
-  std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
-    throw std::runtime_error("FastActivationGrad: jvp not implemented");
-  }
-  std::pair<std::vector<mx::array>, std::vector<int>> vmap(const std::vector<mx::array>&, const std::vector<int>&) override {
-    throw std::runtime_error("FastActivationGrad: vmap not implemented");
+    };
   }
   const char* name() const override { return "FastActivationGrad"; }
   bool is_equivalent(const mx::Primitive& other) const override {
@@ -780,12 +767,7 @@ class FastDecodeStep : public mx::Primitive {
   FastDecodeStep(mx::Stream s, Shape shape) : mx::Primitive(s), shape_(std::move(shape)) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (auto& a : inputs) encoder.set_input_array(a);
-    for (auto& o : outputs) {
-      o.set_data(mx::allocator::malloc(o.nbytes()));
-      encoder.set_output_array(o);
-    }
+    auto& encoder = encode_outputs(stream(), inputs, outputs);
     encoder.dispatch([inputs, outputs, sh = shape_]() mutable {
       mlxkernels::ProfileScope scope("FastDecodeStep");
       // Norm weights in float32 whatever their stored dtype (a few thousand values per block).

@@ -293,6 +293,35 @@ void attention_direct(const AttentionArgs& a) {
   });
 }
 
+// Panels of a (rows x d) row-major matrix for the microkernel's B operand: P[p][r][c] = X[r][p*16 + c] (rows x 16
+// per panel of 16 columns), zero beyond d.
+void pack_column_panels(const float* x, int rows, int d, int ld, float* dst) {
+  const int dpanels = (d + NR - 1) / NR;
+  for (int p = 0; p < dpanels; ++p) {
+    const int cols = std::min(NR, d - p * NR);
+    float* panel = dst + size_t(p) * rows * NR;
+    for (int r = 0; r < rows; ++r) {
+      std::memcpy(panel + size_t(r) * NR, x + size_t(r) * ld + p * NR, sizeof(float) * cols);
+      if (cols < NR) std::memset(panel + size_t(r) * NR + cols, 0, sizeof(float) * (NR - cols));
+    }
+  }
+}
+
+// Panels of 16 rows transposed: P[p][t][c] = X[p*16 + c][t] (d x 16 per panel of 16 rows), zero beyond `rows`.
+void pack_row_panels(const float* x, int rows, int d, float* dst) {
+  const int panels = (rows + NR - 1) / NR;
+  for (int p = 0; p < panels; ++p) {
+    float* panel = dst + size_t(p) * d * NR;
+    const int count = std::min(NR, rows - p * NR);
+    for (int c = 0; c < count; ++c) {
+      const float* src = x + size_t(p * NR + c) * d;
+      for (int t = 0; t < d; ++t) panel[size_t(t) * NR + c] = src[t];
+    }
+    for (int c = count; c < NR; ++c)
+      for (int t = 0; t < d; ++t) panel[size_t(t) * NR + c] = 0.0f;
+  }
+}
+
 // ---- many queries: packed panels and the 6x16 microkernel.
 // One task = one key/value head (or a share of its query blocks when there are fewer heads than threads): it packs
 // that head's K and V into its own buffer, then runs every query block of the query heads that read them, so the
@@ -323,24 +352,8 @@ void attention_tiled(const AttentionArgs& a) {
       const float* K = a.k + size_t(head) * plane;
       const float* V = a.v + size_t(head) * plane;
       // Kp[p][t][c] = K[p*16 + c][t], Vp[p][j][c] = V[j][p*16 + c], zero beyond the edges.
-      for (int p = 0; p < kpanels; ++p) {
-        float* dst = kp + size_t(p) * d * NR;
-        const int keys = std::min(NR, lk - p * NR);
-        for (int c = 0; c < keys; ++c) {
-          const float* src = K + size_t(p * NR + c) * d;
-          for (int t = 0; t < d; ++t) dst[size_t(t) * NR + c] = src[t];
-        }
-        for (int c = keys; c < NR; ++c)
-          for (int t = 0; t < d; ++t) dst[size_t(t) * NR + c] = 0.0f;
-      }
-      for (int p = 0; p < dpanels; ++p) {
-        float* dst = vp + size_t(p) * lk * NR;
-        const int cols = std::min(NR, d - p * NR);
-        for (int j = 0; j < lk; ++j) {
-          std::memcpy(dst + size_t(j) * NR, V + size_t(j) * d + p * NR, sizeof(float) * cols);
-          if (cols < NR) std::memset(dst + size_t(j) * NR + cols, 0, sizeof(float) * (NR - cols));
-        }
-      }
+      pack_row_panels(K, lk, d, kp);
+      pack_column_panels(V, lk, d, d, vp);
     }
     thread_local AlignedBuffer s_buf, o_buf;
     float* O = o_buf.get(size_t(BQ) * ldo);
@@ -414,35 +427,6 @@ void attention_tiled(const AttentionArgs& a) {
     // Release unusually large buffers (a long sequence's panels) rather than keep them per thread.
     if (packed_buf.size > (size_t(64) << 20)) packed_buf.release();
   });
-}
-
-// Panels of a (rows x d) row-major matrix for the microkernel's B operand: P[p][r][c] = X[r][p*16 + c] (rows x 16
-// per panel of 16 columns), zero beyond d.
-void pack_column_panels(const float* x, int rows, int d, int ld, float* dst) {
-  const int dpanels = (d + NR - 1) / NR;
-  for (int p = 0; p < dpanels; ++p) {
-    const int cols = std::min(NR, d - p * NR);
-    float* panel = dst + size_t(p) * rows * NR;
-    for (int r = 0; r < rows; ++r) {
-      std::memcpy(panel + size_t(r) * NR, x + size_t(r) * ld + p * NR, sizeof(float) * cols);
-      if (cols < NR) std::memset(panel + size_t(r) * NR + cols, 0, sizeof(float) * (NR - cols));
-    }
-  }
-}
-
-// Panels of 16 rows transposed: P[p][t][c] = X[p*16 + c][t] (d x 16 per panel of 16 rows), zero beyond `rows`.
-void pack_row_panels(const float* x, int rows, int d, float* dst) {
-  const int panels = (rows + NR - 1) / NR;
-  for (int p = 0; p < panels; ++p) {
-    float* panel = dst + size_t(p) * d * NR;
-    const int count = std::min(NR, rows - p * NR);
-    for (int c = 0; c < count; ++c) {
-      const float* src = x + size_t(p * NR + c) * d;
-      for (int t = 0; t < d; ++t) panel[size_t(t) * NR + c] = src[t];
-    }
-    for (int c = count; c < NR; ++c)
-      for (int t = 0; t < d; ++t) panel[size_t(t) * NR + c] = 0.0f;
-  }
 }
 
 // C (m x 16 panels, ldc) (+)= A (m x kc, lda) @ B (column panels of kc rows), in groups of MR rows.
