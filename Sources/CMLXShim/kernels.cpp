@@ -49,6 +49,16 @@ mlxs_array guard(F&& f) {
 
 mx::Stream cpu_stream() { return mx::default_stream(mx::Device::cpu); }
 
+// The gradients a vjp was asked for, in argnums order.
+std::vector<mx::array> selected_grads(const std::vector<mx::array>& grads, const std::vector<int>& argnums) {
+  std::vector<mx::array> selected;
+  for (int a : argnums) selected.push_back(grads[size_t(a)]);
+  return selected;
+}
+
+// A cotangent as the gradient kernels read it: contiguous float32.
+mx::array float_cotangent(const mx::array& c) { return mx::contiguous(c.dtype() == mx::float32 ? c : mx::astype(c, mx::float32)); }
+
 // A primitive computed by our own CPU code whose derivatives come from an equivalent expression in MLX ops.
 class ReferencedPrimitive : public mx::UnaryPrimitive {
  public:
@@ -62,9 +72,7 @@ class ReferencedPrimitive : public mx::UnaryPrimitive {
                              const std::vector<int>& argnums, const std::vector<mx::array>&) override {
     auto [outs, grads] = mx::vjp([this](const std::vector<mx::array>& in) { return std::vector<mx::array>{reference(in)}; },
                                  primals, cotangents);
-    std::vector<mx::array> selected;
-    for (int a : argnums) selected.push_back(grads[a]);
-    return selected;
+    return selected_grads(grads, argnums);
   }
   std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
     throw std::runtime_error(std::string(name()) + ": jvp not implemented");
@@ -397,8 +405,8 @@ class GradientPrimitive : public mx::Primitive {
   }
 };
 
-// Largest key/value plane (keys x head size) whose attention gradient is computed row by row in cache; larger
-// planes take MLX's vjp of the reference (sgemm-backed products).
+// Largest key/value plane (keys x head size) whose attention gradient FastAttentionGrad computes (one task per
+// key/value head, its panels in cache); larger planes take MLX's vjp of the reference (sgemm-backed products).
 constexpr int64_t kAttentionGradPlaneLimit = 1 << 16;
 
 // Gradients of FastAttention: inputs (q, k, v, [mask], cotangent), all contiguous float32; outputs (dq, dk, dv).
@@ -468,13 +476,11 @@ class FastAttention : public ReferencedPrimitive {
       return ReferencedPrimitive::vjp(primals, cotangents, argnums, outputs);
     std::vector<mx::array> in = {primals[0], mx::contiguous(primals[1]), mx::contiguous(primals[2])};
     if (has_mask_) in.push_back(primals[3]);
-    in.push_back(mx::contiguous(c.dtype() == mx::float32 ? c : mx::astype(c, mx::float32)));
+    in.push_back(float_cotangent(c));
     auto grads = mx::array::make_arrays({primals[0].shape(), primals[1].shape(), primals[2].shape()},
                                         {mx::float32, mx::float32, mx::float32},
                                         std::make_shared<FastAttentionGrad>(stream(), scale_, causal_, has_mask_), in);
-    std::vector<mx::array> selected;
-    for (int a : argnums) selected.push_back(grads[size_t(a)]);
-    return selected;
+    return selected_grads(grads, argnums);
   }
   const char* name() const override { return "FastAttention"; }
   bool is_equivalent(const mx::Primitive& other) const override {
@@ -600,14 +606,12 @@ class FastPointwise : public ReferencedPrimitive {
     if (!activation || !fast_enabled || c.shape() != primals[0].shape() || !mx::issubdtype(c.dtype(), mx::floating))
       return ReferencedPrimitive::vjp(primals, cotangents, argnums, outputs);
     std::vector<mx::array> in = primals;
-    in.push_back(mx::contiguous(c.dtype() == mx::float32 ? c : mx::astype(c, mx::float32)));
+    in.push_back(float_cotangent(c));
     std::vector<mx::Shape> shapes;
     for (size_t i = 0; i + 1 < in.size(); ++i) shapes.push_back(in[i].shape());
     auto grads = mx::array::make_arrays(shapes, std::vector<mx::Dtype>(shapes.size(), mx::float32),
                                         std::make_shared<FastActivationGrad>(stream(), kind_), in);
-    std::vector<mx::array> selected;
-    for (int a : argnums) selected.push_back(grads[size_t(a)]);
-    return selected;
+    return selected_grads(grads, argnums);
   }
   const char* name() const override { return "FastPointwise"; }
   bool is_equivalent(const mx::Primitive& other) const override {

@@ -102,8 +102,9 @@ struct AttentionArgs {
 };
 void attention(const AttentionArgs& a);
 // Gradients of attention(a) for the cotangent dout (the layout of a.out): dq like q, dk and dv like k (contiguous
-// planes; a.kv_plane must be 0). Row by row (scores, softmax, then the three products), for the small heads of
-// training where whole K and V planes sit in cache. Causality and masks are additive, as in the reference.
+// planes; a.kv_plane must be 0). One task per key/value head, in blocks of query rows (scores, softmax, then the
+// three products), for training's small heads whose K and V panels sit in cache; heads are the only parallelism.
+// Causality and masks are additive, as in the reference.
 void attention_grad(const AttentionArgs& a, const float* dout, float* dq, float* dk, float* dv);
 // One softmax row's numerators in place: row[j] = exp(row[j] * scale + mask[j] - max) (mask nullable); returns their sum.
 float softmax_numerators(float* row, int count, float scale, const float* mask);
