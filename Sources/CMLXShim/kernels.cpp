@@ -56,6 +56,10 @@ std::vector<mx::array> selected_grads(const std::vector<mx::array>& grads, const
   return selected;
 }
 
+// An array as a kernel reads it, row-contiguous: evaluated row-contiguous arrays as they are (mx::contiguous would
+// add a graph node per array, and share buffers that must stay uniquely held to be updated in place).
+mx::array plain(const mx::array& a) { return a.is_available() && a.flags().row_contiguous ? a : mx::contiguous(a); }
+
 // A cotangent as the gradient kernels read it: contiguous float32.
 mx::array float_cotangent(const mx::array& c) { return mx::contiguous(c.dtype() == mx::float32 ? c : mx::astype(c, mx::float32)); }
 
@@ -70,6 +74,7 @@ class ReferencedPrimitive : public mx::UnaryPrimitive {
   }
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    mx::StreamContext on_own_stream(stream());  // the gradient runs where the forward did
     auto [outs, grads] = mx::vjp([this](const std::vector<mx::array>& in) { return std::vector<mx::array>{reference(in)}; },
                                  primals, cotangents);
     return selected_grads(grads, argnums);
@@ -231,6 +236,7 @@ class DepthwiseConv : public ReferencedPrimitive {
   // tap, the cotangent times the shifted input.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    mx::StreamContext on_own_stream(stream());
     const auto &x = primals[0], &w = primals[1], &g = cotangents[0];
     const int c = int(w.shape(0)), kh = int(w.shape(1)), kw = int(w.shape(2));
     const int n = int(g.shape(0)), ho = int(g.shape(1)), wo = int(g.shape(2));
@@ -376,10 +382,11 @@ mx::cpu::CommandEncoder& encode_outputs(mx::Stream s, const std::vector<mx::arra
   return encoder;
 }
 
-// A CPU primitive of several outputs that computes gradients and has none of its own: subclasses give the work.
-class GradientPrimitive : public mx::Primitive {
+// A CPU primitive of several outputs without derivatives of its own (gradient kernels, optimizer updates):
+// subclasses give the work.
+class NonDifferentiablePrimitive : public mx::Primitive {
  public:
-  explicit GradientPrimitive(mx::Stream s) : mx::Primitive(s) {}
+  explicit NonDifferentiablePrimitive(mx::Stream s) : mx::Primitive(s) {}
   // The computation, reading `inputs` and writing the allocated `outputs` when the stream runs it.
   virtual std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const = 0;
 
@@ -395,7 +402,7 @@ class GradientPrimitive : public mx::Primitive {
   }
   std::vector<mx::array> vjp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&,
                              const std::vector<mx::array>&) override {
-    throw std::runtime_error(std::string(name()) + ": second derivatives are not implemented");
+    throw std::runtime_error(std::string(name()) + ": no derivatives (second derivatives are not implemented)");
   }
   std::vector<mx::array> jvp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&) override {
     throw std::runtime_error(std::string(name()) + ": jvp not implemented");
@@ -410,10 +417,10 @@ class GradientPrimitive : public mx::Primitive {
 constexpr int64_t kAttentionGradPlaneLimit = 1 << 16;
 
 // Gradients of FastAttention: inputs (q, k, v, [mask], cotangent), all contiguous float32; outputs (dq, dk, dv).
-class FastAttentionGrad : public GradientPrimitive {
+class FastAttentionGrad : public NonDifferentiablePrimitive {
  public:
   FastAttentionGrad(mx::Stream s, float scale, bool causal, bool has_mask)
-      : GradientPrimitive(s), scale_(scale), causal_(causal), has_mask_(has_mask) {}
+      : NonDifferentiablePrimitive(s), scale_(scale), causal_(causal), has_mask_(has_mask) {}
 
   std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const override {
     return [inputs, outputs, scale = scale_, causal = causal_, has_mask = has_mask_]() mutable {
@@ -469,6 +476,7 @@ class FastAttention : public ReferencedPrimitive {
   // Small planes (training's heads): FastAttentionGrad. Larger ones, or a gradient for the mask: MLX's vjp.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
+    mx::StreamContext on_own_stream(stream());
     const auto& c = cotangents[0];
     const bool mask_grad = std::find(argnums.begin(), argnums.end(), 3) != argnums.end();
     if (!fast_enabled || mask_grad || c.shape() != primals[0].shape() || !mx::issubdtype(c.dtype(), mx::floating) ||
@@ -539,9 +547,9 @@ mx::array pointwise_reference(PointwiseKind kind, const std::vector<mx::array>& 
 
 // Gradients of the activations in one vectorised pass (MLX's own vjp re-evaluates sigmoid / erf with scalar exp):
 // inputs (x, cotangent) -> dx, or for silu(a) * b, (a, b, cotangent) -> (da, db).
-class FastActivationGrad : public GradientPrimitive {
+class FastActivationGrad : public NonDifferentiablePrimitive {
  public:
-  FastActivationGrad(mx::Stream s, PointwiseKind kind) : GradientPrimitive(s), kind_(kind) {}
+  FastActivationGrad(mx::Stream s, PointwiseKind kind) : NonDifferentiablePrimitive(s), kind_(kind) {}
 
   std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const override {
     return [inputs, outputs, kind = kind_]() mutable {
@@ -601,6 +609,7 @@ class FastPointwise : public ReferencedPrimitive {
   // Activations take their gradient from FastActivationGrad; the norms from MLX's vjp of the reference.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
+    mx::StreamContext on_own_stream(stream());
     const bool activation = kind_ != PointwiseKind::rms_norm && kind_ != PointwiseKind::layer_norm;
     const auto& c = cotangents[0];
     if (!activation || !fast_enabled || c.shape() != primals[0].shape() || !mx::issubdtype(c.dtype(), mx::floating))
@@ -752,6 +761,125 @@ mx::array fast_group_norm(const mx::array& x, int groups, std::optional<mx::arra
   return mx::array(x.shape(), mx::float32, std::make_shared<FastGroupNorm>(cpu_stream(), groups, eps, silu, w.has_value(), b.has_value()), in);
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Optimizer steps over all parameter tensors as one op each (kernels/optimizer.cpp): the global gradient norm,
+// AdamW and the EMA. Inputs are contiguous float32.
+
+std::vector<const float*> float_inputs(const std::vector<mx::array>& a, size_t from, size_t count) {
+  std::vector<const float*> p;
+  for (size_t i = 0; i < count; ++i) p.push_back(a[from + i].data<float>());
+  return p;
+}
+std::vector<float*> float_outputs(std::vector<mx::array>& a, size_t from, size_t count) {
+  std::vector<float*> p;
+  for (size_t i = 0; i < count; ++i) p.push_back(a[from + i].data<float>());
+  return p;
+}
+std::vector<size_t> sizes_of(const std::vector<mx::array>& a, size_t from, size_t count) {
+  std::vector<size_t> s;
+  for (size_t i = 0; i < count; ++i) s.push_back(a[from + i].size());
+  return s;
+}
+
+// inputs: n tensors -> sqrt(sum of their squares), float32 scalar.
+class FusedGlobalNorm : public NonDifferentiablePrimitive {
+ public:
+  using NonDifferentiablePrimitive::NonDifferentiablePrimitive;
+  std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const override {
+    return [inputs, outputs]() mutable {
+      auto data = float_inputs(inputs, 0, inputs.size());
+      auto sizes = sizes_of(inputs, 0, inputs.size());
+      *outputs[0].data<float>() = float(std::sqrt(mlxkernels::sum_of_squares(data.data(), sizes.data(), int(inputs.size()))));
+    };
+  }
+  const char* name() const override { return "FusedGlobalNorm"; }
+  bool is_equivalent(const mx::Primitive& other) const override { return dynamic_cast<const FusedGlobalNorm*>(&other); }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>&) override { return {{}}; }
+};
+
+// inputs: params (n), grads (n), [m (n), v (n)], [grad scale] -> params', m', v' (n each).
+class FusedAdamW : public NonDifferentiablePrimitive {
+ public:
+  FusedAdamW(mx::Stream s, int n, bool has_state, bool has_scale, std::vector<float> constants)
+      : NonDifferentiablePrimitive(s), n_(n), has_state_(has_state), has_scale_(has_scale), constants_(std::move(constants)) {}
+  std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const override {
+    return [inputs, outputs, n = size_t(n_), has_state = has_state_, has_scale = has_scale_, c = constants_]() mutable {
+      auto params = float_inputs(inputs, 0, n), grads = float_inputs(inputs, n, n);
+      std::vector<const float*> m(n, nullptr), v(n, nullptr);
+      if (has_state) m = float_inputs(inputs, 2 * n, n), v = float_inputs(inputs, 3 * n, n);
+      auto po = float_outputs(outputs, 0, n), mo = float_outputs(outputs, n, n), vo = float_outputs(outputs, 2 * n, n);
+      auto sizes = sizes_of(inputs, 0, n);
+      std::vector<int> transposed(n, 0);
+      for (size_t i = 0; i < n; ++i)
+        if (!inputs[n + i].flags().row_contiguous) transposed[i] = int(inputs[n + i].shape(0));
+      mlxkernels::AdamWArgs a{params.data(), grads.data(), m.data(), v.data(), po.data(), mo.data(), vo.data(), sizes.data(),
+                              int(n), transposed.data(), has_scale ? inputs.back().data<float>() : nullptr,
+                              c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]};
+      mlxkernels::adamw_update(a);
+    };
+  }
+  const char* name() const override { return "FusedAdamW"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FusedAdamW*>(&other);
+    return o && o->n_ == n_ && o->has_state_ == has_state_ && o->has_scale_ == has_scale_ && o->constants_ == constants_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    std::vector<mx::Shape> shapes;
+    for (int r = 0; r < 3; ++r)
+      for (int i = 0; i < n_; ++i) shapes.push_back(inputs[size_t(i)].shape());
+    return shapes;
+  }
+
+ private:
+  int n_;
+  bool has_state_, has_scale_;
+  std::vector<float> constants_;  // beta1, 1 - beta1, beta2, 1 - beta2, decay, bias correction 2, eps, step size
+};
+
+// inputs: shadow (n), params (n) -> shadow * decay + params * (1 - decay) (n).
+class FusedEMA : public NonDifferentiablePrimitive {
+ public:
+  FusedEMA(mx::Stream s, float decay, float one_minus_decay) : NonDifferentiablePrimitive(s), decay_(decay), rest_(one_minus_decay) {}
+  std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const override {
+    return [inputs, outputs, decay = decay_, rest = rest_]() mutable {
+      const size_t n = outputs.size();
+      auto shadow = float_inputs(inputs, 0, n), params = float_inputs(inputs, n, n);
+      auto out = float_outputs(outputs, 0, n);
+      auto sizes = sizes_of(inputs, 0, n);
+      mlxkernels::ema_update(shadow.data(), params.data(), out.data(), sizes.data(), int(n), decay, rest);
+    };
+  }
+  const char* name() const override { return "FusedEMA"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FusedEMA*>(&other);
+    return o && o->decay_ == decay_ && o->rest_ == rest_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    std::vector<mx::Shape> shapes;
+    for (size_t i = 0; i < inputs.size() / 2; ++i) shapes.push_back(inputs[i].shape());
+    return shapes;
+  }
+
+ private:
+  float decay_, rest_;
+};
+
+// The arrays as the fused optimizer kernels read them, or an error naming `what` when one is not float32. Row
+// contiguous, or with `layouts` also an evaluated dense array (the norm) or 2D column-major one (AdamW's gradients).
+enum class Layouts { row_major, dense, row_or_column_major };
+std::vector<mx::array> float32_arrays(const mlxs_array* handles, int n, const char* what, Layouts layouts = Layouts::row_major) {
+  std::vector<mx::array> out;
+  for (int i = 0; i < n; ++i) {
+    const auto& a = unwrap(handles[i]);
+    if (a.dtype() != mx::float32) throw std::invalid_argument(std::string(what) + " " + std::to_string(i) + " is not float32");
+    const bool as_is = a.is_available() &&
+                       ((layouts == Layouts::dense && a.flags().contiguous && a.data_size() == a.size()) ||
+                        (layouts == Layouts::row_or_column_major && a.ndim() == 2 && a.flags().col_contiguous));
+    out.push_back(as_is ? a : plain(a));
+  }
+  return out;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -877,9 +1005,8 @@ std::vector<mx::array> decode_step(const mx::array& x, std::optional<mx::array> 
   auto is_norm = [&](const mx::array& w) {
     return w.ndim() == 1 && w.shape(0) == h && (w.dtype() == mx::float32 || w.dtype() == mx::bfloat16 || w.dtype() == mx::float16);
   };
-  // Evaluated row-contiguous arrays go in as they are (mx::contiguous would add a node per array and share the
-  // cache buffers, which must stay uniquely held so that the cache update after this step writes them in place).
-  auto plain = [](const mx::array& a) { return a.is_available() && a.flags().row_contiguous ? a : mx::contiguous(a); };
+  // Evaluated row-contiguous arrays go in as they are (plain): the cache buffers must stay uniquely held so that
+  // the cache update after this step writes them in place.
   std::vector<mx::array> inputs = {plain(x)};
   if (final_norm) {
     if (!is_norm(*final_norm)) fail("final norm must be (hidden)");
@@ -1032,6 +1159,72 @@ int mlxs_decode_step(mlxs_array x, mlxs_array final_norm, const mlxs_array* bloc
     auto outs = decode_step(unwrap(x), fn, in, sc, std::vector<int>(groups, groups + layers * kMatrices), layers, heads, kv_heads,
                             head_dim, past, eps, rope_base);
     for (size_t i = 0; i < outs.size(); ++i) outputs[i] = wrap(outs[i]);
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(e.what());
+    return -1;
+  }
+}
+
+mlxs_array mlxs_fused_global_norm(const mlxs_array* tensors, int n) {
+  return guard([&] {
+    if (n <= 0) return mx::array(0.0f);
+    return mx::array(mx::Shape{}, mx::float32, std::make_shared<FusedGlobalNorm>(cpu_stream()),
+                     float32_arrays(tensors, n, "tensor", Layouts::dense));
+  });
+}
+
+// Tensors per fused op: MLX links each output of a primitive to all its siblings (quadratic in their number), so
+// hundreds of tensors go as several ops.
+constexpr int kFusedGroup = 16;
+
+int mlxs_fused_adamw(const mlxs_array* params, const mlxs_array* grads, const mlxs_array* m, const mlxs_array* v, int n,
+                     mlxs_array grad_scale, const float* constants, mlxs_array* outputs) {
+  try {
+    auto p = float32_arrays(params, n, "parameter"), g = float32_arrays(grads, n, "gradient", Layouts::row_or_column_major);
+    std::vector<mx::array> mm, vv;
+    if (m) mm = float32_arrays(m, n, "first moment"), vv = float32_arrays(v, n, "second moment");
+    std::optional<mx::array> scale;
+    if (grad_scale) scale = float32_arrays(&grad_scale, 1, "gradient scale")[0];
+    std::vector<float> c(constants, constants + 8);
+    for (int start = 0; start < n; start += kFusedGroup) {
+      const int k = std::min(kFusedGroup, n - start);
+      std::vector<mx::array> in(p.begin() + start, p.begin() + start + k);
+      in.insert(in.end(), g.begin() + start, g.begin() + start + k);
+      if (m) {
+        in.insert(in.end(), mm.begin() + start, mm.begin() + start + k);
+        in.insert(in.end(), vv.begin() + start, vv.begin() + start + k);
+      }
+      if (scale) in.push_back(*scale);
+      std::vector<mx::Shape> shapes;
+      for (int r = 0; r < 3; ++r)
+        for (int i = 0; i < k; ++i) shapes.push_back(in[size_t(i)].shape());
+      auto prim = std::make_shared<FusedAdamW>(cpu_stream(), k, m != nullptr, scale.has_value(), c);
+      auto outs = mx::array::make_arrays(std::move(shapes), std::vector<mx::Dtype>(size_t(3 * k), mx::float32), prim, in);
+      for (int r = 0; r < 3; ++r)
+        for (int i = 0; i < k; ++i) outputs[r * n + start + i] = wrap(outs[size_t(r * k + i)]);
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    set_error(e.what());
+    return -1;
+  }
+}
+
+int mlxs_fused_ema(const mlxs_array* shadow, const mlxs_array* params, int n, float decay, float one_minus_decay,
+                   mlxs_array* outputs) {
+  try {
+    auto e = float32_arrays(shadow, n, "average"), p = float32_arrays(params, n, "parameter");
+    for (int start = 0; start < n; start += kFusedGroup) {
+      const int k = std::min(kFusedGroup, n - start);
+      std::vector<mx::array> in(e.begin() + start, e.begin() + start + k);
+      in.insert(in.end(), p.begin() + start, p.begin() + start + k);
+      std::vector<mx::Shape> shapes;
+      for (int i = 0; i < k; ++i) shapes.push_back(in[size_t(i)].shape());
+      auto outs = mx::array::make_arrays(std::move(shapes), std::vector<mx::Dtype>(size_t(k), mx::float32),
+                                         std::make_shared<FusedEMA>(cpu_stream(), decay, one_minus_decay), in);
+      for (int i = 0; i < k; ++i) outputs[start + i] = wrap(outs[size_t(i)]);
+    }
     return 0;
   } catch (const std::exception& e) {
     set_error(e.what());

@@ -135,7 +135,7 @@ struct ShapesDemo {
         var losses: [Double] = []
         for step in 0..<steps {
             let (values, grads) = try Autograd.valueAndGrad(model: module) { [loss(step)] }
-            try opt.apply(gradients: clipGradNorm(grads, maxNorm: 1).grads, to: module)
+            try opt.apply(gradients: grads, gradientScale: gradientClipping(grads, maxNorm: 1).scale, to: module)
             losses.append(Double(try values[0].item(Float.self)))
             if step % 10 == 0 || step == steps - 1 { bar.update(step + 1, detail: String(format: "loss %.4f", losses.last!)) }
         }

@@ -182,8 +182,12 @@ public final class Trainer {
                 }
                 return [total] + parts
             }
-            let scale = 1.0 / Double(sc.gradientAccumulation)
-            for (k, g) in grads { summed[k] = summed[k].map { $0 + g * scale } ?? g * scale }
+            if sc.gradientAccumulation == 1 {
+                summed = grads
+            } else {
+                let scale = 1.0 / Double(sc.gradientAccumulation)
+                for (k, g) in grads { summed[k] = summed[k].map { $0 + g * scale } ?? g * scale }
+            }
             try Tensor.eval(Array(summed.values) + values)
             sums["loss", default: 0] += try values[0].item(Float.self).asDouble
             counts["loss", default: 0] += 1
@@ -194,7 +198,7 @@ public final class Trainer {
                 counts[name, default: 0] += w
             }
         }
-        let (clipped, norm) = clipGradNorm(summed, maxNorm: sc.clipNorm)
+        let (clipScale, norm) = gradientClipping(summed, maxNorm: sc.clipNorm)
         var losses: [String: Double] = [:]
         for (k, s) in sums where counts[k]! > 0 { losses[k] = s / counts[k]! }
         let normValue = try norm.item(Float.self).asDouble
@@ -206,7 +210,7 @@ public final class Trainer {
             throw TrainingError("step \(step + 1) (stage '\(sc.name)'): the \(name) is \(value); training diverged. Lower the learning "
                                 + "rate (now \(lr)) or lengthen the warm-up, and resume from the last checkpoint")
         }
-        try optimizer!.apply(gradients: clipped, to: modules)
+        try optimizer!.apply(gradients: summed, gradientScale: clipScale, to: modules)
         ema!.update(with: modules.trainableParameters())
         try Tensor.eval(Array(ema!.shadow.values))
         return (losses, lr, normValue)

@@ -63,7 +63,10 @@ public final class Child<Value> {
             guard let value else { preconditionFailure("sub-module '\(key)' read before it was set") }
             return value
         }
-        set { value = newValue }
+        set {
+            value = newValue
+            Module.structureChanged()
+        }
     }
 
     public init(wrappedValue: Value, _ key: String) {
@@ -114,8 +117,28 @@ open class Module {
 
     public init() {}
 
-    /// Direct parameters and children of this module, in declaration order.
+    // Reflection is slow (milliseconds for a model, several times a training step), so each module keeps what it
+    // found: its parameter slots (references, so new tensors are seen) and its children. A `@Child` assignment
+    // anywhere drops every module's copy; so does `structureChanged()`, for a sub-module assigned to a plain `var`.
+    private var membersCache: (generation: Int, params: [(String, ParameterSlot)], children: [(String, Module)])?
+    nonisolated(unsafe) private static var generation = 0
+
+    /// Call after assigning a sub-module to a plain stored `var` (not `@Child`) of a module that was already
+    /// used: modules remember their members, and only `@Child` assignments tell them.
+    public static func structureChanged() { generation &+= 1 }
+
+    /// Direct parameters (those holding a tensor) and children of this module, in declaration order.
     func directMembers() -> (params: [(String, ParameterSlot)], children: [(String, Module)]) {
+        if membersCache?.generation != Module.generation {
+            let (params, children) = reflectedMembers()
+            membersCache = (Module.generation, params, children)
+        }
+        let cache = membersCache!
+        return (cache.params.filter { $0.1.tensor != nil }, cache.children)
+    }
+
+    /// Every parameter slot (set or not) and child, by reflection.
+    private func reflectedMembers() -> (params: [(String, ParameterSlot)], children: [(String, Module)]) {
         var params: [(String, ParameterSlot)] = []
         var children: [(String, Module)] = []
         var mirror: Mirror? = Mirror(reflecting: self)
@@ -129,7 +152,7 @@ open class Module {
                 guard var label = child.label else { continue }
                 if label.hasPrefix("_") { label.removeFirst() }
                 if let p = child.value as? ParameterSlot {
-                    if p.tensor != nil { params.append((p.key ?? label, p)) }
+                    params.append((p.key ?? label, p))
                 } else if let c = child.value as? AnyChild {
                     Module.collect(c.childValue, key: c.childKey, into: &children)
                 } else {

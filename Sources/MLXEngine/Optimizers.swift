@@ -1,3 +1,4 @@
+import CMLXShim
 import Foundation
 
 /// Learning rate as a function of the (0-based) step.
@@ -44,32 +45,75 @@ public struct WarmupCosineSchedule: LearningRateSchedule {
     }
 }
 
+/// The global L2 norm of the gradients and the factor that clips it to `maxNorm`: min(1, maxNorm / (norm + 1e-6)),
+/// as torch.nn.utils.clip_grad_norm_ computes it. Multiply the gradients by the factor, or hand it to an optimizer
+/// as `gradientScale`.
+public func gradientClipping(_ grads: [String: Tensor], maxNorm: Double) -> (scale: Tensor, norm: Tensor) {
+    let norm = globalNorm(grads)
+    return ((Tensor(maxNorm) / (norm + 1e-6)).minimum(1.0), norm)
+}
+
+/// sqrt of the sum of squares of every tensor, in float32. One fused op over float32 tensors (the sum in double,
+/// grouped the same way on any thread count); otherwise, or with the fast kernels off, MLX ops summed in name
+/// order (a dictionary's iteration order varies between runs, float addition order must not).
+public func globalNorm(_ tensors: [String: Tensor]) -> Tensor {
+    let ordered = tensors.keys.sorted().map { tensors[$0]! }
+    if Kernels.enabled, !ordered.isEmpty, let handles = FusedUpdate.float32Handles(ordered) {
+        return Tensor(checked: handles.withUnsafeBufferPointer { mlxs_fused_global_norm($0.baseAddress, Int32(handles.count)) })
+    }
+    return ordered.map { $0.asType(.float32).square().sum() }.reduce(Tensor(0.0), +).sqrt()
+}
+
 /// Scales gradients so that their global L2 norm is at most `maxNorm`; returns the clipped gradients and the
 /// norm before clipping.
 public func clipGradNorm(_ grads: [String: Tensor], maxNorm: Double) -> (grads: [String: Tensor], norm: Tensor) {
-    // Summed in name order: a dictionary's iteration order varies between runs, float addition order must not.
-    let total = grads.keys.sorted().map { grads[$0]!.asType(.float32).square().sum() }.reduce(Tensor(0.0), +).sqrt()
-    // factor = min(1, maxNorm / (norm + 1e-6)), as torch.nn.utils.clip_grad_norm_ computes it.
-    let factor = (Tensor(maxNorm) / (total + 1e-6)).minimum(1.0)
-    return (grads.mapValues { ($0 * factor.asType($0.dtype)) }, total)
+    let (scale, norm) = gradientClipping(grads, maxNorm: maxNorm)
+    return (grads.mapValues { ($0 * scale.asType($0.dtype)) }, norm)
+}
+
+/// The shim's one-op optimizer steps over many tensors (all float32, evaluated or not).
+enum FusedUpdate {
+    static func float32Handles(_ tensors: [Tensor]) -> [mlxs_array?]? {
+        var handles: [mlxs_array?] = []
+        for t in tensors {
+            guard let h = t.handle, t.dtype == .float32 else { return nil }
+            handles.append(h)
+        }
+        return handles
+    }
+
+    /// The outputs of a multi-output shim call writing `count` handles, or `count` copies of its error.
+    static func outputs(_ count: Int, _ call: (UnsafeMutablePointer<mlxs_array?>) -> Int32) -> [Tensor] {
+        var out = [mlxs_array?](repeating: nil, count: count)
+        if call(&out) != 0 {
+            let error = MLXError(String(cString: mlxs_last_error()))
+            return (0..<count).map { _ in Tensor(error: error) }
+        }
+        return out.map { Tensor(checked: $0) }
+    }
 }
 
 /// Gradient-based optimizer over named parameters. State is exposed for checkpoints.
 public protocol Optimizer: AnyObject {
     /// Number of updates applied so far.
     var step: Int { get set }
-    /// Returns the updated parameters for the given gradients (names present in both).
-    func update(parameters: [String: Tensor], gradients: [String: Tensor]) -> [String: Tensor]
+    /// Returns the updated parameters for the given gradients (names present in both), each gradient multiplied
+    /// by `gradientScale` (a scalar, e.g. the clipping factor) when given.
+    func update(parameters: [String: Tensor], gradients: [String: Tensor], gradientScale: Tensor?) -> [String: Tensor]
     /// Per-parameter state tensors ("name.m", ...), for saving.
     func stateTensors() -> [String: Tensor]
     func loadState(_ state: [String: Tensor]) throws
 }
 
 extension Optimizer {
+    public func update(parameters: [String: Tensor], gradients: [String: Tensor]) -> [String: Tensor] {
+        update(parameters: parameters, gradients: gradients, gradientScale: nil)
+    }
+
     /// Computes new parameters, writes them into the module and evaluates them with the optimizer state.
-    public func apply(gradients: [String: Tensor], to model: Module) throws {
+    public func apply(gradients: [String: Tensor], gradientScale: Tensor? = nil, to model: Module) throws {
         let trainable = model.trainableParameters()
-        let updated = update(parameters: trainable, gradients: gradients.filter { trainable[$0.key] != nil })
+        let updated = update(parameters: trainable, gradients: gradients.filter { trainable[$0.key] != nil }, gradientScale: gradientScale)
         try model.update(parameters: updated)
         try Tensor.eval(Array(updated.values) + Array(stateTensors().values))
     }
@@ -103,16 +147,19 @@ public final class AdamW: Optimizer {
     /// The learning rate the next update will use.
     public var currentLearningRate: Double { schedule(step) }
 
-    public func update(parameters: [String: Tensor], gradients: [String: Tensor]) -> [String: Tensor] {
+    public func update(parameters: [String: Tensor], gradients: [String: Tensor], gradientScale: Tensor?) -> [String: Tensor] {
         let lr = schedule(step)
         step += 1
         let t = Double(step)
         let c1 = 1 - Foundation.pow(beta1, t)
         let c2 = 1 - Foundation.pow(beta2, t)
+        let names = gradients.keys.filter { parameters[$0] != nil }.sorted()
+        if Kernels.enabled, let fused = fusedUpdate(names, parameters, gradients, gradientScale, lr: lr, c1: c1, c2: c2) { return fused }
         var out: [String: Tensor] = [:]
-        for (name, g) in gradients {
-            guard let p = parameters[name] else { continue }
-            let g32 = g.asType(.float32)
+        for name in names {
+            let p = parameters[name]!
+            var g32 = gradients[name]!.asType(.float32)
+            if let gradientScale { g32 = g32 * gradientScale.asType(.float32) }
             let mPrev = m[name] ?? Tensor.zeros(p.shape)
             let vPrev = v[name] ?? Tensor.zeros(p.shape)
             let mNew = mPrev * beta1 + g32 * (1 - beta1)
@@ -126,6 +173,40 @@ public final class AdamW: Optimizer {
             out[name] = (decayed - (mNew / denom) * stepSize).asType(p.dtype)
         }
         return out
+    }
+
+    /// The same update as one op over every tensor when all are float32 and the moments all exist or are all
+    /// still zero (nil otherwise). It rounds each value exactly as the op-by-op expression above.
+    private func fusedUpdate(_ names: [String], _ parameters: [String: Tensor], _ gradients: [String: Tensor], _ scale: Tensor?,
+                             lr: Double, c1: Double, c2: Double) -> [String: Tensor]? {
+        guard !names.isEmpty, let p = FusedUpdate.float32Handles(names.map { parameters[$0]! }),
+              let g = FusedUpdate.float32Handles(names.map { gradients[$0]! }) else { return nil }
+        let stateCount = names.filter { m[$0] != nil && v[$0] != nil }.count
+        guard stateCount == 0 || stateCount == names.count else { return nil }
+        var mv: (m: [mlxs_array?], v: [mlxs_array?])? = nil
+        if stateCount > 0 {
+            guard let mh = FusedUpdate.float32Handles(names.map { m[$0]! }), let vh = FusedUpdate.float32Handles(names.map { v[$0]! }) else { return nil }
+            mv = (mh, vh)
+        }
+        let scale32 = scale.map { $0.asType(.float32) }
+        if let scale32, scale32.handle == nil { return nil }
+        // As Tensor * Double rounds its scalar: each constant computed in Double, then rounded to float32.
+        let constants: [Float] = [Float(beta1), Float(1 - beta1), Float(beta2), Float(1 - beta2), Float(1 - lr * weightDecay),
+                                  Float(c2), Float(eps), Float(lr / c1)]
+        let n = names.count
+        let outs = FusedUpdate.outputs(3 * n) { out in
+            constants.withUnsafeBufferPointer { c in
+                mlxs_fused_adamw(p, g, mv?.m, mv?.v, Int32(n), scale32?.handle, c.baseAddress, out)
+            }
+        }
+        withExtendedLifetime(scale32) {}
+        var updated: [String: Tensor] = [:]
+        for (i, name) in names.enumerated() {
+            updated[name] = outs[i]
+            m[name] = outs[n + i]
+            v[name] = outs[2 * n + i]
+        }
+        return updated
     }
 
     public func stateTensors() -> [String: Tensor] {
@@ -160,13 +241,14 @@ public final class SGD: Optimizer {
         self.weightDecay = weightDecay
     }
 
-    public func update(parameters: [String: Tensor], gradients: [String: Tensor]) -> [String: Tensor] {
+    public func update(parameters: [String: Tensor], gradients: [String: Tensor], gradientScale: Tensor?) -> [String: Tensor] {
         let lr = schedule(step)
         step += 1
         var out: [String: Tensor] = [:]
         for (name, g) in gradients {
             guard let p = parameters[name] else { continue }
             var d = g.asType(.float32)
+            if let gradientScale { d = d * gradientScale.asType(.float32) }
             if weightDecay != 0 { d = d + p.asType(.float32) * weightDecay }
             if momentum != 0 {
                 let buf = velocity[name].map { $0 * momentum + d } ?? d
@@ -206,9 +288,17 @@ public final class EMA {
     }
 
     public func update(with parameters: [String: Tensor]) {
-        for (k, p) in parameters {
-            guard let s = shadow[k] else { shadow[k] = p.asType(.float32); continue }
-            shadow[k] = s * decay + p.asType(.float32) * (1 - decay)
+        let names = parameters.keys.filter { shadow[$0] != nil }.sorted()
+        for (k, p) in parameters where shadow[k] == nil { shadow[k] = p.asType(.float32) }
+        // One fused op when every tensor is float32 (the same rounding as the expression below).
+        if Kernels.enabled, !names.isEmpty, let s = FusedUpdate.float32Handles(names.map { shadow[$0]! }),
+           let p = FusedUpdate.float32Handles(names.map { parameters[$0]! }) {
+            let outs = FusedUpdate.outputs(names.count) { mlxs_fused_ema(s, p, Int32(names.count), Float(decay), Float(1 - decay), $0) }
+            for (name, t) in zip(names, outs) { shadow[name] = t }
+            return
+        }
+        for k in names {
+            shadow[k] = shadow[k]! * decay + parameters[k]!.asType(.float32) * (1 - decay)
         }
     }
 

@@ -27,6 +27,21 @@ final class ModuleTests: XCTestCase {
         XCTAssertEqual(Block().parameterCount, 12 + 16 + 12 + 3 + 3)
     }
 
+    func testAssignedSubModulesAndParametersAreSeenAfterFirstUse() throws {
+        let block = Block()
+        XCTAssertEqual(block.parameters()["self_attn.weight"]!.shape, [3, 3])
+        block.attention = Linear(3, 5, bias: false)  // @Child: seen at once
+        XCTAssertEqual(block.parameters()["self_attn.weight"]!.shape, [5, 3])
+        XCTAssertNil(block.parameters()["self_attn.bias"])
+        block.bias = Tensor.zeros([3])  // an optional parameter set later
+        XCTAssertEqual(block.parameters()["bias"]!.shape, [3])
+        block.norm = RMSNorm(7)  // a plain var: seen after structureChanged()
+        Module.structureChanged()
+        XCTAssertEqual(block.parameters()["norm.weight"]!.shape, [7])
+        try block.update(parameters: ["norm.weight": Tensor.zeros([7])])
+        XCTAssertEqual(try block.norm.weight.values(Float.self), Array(repeating: 0, count: 7))
+    }
+
     func testStrictLoadingReportsEveryCulprit() {
         let block = Block()
         var weights = block.parameters()

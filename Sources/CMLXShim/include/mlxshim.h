@@ -194,6 +194,17 @@ mlxs_array mlxs_group_norm(mlxs_array x, int groups, mlxs_array weight, mlxs_arr
 int mlxs_decode_step(mlxs_array x, mlxs_array final_norm, const mlxs_array* blocks, const mlxs_array* scales, const int* groups,
                      int layers, int heads, int kv_heads, int head_dim, int past, float eps, float rope_base,
                      mlxs_array* outputs);
+// Optimizer steps as one op over n float32 tensors (the arrays may differ in shape). The global L2 norm
+// sqrt(sum x^2) as a float32 scalar. AdamW: writes 3n handles, the new parameters, first and second moments;
+// m and v NULL for the zero state of the first step; grad_scale (a float32 scalar, nullable) multiplies every
+// gradient first; constants: beta1, 1 - beta1, beta2, 1 - beta2, weight-decay factor (1 - lr wd), bias correction
+// 1 - beta2^t, eps, step size lr / (1 - beta1^t). EMA: writes n handles, shadow * decay + params * one_minus_decay.
+// Both return 0, or -1 with the error set.
+mlxs_array mlxs_fused_global_norm(const mlxs_array* tensors, int n);
+int mlxs_fused_adamw(const mlxs_array* params, const mlxs_array* grads, const mlxs_array* m, const mlxs_array* v, int n,
+                     mlxs_array grad_scale, const float* constants, mlxs_array* outputs);
+int mlxs_fused_ema(const mlxs_array* shadow, const mlxs_array* params, int n, float decay, float one_minus_decay,
+                   mlxs_array* outputs);
 // Which kernels to use: 1 = fast kernels on (default), 0 = plain MLX ops.
 void mlxs_set_fast_kernels(int enabled);
 int mlxs_fast_kernels_enabled(void);

@@ -143,4 +143,31 @@ struct DecodeArgs {
 };
 void decode_step(const DecodeArgs& a);
 
+// Optimizer steps over `count` float32 tensors of sizes[i] values, on every core (optimizer.cpp).
+// Sum of x^2 over all of them (any dense layout), in double, grouped the same way whatever the thread count.
+double sum_of_squares(const float* const* tensors, const size_t* sizes, int count);
+// AdamW as Optimizers.swift writes it (float32, same operation order): g' = g * grad_scale (when given),
+// m' = m b1 + g' (1 - b1), v' = v b2 + g'^2 (1 - b2), p' = p decay - m' / (sqrt(v' / bc2) + eps) * step_size.
+// m / v entries may be null (zero state, the first step).
+struct AdamWArgs {
+  const float* const* params;
+  const float* const* grads;
+  const float* const* m;
+  const float* const* v;
+  float* const* params_out;
+  float* const* m_out;
+  float* const* v_out;
+  const size_t* sizes;
+  int count;
+  // nullable; per tensor: 0, or for a 2D gradient stored transposed (column-major, as MLX leaves a weight's
+  // gradient) its number of rows, so that g[r, c] is grads[t][c * rows + r].
+  const int* grad_transposed_rows;
+  const float* grad_scale;  // nullable: one value
+  float beta1, one_minus_beta1, beta2, one_minus_beta2, decay, bias_correction2, eps, step_size;
+};
+void adamw_update(const AdamWArgs& a);
+// out = shadow * decay + params * one_minus_decay.
+void ema_update(const float* const* shadow, const float* const* params, float* const* out, const size_t* sizes, int count,
+                float decay, float one_minus_decay);
+
 }  // namespace mlxkernels
