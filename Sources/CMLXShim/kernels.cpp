@@ -74,7 +74,6 @@ class ReferencedPrimitive : public mx::UnaryPrimitive {
   }
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>&) override {
-    mx::StreamContext on_own_stream(stream());  // the gradient runs where the forward did
     auto [outs, grads] = mx::vjp([this](const std::vector<mx::array>& in) { return std::vector<mx::array>{reference(in)}; },
                                  primals, cotangents);
     return selected_grads(grads, argnums);
@@ -236,7 +235,6 @@ class DepthwiseConv : public ReferencedPrimitive {
   // tap, the cotangent times the shifted input.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>&) override {
-    mx::StreamContext on_own_stream(stream());
     const auto &x = primals[0], &w = primals[1], &g = cotangents[0];
     const int c = int(w.shape(0)), kh = int(w.shape(1)), kw = int(w.shape(2));
     const int n = int(g.shape(0)), ho = int(g.shape(1)), wo = int(g.shape(2));
@@ -476,7 +474,6 @@ class FastAttention : public ReferencedPrimitive {
   // Small planes (training's heads): FastAttentionGrad. Larger ones, or a gradient for the mask: MLX's vjp.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
-    mx::StreamContext on_own_stream(stream());
     const auto& c = cotangents[0];
     const bool mask_grad = std::find(argnums.begin(), argnums.end(), 3) != argnums.end();
     if (!fast_enabled || mask_grad || c.shape() != primals[0].shape() || !mx::issubdtype(c.dtype(), mx::floating) ||
@@ -609,7 +606,6 @@ class FastPointwise : public ReferencedPrimitive {
   // Activations take their gradient from FastActivationGrad; the norms from MLX's vjp of the reference.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
-    mx::StreamContext on_own_stream(stream());
     const bool activation = kind_ != PointwiseKind::rms_norm && kind_ != PointwiseKind::layer_norm;
     const auto& c = cotangents[0];
     if (!activation || !fast_enabled || c.shape() != primals[0].shape() || !mx::issubdtype(c.dtype(), mx::floating))

@@ -120,20 +120,24 @@ open class Module {
     // Reflection is slow (milliseconds for a model, several times a training step), so each module keeps what it
     // found: its parameter slots (references, so new tensors are seen) and its children. A `@Child` assignment
     // anywhere drops every module's copy; so does `structureChanged()`, for a sub-module assigned to a plain `var`.
+    // The lock keeps concurrent readers (pipelines on other tasks) from racing on the caches.
     private var membersCache: (generation: Int, params: [(String, ParameterSlot)], children: [(String, Module)])?
     nonisolated(unsafe) private static var generation = 0
+    private static let cacheLock = NSLock()
 
     /// Call after assigning a sub-module to a plain stored `var` (not `@Child`) of a module that was already
     /// used: modules remember their members, and only `@Child` assignments tell them.
-    public static func structureChanged() { generation &+= 1 }
+    public static func structureChanged() { cacheLock.withLock { generation &+= 1 } }
 
     /// Direct parameters (those holding a tensor) and children of this module, in declaration order.
     func directMembers() -> (params: [(String, ParameterSlot)], children: [(String, Module)]) {
-        if membersCache?.generation != Module.generation {
-            let (params, children) = reflectedMembers()
-            membersCache = (Module.generation, params, children)
+        let cache = Module.cacheLock.withLock {
+            if membersCache?.generation != Module.generation {
+                let (params, children) = reflectedMembers()
+                membersCache = (Module.generation, params, children)
+            }
+            return membersCache!
         }
-        let cache = membersCache!
         return (cache.params.filter { $0.1.tensor != nil }, cache.children)
     }
 

@@ -27,7 +27,12 @@ final class OptimizerKernelTests: KernelTestCase {
 
     func runAdamW(fused: Bool, steps: Int, weightDecay: Double, scaled: Bool) throws -> [String: [Float]] {
         Kernels.enabled = fused
-        defer { Kernels.enabled = true }
+        Kernels.profiling = true
+        Kernels.resetProfile()
+        defer {
+            Kernels.enabled = true
+            Kernels.profiling = false
+        }
         var (params, _) = problem(seed: 1)
         let opt = AdamW(schedule: WarmupConstantSchedule(peak: 3e-2, warmupSteps: 2), beta1: 0.9, beta2: 0.95, eps: 1e-8,
                         weightDecay: weightDecay)
@@ -39,6 +44,8 @@ final class OptimizerKernelTests: KernelTestCase {
             params = opt.update(parameters: params, gradients: grads, gradientScale: scale)
             try Tensor.eval(Array(params.values) + Array(opt.stateTensors().values))
         }
+        // The fused run must have taken the kernel (else the comparison below compares the fallback with itself).
+        XCTAssertEqual(Kernels.profileReport().contains("FusedAdamW"), fused, Kernels.profileReport())
         var out = params.mapValues { values($0) }
         for (k, t) in opt.stateTensors() { out[k] = values(t) }
         return out
@@ -83,7 +90,12 @@ final class OptimizerKernelTests: KernelTestCase {
     func testFusedEMAIsBitIdenticalAndSeedsNewParameters() throws {
         func run(fused: Bool) throws -> [String: [Float]] {
             Kernels.enabled = fused
-            defer { Kernels.enabled = true }
+            Kernels.profiling = true
+            Kernels.resetProfile()
+            defer {
+                Kernels.enabled = true
+                Kernels.profiling = false
+            }
             var (params, _) = problem(seed: 5)
             let late = params.removeValue(forKey: "d.scale")!
             let ema = EMA(decay: 0.99, parameters: params)
@@ -95,6 +107,7 @@ final class OptimizerKernelTests: KernelTestCase {
                 try Tensor.eval(Array(ema.shadow.values))
             }
             XCTAssertNotEqual(values(ema.shadow["d.scale"]!), values(late))
+            XCTAssertEqual(Kernels.profileReport().contains("FusedEMA"), fused, Kernels.profileReport())
             return ema.shadow.mapValues { values($0) }
         }
         let plain = try run(fused: false), fast = try run(fused: true)
