@@ -656,9 +656,49 @@ mx::array fast_pointwise(PointwiseKind kind, const mx::array& x, std::optional<m
 // ---------------------------------------------------------------------------------------------------------------
 // Convolution (NHWC, OHWI weights, groups 1, dilation 1) and GroupNorm (+ SiLU).
 
+bool asks_for(const std::vector<int>& argnums, int i) { return std::find(argnums.begin(), argnums.end(), i) != argnums.end(); }
+
+// Gradients of FastConv2d: inputs (x, w, cotangent), contiguous float32; outputs (dx, dw), each empty (shape {0})
+// where not asked for.
+class FastConv2dGrad : public NonDifferentiablePrimitive {
+ public:
+  FastConv2dGrad(mx::Stream s, int sh, int sw, int ph, int pw) : NonDifferentiablePrimitive(s), sh_(sh), sw_(sw), ph_(ph), pw_(pw) {}
+  std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const override {
+    return [inputs, outputs, sh = sh_, sw = sw_, ph = ph_, pw = pw_]() mutable {
+      const auto &x = inputs[0], &w = inputs[1];
+      mlxkernels::ConvArgs a{x.data<float>(), w.data<float>(), nullptr, int(x.shape(0)), int(x.shape(1)), int(x.shape(2)),
+                             int(x.shape(3)), int(w.shape(0)), int(w.shape(1)), int(w.shape(2)), sh, sw, ph, pw};
+      mlxkernels::conv2d_grad(a, inputs[2].data<float>(), outputs[0].size() ? outputs[0].data<float>() : nullptr,
+                              outputs[1].size() ? outputs[1].data<float>() : nullptr);
+    };
+  }
+  const char* name() const override { return "FastConv2dGrad"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FastConv2dGrad*>(&other);
+    return o && o->sh_ == sh_ && o->sw_ == sw_ && o->ph_ == ph_ && o->pw_ == pw_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>&) override {
+    throw std::runtime_error("FastConv2dGrad: output shapes are set when it is made");
+  }
+
+ private:
+  int sh_, sw_, ph_, pw_;
+};
+
 class FastConv2d : public ReferencedPrimitive {
  public:
   FastConv2d(mx::Stream s, int sh, int sw, int ph, int pw) : ReferencedPrimitive(s), sh_(sh), sw_(sw), ph_(ph), pw_(pw) {}
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
+    const auto& c = cotangents[0];
+    if (!fast_enabled || c.shape() != outputs[0].shape() || !mx::issubdtype(c.dtype(), mx::floating))
+      return ReferencedPrimitive::vjp(primals, cotangents, argnums, outputs);
+    const mx::Shape empty = {0};
+    auto grads = mx::array::make_arrays({asks_for(argnums, 0) ? primals[0].shape() : empty, asks_for(argnums, 1) ? primals[1].shape() : empty},
+                                        {mx::float32, mx::float32}, std::make_shared<FastConv2dGrad>(stream(), sh_, sw_, ph_, pw_),
+                                        {primals[0], primals[1], float_cotangent(c)});
+    return selected_grads(grads, argnums);
+  }
   mx::array reference(const std::vector<mx::array>& in) const override {
     return mx::conv2d(in[0], in[1], {sh_, sw_}, {ph_, pw_}, {1, 1}, 1);
   }
@@ -709,10 +749,57 @@ mx::array group_norm_reference(const mx::array& x, int groups, const std::option
   return silu ? unary_op(MLXS_SILU, y) : y;
 }
 
+// Gradients of FastGroupNorm: inputs (x, [w], [b], cotangent), contiguous float32; outputs (dx, [dw], [db]).
+class FastGroupNormGrad : public NonDifferentiablePrimitive {
+ public:
+  FastGroupNormGrad(mx::Stream s, int groups, float eps, bool silu, bool has_w, bool has_b)
+      : NonDifferentiablePrimitive(s), groups_(groups), eps_(eps), silu_(silu), has_w_(has_w), has_b_(has_b) {}
+  std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const override {
+    return [inputs, outputs, g = groups_, eps = eps_, silu = silu_, has_w = has_w_, has_b = has_b_]() mutable {
+      const auto& x = inputs[0];
+      const int c = int(x.shape(-1)), batch = int(x.shape(0));
+      const size_t pixels = x.size() / size_t(batch) / size_t(c);
+      const int bi = has_w ? 2 : 1;
+      mlxkernels::group_norm_grad(x.data<float>(), has_w ? inputs[1].data<float>() : nullptr,
+                                  has_b ? inputs[bi].data<float>() : nullptr, inputs.back().data<float>(),
+                                  outputs[0].data<float>(), has_w ? outputs[1].data<float>() : nullptr,
+                                  has_b ? outputs[bi].data<float>() : nullptr, batch, pixels, c, g, eps, silu);
+    };
+  }
+  const char* name() const override { return "FastGroupNormGrad"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FastGroupNormGrad*>(&other);
+    return o && o->groups_ == groups_ && o->eps_ == eps_ && o->silu_ == silu_ && o->has_w_ == has_w_ && o->has_b_ == has_b_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    std::vector<mx::Shape> shapes;
+    for (size_t i = 0; i + 1 < inputs.size(); ++i) shapes.push_back(inputs[i].shape());
+    return shapes;
+  }
+
+ private:
+  int groups_;
+  float eps_;
+  bool silu_, has_w_, has_b_;
+};
+
 class FastGroupNorm : public ReferencedPrimitive {
  public:
   FastGroupNorm(mx::Stream s, int groups, float eps, bool silu, bool has_w, bool has_b)
       : ReferencedPrimitive(s), groups_(groups), eps_(eps), silu_(silu), has_w_(has_w), has_b_(has_b) {}
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
+    const auto& c = cotangents[0];
+    if (!fast_enabled || c.shape() != primals[0].shape() || !mx::issubdtype(c.dtype(), mx::floating))
+      return ReferencedPrimitive::vjp(primals, cotangents, argnums, outputs);
+    std::vector<mx::array> in = primals;
+    in.push_back(float_cotangent(c));
+    std::vector<mx::Shape> shapes;
+    for (auto& p : primals) shapes.push_back(p.shape());
+    auto grads = mx::array::make_arrays(shapes, std::vector<mx::Dtype>(shapes.size(), mx::float32),
+                                        std::make_shared<FastGroupNormGrad>(stream(), groups_, eps_, silu_, has_w_, has_b_), in);
+    return selected_grads(grads, argnums);
+  }
   mx::array reference(const std::vector<mx::array>& in) const override {
     std::optional<mx::array> w, b;
     if (has_w_) w = in[1];
@@ -1068,6 +1155,8 @@ size_t mlxs_profile_report(char* buf, size_t size) {
   return text.size();
 }
 int mlxs_fast_kernels_enabled(void) { return fast_enabled.load(); }
+void mlxs_set_winograd_min_pixels(int64_t pixels) { mlxkernels::winograd_min_pixels = pixels; }
+int64_t mlxs_winograd_min_pixels(void) { return mlxkernels::winograd_min_pixels.load(); }
 
 mlxs_array mlxs_depthwise_conv2d(mlxs_array x, mlxs_array w, int pad_h, int pad_w) {
   return guard([&] { return depthwise_conv(unwrap(x), unwrap(w), pad_h, pad_w); });

@@ -110,6 +110,19 @@ struct ShapesDemo {
     }
 
     /// The tiny JanusFlow the demo trains (4x4 image tokens for both paths).
+    static func vaeConfig(imageSize: Int) -> VAEConfig {
+        VAEConfig(blockOutChannels: [16, 32, 32], layersPerBlock: 1, normNumGroups: 8, latentChannels: 4, scalingFactor: 1,
+                  sampleSize: imageSize)
+    }
+
+    /// The VAE's pretraining loss: reconstruction of a sampled latent plus a small KL term.
+    static func vaeLoss(_ vae: AutoencoderKL, _ x: Tensor, noiseKey: RandomKey) -> Tensor {
+        let (mean, logvar) = vae.encode(x)
+        let z = mean + (logvar * 0.5).exp() * Random.normal(mean.shape, key: noiseKey)
+        let kl = ((mean.square() + logvar.exp() - logvar - 1) * 0.5).mean()
+        return NN.mseLoss(vae.decode(z), x) + kl * 1e-4
+    }
+
     static func modelConfig(vocabularySize: Int, imageSize: Int) -> JanusFlowConfig {
         JanusFlowConfig(
             language: LanguageConfig(hiddenSize: 128, intermediateSize: 352, numAttentionHeads: 4, numHiddenLayers: 4,
@@ -200,8 +213,7 @@ struct ShapesDemo {
         log("tokenizer: \(tokenizer.vocabularySize) tokens")
 
         // 3. The tiny VAE (AutoencoderKL structure), trained to reconstruct ShapesWorld images.
-        let vaeConfig = VAEConfig(blockOutChannels: [16, 32, 32], layersPerBlock: 1, normNumGroups: 8, latentChannels: 4,
-                                  scalingFactor: 1, sampleSize: s.imageSize)
+        let vaeConfig = Self.vaeConfig(imageSize: s.imageSize)
         let vae = AutoencoderKL(config: vaeConfig)
         // Pretraining images: an even mix of caption scenes and question scenes.
         let bankHalf = Swift.min(s.pretrainImages / 2, genSamples.count, conversations.count)
@@ -214,10 +226,7 @@ struct ShapesDemo {
         }
         let vaeLosses = try fit("VAE", module: vae, steps: s.vaeSteps, lr: 2e-3) { step in
             let x = imageBank.take(batchIndices(step, allScenes.count, salt: 1, size: 16), axis: 0)
-            let (mean, logvar) = vae.encode(x)
-            let z = mean + (logvar * 0.5).exp() * Random.normal(mean.shape, key: RandomKey(seed: UInt64(step) &+ 77))
-            let kl = ((mean.square() + logvar.exp() - logvar - 1) * 0.5).mean()
-            return NN.mseLoss(vae.decode(z), x) + kl * 1e-4
+            return Self.vaeLoss(vae, x, noiseKey: RandomKey(seed: UInt64(step) &+ 77))
         }
         // Scale latents to unit variance, as SD-style VAEs record in scaling_factor.
         let probe = vae.encode(imageBank.slice(axis: 0, 0, Swift.min(256, allScenes.count))).mean

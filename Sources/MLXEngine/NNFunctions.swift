@@ -211,6 +211,14 @@ public enum Kernels {
         set { mlxs_set_fast_kernels(newValue ? 1 : 0) }
     }
 
+    /// Smallest image (height x width) whose 3x3 stride-1 convolutions with 32-127 channels take Winograd F(2x2, 3x3)
+    /// (default 4096 pixels, or MLXS_WINOGRAD_MIN_PIXELS); smaller images run as im2col + sgemm. Layers with 128+
+    /// channels in and out always take Winograd.
+    public static var winogradMinimumPixels: Int {
+        get { Int(mlxs_winograd_min_pixels()) }
+        set { mlxs_set_winograd_min_pixels(Int64(newValue)) }
+    }
+
     /// Time spent inside each fast kernel while on (also MLXS_PROFILE=1 in the environment, which prints the
     /// totals at exit); what the wall time has beyond them is MLX's own ops and graph work.
     public static var profiling: Bool {

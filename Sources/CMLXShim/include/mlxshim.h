@@ -208,6 +208,10 @@ int mlxs_fused_ema(const mlxs_array* shadow, const mlxs_array* params, int n, fl
 // Which kernels to use: 1 = fast kernels on (default), 0 = plain MLX ops.
 void mlxs_set_fast_kernels(int enabled);
 int mlxs_fast_kernels_enabled(void);
+// Smallest image (height * width pixels) whose 3x3 stride-1 convolutions with 32-127 channels run as Winograd
+// F(2x2, 3x3) (smaller ones as im2col + sgemm); with 128+ channels in and out they always do.
+void mlxs_set_winograd_min_pixels(int64_t pixels);
+int64_t mlxs_winograd_min_pixels(void);
 // Kernel time profile: enable (also MLXS_PROFILE=1), clear, and the table since the last clear as text
 // (written NUL-terminated into buf, cut at size; returns the full length).
 void mlxs_profile_enable(int enabled);

@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -14,6 +15,7 @@
 
 #include "cpu_kernels.h"
 #include "pool.h"
+#include "simd.h"
 
 extern "C" void cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float* A, int lda,
                             const float* B, int ldb, float beta, float* C, int ldc);
@@ -117,6 +119,18 @@ bool winograd_enabled() {
   return enabled;
 }
 
+}  // namespace
+
+// Layers with 32-127 channels take Winograd on 64x64 images and up by default: on the demo VAE's 32x32 and smaller
+// images im2col + sgemm measured 10-20% faster (MLXS_WINOGRAD_MIN_PIXELS in the environment sets another start).
+// With 128+ channels in and out the transforms are cheap next to the products at any size.
+std::atomic<int64_t> winograd_min_pixels{[] {
+  const char* v = std::getenv("MLXS_WINOGRAD_MIN_PIXELS");
+  return v ? int64_t(std::strtoll(v, nullptr, 10)) : int64_t(4096);
+}()};
+
+namespace {
+
 void conv3x3_winograd(const ConvArgs& a) {
   const int h = a.h, w = a.w, cin = a.cin, cout = a.cout;
   const int tiles_h = (h + 1) / 2, tiles_w = (w + 1) / 2;
@@ -154,14 +168,43 @@ void conv3x3_winograd(const ConvArgs& a) {
   }
 }
 
+// About 16 MB of patches per band (at least 64 pixels): long enough for sgemm to run near peak (4 MB measured
+// 75% of peak, 16 MB 80%, 48 MB no better), short enough that the full im2col never exists.
+size_t conv_band(int k) { return std::max<size_t>(64, (size_t(16) << 20) / (sizeof(float) * size_t(k))); }
+
+// The patch rows (kh * kw * cin each, zeros outside the image) of output pixels [p0, p0 + count), counted over the
+// whole batch, built on both cores.
+void im2col(const ConvArgs& a, int oh, int ow, size_t p0, size_t count, float* patches) {
+  const int k = a.kh * a.kw * a.cin;
+  const size_t pixels = size_t(oh) * ow, row_bytes = sizeof(float) * size_t(a.cin);
+  const int chunk = 16;
+  parallel_for(int((count + chunk - 1) / chunk), [&](int t) {
+    const size_t lo = size_t(t) * chunk, hi = std::min(count, lo + chunk);
+    for (size_t i = lo; i < hi; ++i) {
+      const size_t p = p0 + i, n = p / pixels, r = p % pixels;
+      const float* image = a.x + n * a.h * a.w * a.cin;
+      const int oy = int(r / ow), ox = int(r % ow);
+      float* dst = patches + i * k;
+      for (int ky = 0; ky < a.kh; ++ky) {
+        const int iy = oy * a.sh + ky - a.ph;
+        for (int kx = 0; kx < a.kw; ++kx, dst += a.cin) {
+          const int ix = ox * a.sw + kx - a.pw;
+          if (iy < 0 || iy >= a.h || ix < 0 || ix >= a.w) std::memset(dst, 0, row_bytes);
+          else std::memcpy(dst, image + (size_t(iy) * a.w + ix) * a.cin, row_bytes);
+        }
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void conv2d(const ConvArgs& a) {
   const int oh = (a.h + 2 * a.ph - a.kh) / a.sh + 1, ow = (a.w + 2 * a.pw - a.kw) / a.sw + 1;
   if (oh <= 0 || ow <= 0 || a.b <= 0 || a.cout <= 0) return;
-  // Winograd where the transforms are small next to the products (enough channels).
+  // Winograd where the transforms are small next to the products: enough channels, and large images or many channels.
   if (a.kh == 3 && a.kw == 3 && a.sh == 1 && a.sw == 1 && a.ph == 1 && a.pw == 1 && a.cin >= 32 && a.cout >= 32 &&
-      winograd_enabled()) {
+      (int64_t(a.h) * a.w >= winograd_min_pixels.load() || (a.cin >= 128 && a.cout >= 128)) && winograd_enabled()) {
     conv3x3_winograd(a);
     return;
   }
@@ -171,48 +214,104 @@ void conv2d(const ConvArgs& a) {
     cblas_sgemm(101, 111, 112, int(size_t(a.b) * pixels), a.cout, a.cin, 1.0f, a.x, a.cin, a.weight, a.cin, 0.0f, a.y, a.cout);
     return;
   }
-  // About 16 MB of patches per band (at least 64 pixels): long enough for sgemm to run near peak (4 MB measured
-  // 75% of peak, 16 MB 80%, 48 MB no better), short enough that the full im2col never exists.
-  const size_t band = std::max<size_t>(64, (size_t(16) << 20) / (sizeof(float) * size_t(k)));
+  const size_t band = conv_band(k);
   thread_local std::vector<float> patches_buf;
   if (patches_buf.size() < band * k) patches_buf.resize(band * k);
   float* patches = patches_buf.data();  // the pool's workers must not name the thread_local
-  const size_t row_bytes = sizeof(float) * size_t(a.cin);
   for (int n = 0; n < a.b; ++n) {
-    const float* image = a.x + size_t(n) * a.h * a.w * a.cin;
     float* out = a.y + size_t(n) * pixels * a.cout;
     for (size_t p0 = 0; p0 < pixels; p0 += band) {
       const size_t count = std::min(band, pixels - p0);
-      const int chunk = 16;
-      parallel_for(int((count + chunk - 1) / chunk), [&](int t) {
-        const size_t lo = size_t(t) * chunk, hi = std::min(count, lo + chunk);
-        for (size_t i = lo; i < hi; ++i) {
-          const size_t p = p0 + i;
-          const int oy = int(p / ow), ox = int(p % ow);
-          float* dst = patches + i * k;
-          for (int ky = 0; ky < a.kh; ++ky) {
-            const int iy = oy * a.sh + ky - a.ph;
-            for (int kx = 0; kx < a.kw; ++kx, dst += a.cin) {
-              const int ix = ox * a.sw + kx - a.pw;
-              if (iy < 0 || iy >= a.h || ix < 0 || ix >= a.w) std::memset(dst, 0, row_bytes);
-              else std::memcpy(dst, image + (size_t(iy) * a.w + ix) * a.cin, row_bytes);
-            }
-          }
-        }
-      });
+      im2col(a, oh, ow, size_t(n) * pixels + p0, count, patches);
       cblas_sgemm(101, 111, 112, int(count), a.cout, k, 1.0f, patches, k, a.weight, k, 0.0f, out + p0 * a.cout, a.cout);
     }
   }
 }
 
-void group_norm(const float* x, const float* w, const float* b, float* y, int batch, size_t pixels, int c, int groups,
-                float eps, bool silu) {
+void conv2d_grad(const ConvArgs& a, const float* dy, float* dx, float* dw) {
+  const int oh = (a.h + 2 * a.ph - a.kh) / a.sh + 1, ow = (a.w + 2 * a.pw - a.kw) / a.sw + 1;
+  const int k = a.kh * a.kw * a.cin;
+  const size_t total = size_t(a.b) * oh * ow;
+  if (oh <= 0 || ow <= 0 || a.b <= 0 || a.cout <= 0) {
+    if (dx) std::memset(dx, 0, sizeof(float) * size_t(a.b) * a.h * a.w * a.cin);
+    if (dw) std::memset(dw, 0, sizeof(float) * size_t(a.cout) * k);
+    return;
+  }
+  const bool pointwise = a.kh == 1 && a.kw == 1 && a.sh == 1 && a.sw == 1 && a.ph == 0 && a.pw == 0;
+  if (pointwise) {
+    if (dw) cblas_sgemm(101, 112, 111, a.cout, a.cin, int(total), 1.0f, dy, a.cout, a.x, a.cin, 0.0f, dw, a.cin);
+    if (dx) cblas_sgemm(101, 111, 111, int(total), a.cin, a.cout, 1.0f, dy, a.cout, a.weight, a.cin, 0.0f, dx, a.cin);
+    return;
+  }
+  const size_t band = conv_band(k);
+  thread_local std::vector<float> patches_buf;  // grown once, not cleared: every band writes what it reads
+  if (patches_buf.size() < band * k) patches_buf.resize(band * k);
+  float* patches = patches_buf.data();  // the pool's workers must not name the thread_local
+  // dw = dy^T patches, accumulated over bands of output pixels across the whole batch.
+  if (dw) {
+    for (size_t p0 = 0; p0 < total; p0 += band) {
+      const size_t count = std::min(band, total - p0);
+      im2col(a, oh, ow, p0, count, patches);
+      cblas_sgemm(101, 112, 111, a.cout, k, int(count), 1.0f, dy + p0 * a.cout, a.cout, patches, k,
+                  p0 == 0 ? 0.0f : 1.0f, dw, k);
+    }
+  }
+  if (!dx) return;
+  // Stride 1: dx is the convolution of dy with the flipped, transposed kernel (Winograd where it applies).
+  if (a.sh == 1 && a.sw == 1 && a.ph <= a.kh - 1 && a.pw <= a.kw - 1) {
+    std::vector<float> flipped(size_t(k) * a.cout);
+    for (int co = 0; co < a.cout; ++co)
+      for (int ky = 0; ky < a.kh; ++ky)
+        for (int kx = 0; kx < a.kw; ++kx)
+          for (int ci = 0; ci < a.cin; ++ci)
+            flipped[((size_t(ci) * a.kh + (a.kh - 1 - ky)) * a.kw + (a.kw - 1 - kx)) * a.cout + co] =
+                a.weight[((size_t(co) * a.kh + ky) * a.kw + kx) * a.cin + ci];
+    ConvArgs t{dy, flipped.data(), dx, a.b, oh, ow, a.cout, a.cin, a.kh, a.kw, 1, 1, a.kh - 1 - a.ph, a.kw - 1 - a.pw};
+    conv2d(t);
+    return;
+  }
+  // Otherwise col2im: the patch gradients dy w, added back to the input pixels they were read from. Each task
+  // owns a slice of the input channels, so no two tasks write the same value.
+  std::memset(dx, 0, sizeof(float) * size_t(a.b) * a.h * a.w * a.cin);
+  const int slices = std::max(1, std::min(pool_threads() * 2, (a.cin + 7) / 8));
+  const int slice = (a.cin + slices - 1) / slices;
+  for (size_t p0 = 0; p0 < total; p0 += band) {
+    const size_t count = std::min(band, total - p0);
+    cblas_sgemm(101, 111, 111, int(count), k, a.cout, 1.0f, dy + p0 * a.cout, a.cout, a.weight, k, 0.0f, patches, k);
+    parallel_for(slices, [&](int t) {
+      const int c0 = t * slice, c1 = std::min(a.cin, c0 + slice);
+      for (size_t i = 0; i < count; ++i) {
+        const size_t p = p0 + i, image = p / (size_t(oh) * ow), r = p % (size_t(oh) * ow);
+        const int oy = int(r / ow), ox = int(r % ow);
+        const float* src = patches + i * k;
+        for (int ky = 0; ky < a.kh; ++ky) {
+          const int iy = oy * a.sh + ky - a.ph;
+          for (int kx = 0; kx < a.kw; ++kx, src += a.cin) {
+            const int ix = ox * a.sw + kx - a.pw;
+            if (iy < 0 || iy >= a.h || ix < 0 || ix >= a.w) continue;
+            float* dst = dx + ((image * a.h + iy) * a.w + ix) * a.cin;
+            int c = c0;
+            for (; c + 8 <= c1; c += 8)
+              _mm256_storeu_ps(dst + c, _mm256_add_ps(_mm256_loadu_ps(dst + c), _mm256_loadu_ps(src + c)));
+            for (; c < c1; ++c) dst[c] += src[c];
+          }
+        }
+      }
+    });
+  }
+}
+
+namespace {
+
+// Per (image, group): the mean, then the mean square around it (two passes, like the reference: no cancellation).
+// Each core sums a slice of pixels per channel in float over blocks of 256 pixels, folded into double.
+void group_statistics(const float* x, int batch, size_t pixels, int c, int groups, std::vector<double>& mean,
+                      std::vector<double>& var) {
   const int cg = c / groups;
   const int threads = pool_threads();
   const size_t slice = (pixels + threads - 1) / threads;
-  // Per (image, group): the mean, then the mean square around it (two passes, like the reference: no cancellation).
-  // Each core sums a slice of pixels per channel in float over blocks of 256 pixels, folded into double.
-  std::vector<double> mean(size_t(batch) * groups, 0.0), var(size_t(batch) * groups, 0.0);
+  mean.assign(size_t(batch) * groups, 0.0);
+  var.assign(size_t(batch) * groups, 0.0);
   auto channel_sums = [&](int n, bool centered, std::vector<double>& out) {
     const float* xi = x + size_t(n) * pixels * c;
     std::vector<double> partial(size_t(threads) * groups, 0.0);
@@ -251,6 +350,15 @@ void group_norm(const float* x, const float* w, const float* b, float* y, int ba
     channel_sums(n, false, mean);
     channel_sums(n, true, var);
   }
+}
+
+}  // namespace
+
+void group_norm(const float* x, const float* w, const float* b, float* y, int batch, size_t pixels, int c, int groups,
+                float eps, bool silu) {
+  const int cg = c / groups;
+  std::vector<double> mean, var;
+  group_statistics(x, batch, pixels, c, groups, mean, var);
   // Per channel: y = (x - mean) * scale + bias.
   std::vector<float> scale(size_t(batch) * c), centre(size_t(batch) * c), shift(size_t(batch) * c);
   for (int n = 0; n < batch; ++n) {
@@ -288,6 +396,112 @@ void group_norm(const float* x, const float* w, const float* b, float* y, int ba
     });
   }
   if (silu) activation(y, y, size_t(batch) * pixels * c, Activation::silu);
+}
+
+void group_norm_grad(const float* x, const float* w, const float* b, const float* dy, float* dx, float* dw, float* db,
+                     int batch, size_t pixels, int c, int groups, float eps, bool silu) {
+  const int cg = c / groups;
+  std::vector<double> mean, var;
+  group_statistics(x, batch, pixels, c, groups, mean, var);
+  const int threads = pool_threads();
+  const size_t slice = (pixels + threads - 1) / threads;
+  const double count = double(pixels) * cg;
+  std::vector<float> wv(static_cast<size_t>(c), 1.0f), bv(static_cast<size_t>(c), 0.0f);
+  for (int i = 0; i < c; ++i) {
+    if (w) wv[i] = w[i];
+    if (b) bv[i] = b[i];
+  }
+  // Per image and channel: the sums of g (the cotangent before the affine, through SiLU if any) and of g xhat.
+  std::vector<double> sum_g(size_t(batch) * c, 0.0), sum_gx(size_t(batch) * c, 0.0);
+  const size_t cs = static_cast<size_t>(c);
+  std::vector<float> centre(cs), inv(cs), shift(cs), slope(cs);
+  for (int n = 0; n < batch; ++n) {
+    for (int i = 0; i < c; ++i) {
+      const size_t g = size_t(n) * groups + i / cg;
+      centre[i] = float(mean[g]);
+      inv[i] = float(1.0 / std::sqrt(var[g] + double(eps)));
+    }
+    const float* xi = x + size_t(n) * pixels * c;
+    const float* dyi = dy + size_t(n) * pixels * c;
+    float* dxi = dx + size_t(n) * pixels * c;
+    // Pass 1: g into dx, and the per-channel sums (float over blocks of 256 pixels, folded into double).
+    std::vector<double> partial(size_t(threads) * 2 * c, 0.0);
+    parallel_for(threads, [&](int t) {
+      std::vector<float> acc(2 * size_t(c));
+      double* pg = partial.data() + size_t(t) * 2 * c;
+      const size_t lo = std::min(pixels, size_t(t) * slice), hi = std::min(pixels, lo + slice);
+      for (size_t p0 = lo; p0 < hi; p0 += 256) {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        for (size_t p = p0; p < std::min(hi, p0 + 256); ++p) {
+          const float *row = xi + p * c, *grow = dyi + p * c;
+          float* out = dxi + p * c;
+          int i = 0;
+          for (; i + 8 <= c; i += 8) {
+            __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(&centre[i])), _mm256_loadu_ps(&inv[i]));
+            __m256 g = _mm256_loadu_ps(grow + i);
+            if (silu) g = _mm256_mul_ps(g, silu_grad_ps(_mm256_fmadd_ps(xhat, _mm256_loadu_ps(&wv[i]), _mm256_loadu_ps(&bv[i]))));
+            _mm256_storeu_ps(out + i, g);
+            _mm256_storeu_ps(&acc[i], _mm256_add_ps(_mm256_loadu_ps(&acc[i]), g));
+            _mm256_storeu_ps(&acc[c + i], _mm256_fmadd_ps(g, xhat, _mm256_loadu_ps(&acc[c + i])));
+          }
+          for (; i < c; ++i) {
+            const float xhat = (row[i] - centre[i]) * inv[i];
+            float g = grow[i];
+            if (silu) {
+              const float pre = xhat * wv[i] + bv[i], sg = 1.0f / (1.0f + std::exp(-pre));
+              g *= sg * (1.0f + pre * (1.0f - sg));
+            }
+            out[i] = g;
+            acc[i] += g;
+            acc[c + i] += g * xhat;
+          }
+        }
+        for (int i = 0; i < 2 * c; ++i) pg[i] += acc[i];
+      }
+    });
+    for (int t = 0; t < threads; ++t)
+      for (int i = 0; i < c; ++i) {
+        sum_g[size_t(n) * c + i] += partial[size_t(t) * 2 * c + i];
+        sum_gx[size_t(n) * c + i] += partial[size_t(t) * 2 * c + c + i];
+      }
+    // dx = inv (w g - mean over the group of w g - xhat * mean over the group of w g xhat).
+    for (int grp = 0; grp < groups; ++grp) {
+      double a = 0, bsum = 0;
+      for (int i = grp * cg; i < (grp + 1) * cg; ++i) {
+        a += double(wv[i]) * sum_g[size_t(n) * c + i];
+        bsum += double(wv[i]) * sum_gx[size_t(n) * c + i];
+      }
+      for (int i = grp * cg; i < (grp + 1) * cg; ++i) {
+        shift[i] = float(a / count);
+        slope[i] = float(bsum / count);
+      }
+    }
+    const size_t chunk = std::max<size_t>(1, (size_t(1) << 14) / size_t(c));
+    parallel_for(int((pixels + chunk - 1) / chunk), [&](int t) {
+      for (size_t p = size_t(t) * chunk; p < std::min(pixels, size_t(t + 1) * chunk); ++p) {
+        const float* row = xi + p * c;
+        float* out = dxi + p * c;
+        int i = 0;
+        for (; i + 8 <= c; i += 8) {
+          const __m256 iv = _mm256_loadu_ps(&inv[i]);
+          __m256 xhat = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(row + i), _mm256_loadu_ps(&centre[i])), iv);
+          __m256 v = _mm256_fmsub_ps(_mm256_loadu_ps(out + i), _mm256_loadu_ps(&wv[i]), _mm256_loadu_ps(&shift[i]));
+          v = _mm256_fnmadd_ps(xhat, _mm256_loadu_ps(&slope[i]), v);
+          _mm256_storeu_ps(out + i, _mm256_mul_ps(v, iv));
+        }
+        for (; i < c; ++i) {
+          const float xhat = (row[i] - centre[i]) * inv[i];
+          out[i] = (out[i] * wv[i] - shift[i] - xhat * slope[i]) * inv[i];
+        }
+      }
+    });
+  }
+  for (int i = 0; i < c; ++i) {
+    double sg = 0, sgx = 0;
+    for (int n = 0; n < batch; ++n) sg += sum_g[size_t(n) * c + i], sgx += sum_gx[size_t(n) * c + i];
+    if (dw) dw[i] = float(sgx);
+    if (db) db[i] = float(sg);
+  }
 }
 
 }  // namespace mlxkernels

@@ -1,6 +1,8 @@
 // Raw CPU kernels behind the shim's MLX custom primitives (row-major float buffers, no MLX types).
 #pragma once
 
+#include <atomic>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -73,10 +75,19 @@ struct ConvArgs {
   int b, h, w, cin, cout, kh, kw, sh, sw, ph, pw;
 };
 void conv2d(const ConvArgs& a);
+// Smallest image (h * w pixels) whose 3x3 stride-1 convolutions with 32-127 channels take Winograd F(2x2, 3x3)
+// (with 128+ channels in and out they always do).
+extern std::atomic<int64_t> winograd_min_pixels;
+// Its gradients for the cotangent dy (b, oh, ow, cout): dx like x and dw like the weight, either nullable (not
+// computed); a.y is not read.
+void conv2d_grad(const ConvArgs& a, const float* dy, float* dx, float* dw);
 // GroupNorm of x (batch, pixels, c) over groups of c / groups channels and every pixel (PyTorch semantics: biased
 // variance), per-channel w / b (nullable), then SiLU if asked.
 void group_norm(const float* x, const float* w, const float* b, float* y, int batch, size_t pixels, int c, int groups,
                 float eps, bool silu);
+// Its gradients for the cotangent dy: dx (like x) and, where not null, dw and db (c each).
+void group_norm_grad(const float* x, const float* w, const float* b, const float* dy, float* dx, float* dw, float* db,
+                     int batch, size_t pixels, int c, int groups, float eps, bool silu);
 
 // Depthwise convolution, stride 1, zero padding: x (b, h, w, c) NHWC, weights (c, kh, kw), y (b, oh, ow, c) with
 // oh = h + 2 ph - kh + 1, ow = w + 2 pw - kw + 1.

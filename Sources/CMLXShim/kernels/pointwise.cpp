@@ -44,20 +44,6 @@ inline __m256 gelu_tanh_ps(__m256 x) {
   return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
-inline __m256 silu_ps(__m256 x) {
-  return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
-}
-
-inline __m256 sigmoid_ps(__m256 x) {
-  return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
-}
-
-// silu'(x) = s (1 + x (1 - s)), s = sigmoid(x).
-inline __m256 silu_grad_ps(__m256 x) {
-  const __m256 one = _mm256_set1_ps(1.0f), s = sigmoid_ps(x);
-  return _mm256_mul_ps(s, _mm256_fmadd_ps(x, _mm256_sub_ps(one, s), one));
-}
-
 // gelu'(x) = (1 + erf(x / sqrt 2)) / 2 + x phi(x), phi the standard normal density.
 inline __m256 gelu_erf_grad_ps(__m256 x) {
   __m256 density = _mm256_mul_ps(_mm256_set1_ps(0.39894228040143268f), exp_ps(_mm256_mul_ps(_mm256_set1_ps(-0.5f), _mm256_mul_ps(x, x))));
@@ -82,17 +68,6 @@ void elementwise(size_t n, F&& op) {
     const size_t lo = size_t(t) * chunk, hi = std::min(n, lo + chunk);
     op(lo, hi);
   });
-}
-
-inline __m256 load_tail(const float* p, size_t count) {
-  alignas(32) float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (size_t i = 0; i < count; ++i) v[i] = p[i];
-  return _mm256_load_ps(v);
-}
-inline void store_tail(float* p, __m256 x, size_t count) {
-  alignas(32) float v[8];
-  _mm256_store_ps(v, x);
-  for (size_t i = 0; i < count; ++i) p[i] = v[i];
 }
 
 template <typename F>

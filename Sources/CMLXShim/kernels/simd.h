@@ -38,4 +38,30 @@ inline __m256 exp_ps(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
 }
 
+inline __m256 silu_ps(__m256 x) {
+  return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+inline __m256 sigmoid_ps(__m256 x) {
+  return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_add_ps(_mm256_set1_ps(1.0f), exp_ps(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+// silu'(x) = s (1 + x (1 - s)), s = sigmoid(x).
+inline __m256 silu_grad_ps(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f), s = sigmoid_ps(x);
+  return _mm256_mul_ps(s, _mm256_fmadd_ps(x, _mm256_sub_ps(one, s), one));
+}
+
+// The first `count` (< 8) floats at p as a vector, zero-filled; and the first `count` lanes stored back.
+inline __m256 load_tail(const float* p, size_t count) {
+  alignas(32) float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (size_t i = 0; i < count; ++i) v[i] = p[i];
+  return _mm256_load_ps(v);
+}
+inline void store_tail(float* p, __m256 x, size_t count) {
+  alignas(32) float v[8];
+  _mm256_store_ps(v, x);
+  for (size_t i = 0; i < count; ++i) p[i] = v[i];
+}
+
 }  // namespace mlxkernels
