@@ -654,6 +654,69 @@ mx::array fast_pointwise(PointwiseKind kind, const mx::array& x, std::optional<m
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Cross-entropy per row: logits (..., v) and integer targets (...) -> logsumexp - logit of the target. MLX's own
+// logsumexp and its gradient run scalar exp on this build; here one pass per row with AVX2 exp.
+
+mx::array cross_entropy_reference(const mx::array& logits, const mx::array& targets) {
+  auto picked = mx::squeeze(mx::take_along_axis(logits, mx::expand_dims(targets, -1), -1), -1);
+  return mx::subtract(mx::logsumexp(logits, -1, false), picked);
+}
+
+// Inputs (logits, targets, cotangent) -> dlogits.
+class FastCrossEntropyGrad : public NonDifferentiablePrimitive {
+ public:
+  using NonDifferentiablePrimitive::NonDifferentiablePrimitive;
+  std::function<void()> work(std::vector<mx::array> inputs, std::vector<mx::array> outputs) const override {
+    return [inputs, outputs]() mutable {
+      const auto& logits = inputs[0];
+      const int v = int(logits.shape(-1)), rows = int(logits.size() / size_t(v));
+      mlxkernels::cross_entropy_grad(logits.data<float>(), inputs[1].data<int32_t>(), inputs[2].data<float>(),
+                                     outputs[0].data<float>(), rows, v);
+    };
+  }
+  const char* name() const override { return "FastCrossEntropyGrad"; }
+  bool is_equivalent(const mx::Primitive& other) const override { return dynamic_cast<const FastCrossEntropyGrad*>(&other); }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override { return {inputs[0].shape()}; }
+};
+
+class FastCrossEntropy : public ReferencedPrimitive {
+ public:
+  using ReferencedPrimitive::ReferencedPrimitive;
+  mx::array reference(const std::vector<mx::array>& in) const override { return cross_entropy_reference(in[0], in[1]); }
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    dispatch(inputs, out, [logits = inputs[0], targets = inputs[1], out]() mutable {
+      const int v = int(logits.shape(-1)), rows = int(logits.size() / size_t(v));
+      mlxkernels::cross_entropy(logits.data<float>(), targets.data<int32_t>(), out.data<float>(), rows, v);
+    });
+  }
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>&) override {
+    std::vector<mx::array> grads;
+    for (int a : argnums) {
+      if (a == 0)
+        grads.push_back(mx::array(primals[0].shape(), mx::float32, std::make_shared<FastCrossEntropyGrad>(stream()),
+                                  {primals[0], primals[1], float_cotangent(cotangents[0])}));
+      else
+        grads.push_back(mx::zeros_like(primals[a]));  // integer targets
+    }
+    return grads;
+  }
+  const char* name() const override { return "FastCrossEntropy"; }
+  bool is_equivalent(const mx::Primitive& other) const override { return dynamic_cast<const FastCrossEntropy*>(&other); }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override { return {inputs[1].shape()}; }
+};
+
+mx::array cross_entropy(const mx::array& logits, const mx::array& targets) {
+  if (logits.ndim() < 1 || targets.shape() != mx::Shape(logits.shape().begin(), logits.shape().end() - 1))
+    throw std::invalid_argument("cross_entropy: targets must have the shape of the logits without their last axis");
+  auto lf = logits.dtype() == mx::float32 ? logits : mx::astype(logits, mx::float32);
+  auto ti = targets.dtype() == mx::int32 ? targets : mx::astype(targets, mx::int32);
+  if (!fast_enabled || lf.size() == 0 || lf.size() / size_t(lf.shape(-1)) > size_t(INT32_MAX))
+    return cross_entropy_reference(lf, ti);
+  return mx::array(ti.shape(), mx::float32, std::make_shared<FastCrossEntropy>(cpu_stream()), {plain(lf), plain(ti)});
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Convolution (NHWC, OHWI weights, groups 1, dilation 1) and GroupNorm (+ SiLU).
 
 bool asks_for(const std::vector<int>& argnums, int i) { return std::find(argnums.begin(), argnums.end(), i) != argnums.end(); }
@@ -1173,6 +1236,10 @@ mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float s
     }
     return fast_attention(unwrap(q), unwrap(k), unwrap(v), scale, causal, m);
   });
+}
+
+mlxs_array mlxs_cross_entropy(mlxs_array logits, mlxs_array targets) {
+  return guard([&] { return cross_entropy(unwrap(logits), unwrap(targets)); });
 }
 
 mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w) {

@@ -91,9 +91,12 @@ public struct TextBatch {
 public enum Objectives {
     /// Next-token cross-entropy averaged over the positions whose *target* is marked in `labelMask`.
     public static func nextTokenLoss(logits: Tensor, ids: Tensor, labelMask: Tensor) -> Tensor {
-        let t = ids.dim(1)
-        return NN.crossEntropy(logits: logits.slice(axis: 1, 0, t - 1), targets: ids.slice(axis: 1, 1, t),
-                               mask: labelMask.slice(axis: 1, 1, t))
+        // Every position's logits against the next id, the last position left out by the mask: the logits are read
+        // in place rather than copied without their last position.
+        let (b, t) = (ids.dim(0), ids.dim(1))
+        let targets = concatenated([ids.slice(axis: 1, 1, t).asType(.int32), Tensor.zeros([b, 1], dtype: .int32)], axis: 1)
+        let mask = concatenated([labelMask.slice(axis: 1, 1, t).asType(.float32), Tensor.zeros([b, 1])], axis: 1)
+        return NN.crossEntropy(logits: logits, targets: targets, mask: mask)
     }
 
     /// L_AR on understanding data: only response tokens count.

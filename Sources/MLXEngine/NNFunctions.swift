@@ -190,11 +190,11 @@ public enum NN {
     /// Mean cross-entropy of logits (..., V) against integer targets (...); positions where `mask` is false
     /// (or 0) are left out of the mean.
     public static func crossEntropy(logits: Tensor, targets: Tensor, mask: Tensor? = nil) -> Tensor {
-        let logp = logSoftmax(logits.asType(.float32), axis: -1)
-        let picked = logp.takeAlong(targets.asType(.int32).expandedDims(axis: -1), axis: -1).squeezed(axis: -1)
-        guard let mask else { return -picked.mean() }
+        let losses = Tensor.op(logits, targets) { mlxs_cross_entropy($0[0], $0[1]) }
+        guard let mask else { return losses.mean() }
         let m = mask.asType(.float32)
-        return -(picked * m).sum() / m.sum().maximum(1)
+        // `which`, not a product alone: a left-out position's loss may be NaN (a target outside the vocabulary).
+        return which(m .!= 0, losses * m, Tensor(0.0)).sum() / m.sum().maximum(1)
     }
 
     public static func mseLoss(_ a: Tensor, _ b: Tensor) -> Tensor { (a - b).square().mean() }

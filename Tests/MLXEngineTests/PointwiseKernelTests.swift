@@ -78,4 +78,52 @@ final class PointwiseKernelTests: KernelTestCase {
         let line = Kernels.profileReport().split(separator: "\n").first { $0.split(separator: " ").first == "FastActivationGrad" }
         XCTAssertTrue(line?.hasSuffix(" 2 calls") ?? false, Kernels.profileReport())
     }
+
+    // MARK: cross-entropy
+
+    func testCrossEntropyMatchesMLX() throws {
+        // Vocabulary sizes with and without an AVX tail, rows of large logits (the max subtraction), a mask.
+        for (rows, v) in [(3, 7), (5, 8), (17, 533), (2, 1000), (64, 45)] {
+            let logits = tensor([rows, v], seed: UInt64(v), scale: 30)
+            let targets = Tensor((0..<rows).map { Int32(($0 * 7 + 3) % v) })
+            let mask = Tensor((0..<rows).map { Float($0 % 3 == 0 ? 0 : 1) })
+            assertMatchesFallback("cross-entropy \(rows)x\(v)", atol: 1e-5, rtol: 2e-6) { NN.crossEntropy(logits: logits, targets: targets) }
+            assertMatchesFallback("masked cross-entropy \(rows)x\(v)", atol: 1e-5, rtol: 2e-6) {
+                NN.crossEntropy(logits: logits, targets: targets, mask: mask)
+            }
+            try assertGradientsMatchFallback([logits], "cross-entropy gradient \(rows)x\(v)", atol: 1e-6) {
+                NN.crossEntropy(logits: $0[0], targets: targets, mask: mask)
+            }
+        }
+        // Batched (b, t, v) logits, and bf16 logits converted first.
+        let logits = tensor([2, 6, 33], seed: 9), targets = Tensor((0..<12).map { Int32($0 * 5 % 33) }, shape: [2, 6])
+        assertMatchesFallback("cross-entropy 2x6x33") { NN.crossEntropy(logits: logits, targets: targets) }
+        assertMatchesFallback("cross-entropy bf16", atol: 1e-2) { NN.crossEntropy(logits: logits.asType(.bfloat16), targets: targets) }
+    }
+
+    func testCrossEntropyOutsideTheVocabulary() throws {
+        let logits = tensor([3, 10], seed: 1)
+        // A target outside the vocabulary reads as NaN, unless the mask leaves that position out.
+        let bad = Tensor([1, 10, 2] as [Int32])
+        XCTAssertTrue(try NN.crossEntropy(logits: logits, targets: bad).item(Float.self).isNaN)
+        let kept = try NN.crossEntropy(logits: logits, targets: bad, mask: Tensor([1, 0, 1] as [Float])).item(Float.self)
+        let twoRows = try NN.crossEntropy(logits: concatenated([logits[0].expandedDims(axis: 0), logits[2].expandedDims(axis: 0)], axis: 0),
+                                          targets: Tensor([1, 2] as [Int32])).item(Float.self)
+        XCTAssertEqual(kept, twoRows, accuracy: 1e-6)
+        XCTAssertThrowsError(try NN.crossEntropy(logits: logits, targets: Tensor([1, 2] as [Int32])).eval())
+    }
+
+    func testCrossEntropyGradientUsesTheFastKernel() throws {
+        defer { Kernels.profiling = false; Kernels.resetProfile() }
+        Kernels.profiling = true
+        Kernels.resetProfile()
+        let (values, grads) = try Autograd.valueAndGrad([tensor([4, 50], seed: 2)]) {
+            [NN.crossEntropy(logits: $0[0], targets: Tensor([0, 1, 2, 3] as [Int32]))]
+        }
+        try Tensor.eval(values + grads)
+        for name in ["FastCrossEntropy", "FastCrossEntropyGrad"] {
+            let line = Kernels.profileReport().split(separator: "\n").first { $0.split(separator: " ").first.map(String.init) == name }
+            XCTAssertTrue(line?.hasSuffix(" 1 calls") ?? false, "\(name) in\n\(Kernels.profileReport())")
+        }
+    }
 }

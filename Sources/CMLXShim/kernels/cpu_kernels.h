@@ -64,6 +64,11 @@ enum class Activation { silu, gelu_erf, gelu_tanh };
 void activation(const float* x, float* y, size_t n, Activation kind);
 // Their gradients for a cotangent c: dx = c f'(x); for silu(a) * b, da = c b silu'(a) and db = c silu(a).
 void activation_grad(const float* x, const float* c, float* dx, size_t n, Activation kind);
+// Cross-entropy per row of logits (rows, v): logsumexp(row) - row[target] (NaN for a target outside [0, v)); its
+// gradient for a per-row cotangent c: c (softmax(row) - onehot(target)).
+void cross_entropy(const float* logits, const int32_t* targets, float* loss, int rows, int v);
+void cross_entropy_grad(const float* logits, const int32_t* targets, const float* cotangent, float* dlogits, int rows,
+                        int v);
 void silu_mul_grad(const float* a, const float* b, const float* c, float* da, float* db, size_t n);
 
 // Convolution: x (b, h, w, cin) NHWC, weight (cout, kh, kw, cin) OHWI, y (b, oh, ow, cout) with

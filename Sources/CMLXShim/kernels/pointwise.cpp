@@ -202,4 +202,65 @@ void silu_mul_grad(const float* a, const float* b, const float* c, float* da, fl
   });
 }
 
+namespace {
+
+// Largest value and sum of exp(x - max) of one row.
+void row_max_sum(const float* x, int v, float& mx_out, float& sum_out) {
+  __m256 m8 = _mm256_set1_ps(-INFINITY);
+  int j = 0;
+  for (; j + 8 <= v; j += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + j));
+  float m = hmax(m8);
+  for (; j < v; ++j) m = std::max(m, x[j]);
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 s8 = _mm256_setzero_ps();
+  j = 0;
+  for (; j + 8 <= v; j += 8) s8 = _mm256_add_ps(s8, exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv)));
+  float s = hsum(s8);
+  for (; j < v; ++j) s += std::exp(x[j] - m);
+  mx_out = m;
+  sum_out = s;
+}
+
+template <typename F>
+void over_rows(int rows, int v, F&& body) {
+  const int chunk = std::max(1, (1 << 14) / std::max(1, v));
+  parallel_for((rows + chunk - 1) / chunk, [&](int t) {
+    for (int r = t * chunk; r < std::min(rows, (t + 1) * chunk); ++r) body(r);
+  });
+}
+
+}  // namespace
+
+void cross_entropy(const float* logits, const int32_t* targets, float* loss, int rows, int v) {
+  over_rows(rows, v, [&](int r) {
+    const float* x = logits + size_t(r) * v;
+    const int t = targets[r];
+    if (t < 0 || t >= v) {
+      loss[r] = NAN;  // a target outside the vocabulary: the loss says so instead of reading past the row
+      return;
+    }
+    float m, s;
+    row_max_sum(x, v, m, s);
+    loss[r] = m + std::log(s) - x[t];
+  });
+}
+
+void cross_entropy_grad(const float* logits, const int32_t* targets, const float* cotangent, float* dlogits, int rows,
+                        int v) {
+  over_rows(rows, v, [&](int r) {
+    const float* x = logits + size_t(r) * v;
+    float* d = dlogits + size_t(r) * v;
+    const float c = cotangent[r];
+    float m, s;
+    row_max_sum(x, v, m, s);
+    // softmax * c, then -c at the target.
+    const __m256 mv = _mm256_set1_ps(m), scale = _mm256_set1_ps(c / s);
+    int j = 0;
+    for (; j + 8 <= v; j += 8) _mm256_storeu_ps(d + j, _mm256_mul_ps(exp_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv)), scale));
+    if (j < v) store_tail(d + j, _mm256_mul_ps(exp_ps(_mm256_sub_ps(load_tail(x + j, size_t(v - j)), mv)), scale), size_t(v - j));
+    const int t = targets[r];
+    if (t >= 0 && t < v) d[t] -= c;
+  });
+}
+
 }  // namespace mlxkernels
