@@ -28,7 +28,7 @@ public final class LlamaAttention: Module {
 
     /// x (B, L, H); positions start at `offset` in every row. `mask` is additive, broadcastable to (B, 1, L, S).
     /// With `shared` (classifier-free guidance), the rows also attend to one shared prompt row's keys/values.
-    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, positions: Tensor? = nil,
+    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, rotary: RotaryTables? = nil,
                         shared: SharedPromptLayer? = nil) -> Tensor {
         let (b, l) = (x.dim(0), x.dim(1))
         // (B, L, heads * D) -> (B, heads, L, D); with one position (decoding) that is a plain reshape, which saves
@@ -42,9 +42,9 @@ public final class LlamaAttention: Module {
         var q = split(qProj(x), heads)
         var k = split(kProj(x), kvHeads)
         var v = split(vProj(x), kvHeads)
-        if let positions {
-            q = NN.rope(q, positions: positions, dims: headDim, base: ropeTheta)
-            k = NN.rope(k, positions: positions, dims: headDim, base: ropeTheta)
+        if let rotary {
+            q = NN.rope(q, tables: rotary)
+            k = NN.rope(k, tables: rotary)
         } else {
             q = NN.rope(q, dims: headDim, traditional: false, base: ropeTheta, offset: offset)
             k = NN.rope(k, dims: headDim, traditional: false, base: ropeTheta, offset: offset)
@@ -90,9 +90,9 @@ public final class LlamaDecoderLayer: Module {
         postAttentionLayerNorm = RMSNorm(config.hiddenSize, eps: config.rmsNormEps)
     }
 
-    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, positions: Tensor? = nil,
+    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, rotary: RotaryTables? = nil,
                         shared: SharedPromptLayer? = nil) -> Tensor {
-        let h = x + selfAttention(inputLayerNorm(x), mask: mask, offset: offset, cache: cache, positions: positions, shared: shared)
+        let h = x + selfAttention(inputLayerNorm(x), mask: mask, offset: offset, cache: cache, rotary: rotary, shared: shared)
         return h + mlp(postAttentionLayerNorm(h))
     }
 }
@@ -219,11 +219,13 @@ public final class LanguageModel: Module {
             }
         }
         var mask = LanguageModel.additiveMask(queries: l, offset: offset, keyMask: keyMask, dtype: inputsEmbeds.dtype)
-        var positions: Tensor?
+        var rotary: RotaryTables?
         if let segments {
             let (m, p) = LanguageModel.packedMaskAndPositions(segments: segments, branches: branches, dtype: inputsEmbeds.dtype)
             mask = m
-            positions = p
+            rotary = model.layers.first.map {
+                RotaryTables(positions: p, dims: $0.selfAttention.headDim, base: $0.selfAttention.ropeTheta, dtype: inputsEmbeds.dtype)
+            }
         }
         var h = inputsEmbeds
         var states: [Tensor] = collectHiddenStates ? [h] : []
@@ -233,7 +235,7 @@ public final class LanguageModel: Module {
                 SharedPromptLayer(keys: $0.caches[i].keys!, values: $0.caches[i].values!, conditionalRows: $0.conditionalRows,
                                   unconditionalKeys: $0.unconditionalKeys)
             }
-            h = layer(h, mask: mask, offset: offset, cache: cache?[i], positions: positions, shared: shared)
+            h = layer(h, mask: mask, offset: offset, cache: cache?[i], rotary: rotary, shared: shared)
             if collectHiddenStates && i < count - 1 { states.append(h) }
         }
         if stopAfterLayer != nil && count < model.layers.count {

@@ -71,13 +71,14 @@ public enum NN {
     /// Rotary embedding (rotate-half layout) at explicit positions: x (B, H, L, D), positions (B, L).
     /// Used when positions restart inside a row (packed sequences).
     public static func rope(_ x: Tensor, positions: Tensor, dims: Int, base: Float = 10000) -> Tensor {
-        let half = dims / 2
-        let inv = (Tensor.arange(0, Double(half), dtype: .float32) * (-2 * Foundation.log(Double(base)) / Double(dims))).exp()
-        let angles = positions.asType(.float32).expandedDims(axis: -1) * inv.reshaped([1, 1, half])  // (B, L, half)
-        let cos = concatenated([angles.cos(), angles.cos()], axis: -1).expandedDims(axis: 1).asType(x.dtype)
-        let sin = concatenated([angles.sin(), angles.sin()], axis: -1).expandedDims(axis: 1).asType(x.dtype)
-        let x1 = x.slice(axis: -1, 0, half), x2 = x.slice(axis: -1, half, dims)
-        return x * cos + concatenated([-x2, x1], axis: -1) * sin
+        rope(x, tables: RotaryTables(positions: positions, dims: dims, base: base, dtype: x.dtype))
+    }
+
+    /// Rotary embedding with precomputed tables (one set serves every layer's queries and keys).
+    public static func rope(_ x: Tensor, tables: RotaryTables) -> Tensor {
+        let half = tables.dims / 2
+        let x1 = x.slice(axis: -1, 0, half), x2 = x.slice(axis: -1, half, tables.dims)
+        return x * tables.cos + concatenated([-x2, x1], axis: -1) * tables.sin
     }
 
     /// Scaled dot-product attention. q (B, H, Lq, D), k/v (B, Hkv, Lk, D).
@@ -202,6 +203,23 @@ public enum NN {
     /// Channels-first (NCHW) to channels-last (NHWC) and back.
     public static func nchwToNHWC(_ x: Tensor) -> Tensor { x.transposed([0, 2, 3, 1]) }
     public static func nhwcToNCHW(_ x: Tensor) -> Tensor { x.transposed([0, 3, 1, 2]) }
+}
+
+/// cos and sin of the rotary angles at explicit positions (B, L), laid out (B, 1, L, dims) for the rotate-half
+/// layout: computed once per forward instead of once per layer and projection.
+public struct RotaryTables {
+    public let dims: Int
+    public let cos: Tensor
+    public let sin: Tensor
+
+    public init(positions: Tensor, dims: Int, base: Float = 10000, dtype: DType = .float32) {
+        let half = dims / 2
+        let inv = (Tensor.arange(0, Double(half), dtype: .float32) * (-2 * Foundation.log(Double(base)) / Double(dims))).exp()
+        let angles = positions.asType(.float32).expandedDims(axis: -1) * inv.reshaped([1, 1, half])  // (B, L, half)
+        self.dims = dims
+        cos = concatenated([angles.cos(), angles.cos()], axis: -1).expandedDims(axis: 1).asType(dtype)
+        sin = concatenated([angles.sin(), angles.sin()], axis: -1).expandedDims(axis: 1).asType(dtype)
+    }
 }
 
 /// Switch for the shim's hand-written CPU kernels (on by default); off runs MLX's own ops.
