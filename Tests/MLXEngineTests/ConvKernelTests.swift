@@ -36,7 +36,6 @@ final class ConvKernelTests: KernelTestCase {
                 }
             }
         }
-        Kernels.winogradMinimumPixels = defaultStart
         // Cases the kernel leaves to MLX still work: groups, dilation.
         let x = tensor([1, 8, 8, 8], seed: 3)
         assertMatchesFallback("grouped conv") { NN.conv2d(x, weight: tensor([8, 3, 3, 4], seed: 4), padding: (1, 1), groups: 2) }
@@ -134,7 +133,6 @@ final class WinogradSelectionTests: KernelTestCase {
         let defaultStart = Kernels.winogradMinimumPixels
         defer { Kernels.winogradMinimumPixels = defaultStart }
         XCTAssertEqual(defaultStart, 4096)
-        Kernels.winogradMinimumPixels = 100
         let weight = tensor([32, 3, 3, 32], seed: 1)
         // A Winograd result differs from im2col's in the last bits; the same bits mean the same path.
         func result(_ side: Int, start: Int) throws -> [Float] {

@@ -175,7 +175,8 @@ mlxs_array mlxs_linear_q8(mlxs_array x, mlxs_array q, mlxs_array scales, int gro
 // runs as mlxs_unary).
 mlxs_array mlxs_fast_rms_norm(mlxs_array x, mlxs_array weight, float eps);
 // Cross-entropy per position: logits (..., v), integer targets (...) -> logsumexp(logits) - the target's logit,
-// float32 (NaN where a target is outside [0, v)); differentiable in the logits. MLX's ops when fast kernels are off.
+// float32; differentiable in the logits. The kernel gives NaN where a target is outside [0, v); with fast kernels
+// off it is MLX's ops, whose result for such a target is undefined.
 mlxs_array mlxs_cross_entropy(mlxs_array logits, mlxs_array targets);
 mlxs_array mlxs_fast_layer_norm(mlxs_array x, mlxs_array weight, mlxs_array bias, float eps);
 mlxs_array mlxs_fast_silu_mul(mlxs_array a, mlxs_array b);
