@@ -116,31 +116,69 @@ public final class LlamaModel: Module {
 /// DeepSeek's unconditional rows are the prompt with every token after BOS replaced by padding and masked out;
 /// their BOS keys equal the conditional row's (position 0 attends only to itself), and masked keys weigh exactly
 /// zero, so attending to the visible keys alone gives the official result without computing the padded prompt.
+///
+/// With `promptLengths`, the caches hold one prompt per conditional row instead (right-padded to the longest):
+/// conditional row i sees the first `promptLengths[i]` keys of prompt i, unconditional row i its first
+/// `unconditionalKeys`, and both continue from position `promptLengths[i]`, as if each prompt ran on its own.
 public struct SharedPrompt {
-    /// One cache per layer, each holding a single row.
+    /// One cache per layer, each holding a single row (or, with `promptLengths`, one row per prompt).
     public let caches: [KVCache]
     public let conditionalRows: Int
     public let unconditionalKeys: Int
+    /// Several prompts: the real length of each cache row; nil for the single shared row.
+    public let promptLengths: [Int]?
 
     public init(caches: [KVCache], conditionalRows: Int, unconditionalKeys: Int) {
         self.caches = caches
         self.conditionalRows = conditionalRows
         self.unconditionalKeys = unconditionalKeys
+        promptLengths = nil
     }
 
-    /// Prompt positions; the rows' new positions continue from here (the official position ids).
+    /// One prompt per conditional row: `caches` hold `promptLengths.count` rows padded on the right.
+    public init(caches: [KVCache], promptLengths: [Int], unconditionalKeys: Int) {
+        precondition(promptLengths.allSatisfy { $0 >= unconditionalKeys && $0 <= (caches.first?.offset ?? 0) },
+                     "each prompt length lies between the unconditional keys and the cache length")
+        self.caches = caches
+        conditionalRows = promptLengths.count
+        self.unconditionalKeys = unconditionalKeys
+        self.promptLengths = promptLengths
+    }
+
+    /// Prompt positions; the rows' new positions continue from here (the official position ids). With several
+    /// prompts, the padded length.
     public var length: Int { caches.first?.offset ?? 0 }
+
+    /// Several prompts: each row's first position, (2n, L) positions for `l` new tokens, and the prompt keys each
+    /// row may see, additive (2n, 1, 1, P + l) (the rows' own keys all visible; causality is added by attention).
+    func rowLayout(newTokens l: Int, dtype: DType) -> (positions: Tensor, keyMask: Tensor)? {
+        guard let promptLengths else { return nil }
+        let n = promptLengths.count, p = length
+        let starts = Tensor((promptLengths + promptLengths).map(Int32.init), shape: [2 * n, 1])
+        let positions = starts + Tensor.arange(l).reshaped([1, l])
+        let visible = Tensor((promptLengths + Array(repeating: unconditionalKeys, count: n)).map(Int32.init), shape: [2 * n, 1])
+        let keep = concatenated([Tensor.arange(p).reshaped([1, p]) .< visible, Tensor.ones([2 * n, l], dtype: .bool)], axis: 1)
+        return (positions, NN.boolMaskToAdditive(keep, dtype: dtype).reshaped([2 * n, 1, 1, p + l]))
+    }
 }
 
 /// One layer's share of a `SharedPrompt`.
 struct SharedPromptLayer {
-    let keys: Tensor  // (1, Hkv, P, D)
+    let keys: Tensor  // (1, Hkv, P, D), or (n, Hkv, P, D) with one prompt per conditional row
     let values: Tensor
     let conditionalRows: Int
     let unconditionalKeys: Int
+    /// Several prompts: which prompt keys each row sees (see `SharedPrompt.rowLayout`).
+    let keyMask: Tensor?
 
     /// Causal attention of the rows' queries over the shared prompt's visible keys followed by the rows' own keys.
     func attention(queries q: Tensor, keys k: Tensor, values v: Tensor, scale: Float) -> Tensor {
+        if let keyMask {
+            // Conditional and unconditional row i both read prompt i; the mask hides what each may not see.
+            let keysAll = concatenated([concatenated([keys, keys], axis: 0).asType(k.dtype), k], axis: 2)
+            let valuesAll = concatenated([concatenated([values, values], axis: 0).asType(v.dtype), v], axis: 2)
+            return NN.attention(queries: q, keys: keysAll, values: valuesAll, scale: scale, causal: true, mask: keyMask)
+        }
         let rows = q.dim(0)
         var outputs: [Tensor] = []
         for (range, visible) in [(0..<conditionalRows, keys.dim(2)), (conditionalRows..<rows, unconditionalKeys)] where !range.isEmpty {
@@ -220,6 +258,13 @@ public final class LanguageModel: Module {
         }
         var mask = LanguageModel.additiveMask(queries: l, offset: offset, keyMask: keyMask, dtype: inputsEmbeds.dtype)
         var rotary: RotaryTables?
+        let promptRows = sharedPrompt?.rowLayout(newTokens: l, dtype: inputsEmbeds.dtype)
+        if let promptRows {
+            rotary = model.layers.first.map {
+                RotaryTables(positions: promptRows.positions, dims: $0.selfAttention.headDim, base: $0.selfAttention.ropeTheta,
+                             dtype: inputsEmbeds.dtype)
+            }
+        }
         if let segments {
             let (m, p) = LanguageModel.packedMaskAndPositions(segments: segments, branches: branches, dtype: inputsEmbeds.dtype)
             mask = m
@@ -233,7 +278,7 @@ public final class LanguageModel: Module {
         for (i, layer) in model.layers.prefix(count).enumerated() {
             let shared = sharedPrompt.map {
                 SharedPromptLayer(keys: $0.caches[i].keys!, values: $0.caches[i].values!, conditionalRows: $0.conditionalRows,
-                                  unconditionalKeys: $0.unconditionalKeys)
+                                  unconditionalKeys: $0.unconditionalKeys, keyMask: promptRows?.keyMask)
             }
             h = layer(h, mask: mask, offset: offset, cache: cache?[i], rotary: rotary, shared: shared)
             if collectHiddenStates && i < count - 1 { states.append(h) }

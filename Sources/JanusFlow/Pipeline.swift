@@ -155,6 +155,26 @@ public final class JanusFlowPipeline: @unchecked Sendable {
         return try decodeLatents(latents, vae: vae)
     }
 
+    /// One image per prompt, prompt i from its own seed: image i is the image `generate(prompt: prompts[i], count: 1,
+    /// seed: seeds[i])` makes, but the prompts go through the network together, `imagesPerPass` at a time (worth it
+    /// for small models, where one image's rows leave the cores idle; a 1.3B model gains nothing from more than 1).
+    public func generate(prompts: [String], seeds: [UInt64], steps: Int = 30, cfg: Double = 2.0, imagesPerPass: Int = 1,
+                         noise: NoiseSource = .mlx, progress: ProgressHandler? = nil) throws -> [RGBImage] {
+        guard !prompts.isEmpty else { throw GenerationError(message: "no prompts given") }
+        guard seeds.count == prompts.count else {
+            throw GenerationError(message: "one seed per prompt (\(seeds.count) seeds for \(prompts.count) prompts)")
+        }
+        guard steps >= 1 else { throw GenerationError(message: "steps must be at least 1") }
+        guard cfg >= 1 else { throw GenerationError(message: "the CFG weight must be at least 1") }
+        guard imagesPerPass >= 1 else { throw GenerationError(message: "imagesPerPass must be at least 1") }
+        guard let vae else { throw GenerationError(message: "image generation needs the VAE folder (--vae)") }
+        let z0 = concatenated(try seeds.map { try initialNoise(count: 1, seed: $0, source: noise) }, axis: 0)
+        let guidances = prompts.map { GuidanceBatch(promptIDs: processor.generationIDs($0), padID: tokenizer.padID) }
+        let sampler = RectifiedFlowSampler(steps: steps, cfgWeight: cfg, imagesPerPass: imagesPerPass)
+        let latents = try sampler.sample(model: model, guidances: guidances, initialNoise: z0, progress: progress)
+        return try decodeLatents(latents, vae: vae)
+    }
+
     /// The sampler's final latents for `prompt` from given initial noise (NCHW), before the VAE.
     public func sampleLatents(prompt: String, initialNoise z0: Tensor, steps: Int, cfg: Double,
                               progress: ProgressHandler? = nil) throws -> Tensor {

@@ -91,21 +91,60 @@ public struct RectifiedFlowSampler {
         let keyMask = promptCache == nil ? guidance.keyMask(images: b, imageTokens: imageTokens) : nil
         // The official loop runs all 2B rows at once; the shared prompt lets images go in passes.
         let pass = promptCache == nil ? b : Swift.min(b, imagesPerPass)
+        let passes = stride(from: 0, to: b, by: pass).map { $0..<Swift.min($0 + pass, b) }
+        return try integrate(z0, passes: passes, progress: progress, onStep: onStep) { range, z2, t in
+            let shared = promptCache.map { SharedPrompt(caches: $0, conditionalRows: range.count, unconditionalKeys: 1) }
+            return model.velocity(latents: z2, t: t, prefix: prefixRows, keyMask: keyMask, sharedPrompt: shared)
+        }
+    }
 
+    /// One prompt per image: image i of `z0` (B, 4, h, w) follows `guidances[i]`, exactly as if it were sampled on
+    /// its own with that prompt. Prompts are right-padded into one batch whose keys/values are computed once per
+    /// pass of `imagesPerPass` images; each row sees its own prompt and keeps its official positions. (Always the
+    /// shared-prompt form: `reusePromptCache` does not apply.)
+    public func sample(model: JanusFlowModel, guidances: [GuidanceBatch], initialNoise z0: Tensor,
+                       progress: ProgressHandler? = nil, onStep: ((Int, Tensor) -> Void)? = nil) throws -> Tensor {
+        let b = z0.dim(0)
+        precondition(guidances.count == b, "one guidance per image (\(guidances.count) for \(b) images)")
+        precondition(guidances.allSatisfy { $0.promptIDs.count >= 2 }, "a generation prompt has at least BOS and the generation tag")
+        let lm = model.languageModel
+        let passes = stride(from: 0, to: b, by: imagesPerPass).map { $0..<Swift.min($0 + imagesPerPass, b) }
+        var prompts: [SharedPrompt] = []
+        for range in passes {
+            // Each prompt without its generation-tag slot, padded on the right: causal attention keeps the padding
+            // out of every real position, so the real keys/values are those of the prompt alone.
+            let prefixes = guidances[range].map { Array($0.promptIDs.dropLast()) }
+            let longest = prefixes.map(\.count).max()!
+            let ids = prefixes.enumerated().flatMap { i, row in
+                (row + Array(repeating: guidances[range.lowerBound + i].padID, count: longest - row.count)).map(Int32.init)
+            }
+            let cache = lm.makeCache()
+            _ = lm.forward(inputsEmbeds: lm.embed(Tensor(ids, shape: [range.count, longest])), cache: cache)
+            try Tensor.eval(cache.flatMap { [$0.keys!, $0.values!] })
+            prompts.append(SharedPrompt(caches: cache, promptLengths: prefixes.map(\.count), unconditionalKeys: 1))
+        }
+        return try integrate(z0, passes: passes, progress: progress, onStep: onStep) { range, z2, t in
+            model.velocity(latents: z2, t: t, prefix: nil, keyMask: nil, sharedPrompt: prompts[range.lowerBound / imagesPerPass])
+        }
+    }
+
+    /// The Euler loop: at each step, the guided velocity of every pass of images (`velocity` gets the pass, its
+    /// latents twice (conditional then unconditional rows) and the times), then one update of all latents.
+    private func integrate(_ z0: Tensor, passes: [Range<Int>], progress: ProgressHandler?, onStep: ((Int, Tensor) -> Void)?,
+                           velocity: (Range<Int>, Tensor, Tensor) -> Tensor) throws -> Tensor {
+        let b = z0.dim(0)
         var z = z0.asType(.float32)
         for k in 0..<steps {
             if let progress, !progress(k, steps) { throw SamplingCancelled() }
             var guided: [Tensor] = []
-            for start in stride(from: 0, to: b, by: pass) {
-                let n = Swift.min(pass, b - start)
-                let zi = pass == b ? z : z.slice(axis: 0, start, start + n)
+            for range in passes {
+                let n = range.count
+                let zi = n == b ? z : z.slice(axis: 0, range.lowerBound, range.upperBound)
                 let t = Tensor.full([2 * n], value: Double(k) / Double(steps) * 1000)
-                let shared = promptCache.map { SharedPrompt(caches: $0, conditionalRows: n, unconditionalKeys: 1) }
-                let v = model.velocity(latents: concatenated([zi, zi], axis: 0), t: t, prefix: prefixRows, keyMask: keyMask,
-                                       sharedPrompt: shared)
+                let v = velocity(range, concatenated([zi, zi], axis: 0), t)
                 let vc = v.slice(axis: 0, 0, n), vu = v.slice(axis: 0, n, 2 * n)
                 let g = vc * cfgWeight - vu * (cfgWeight - 1)
-                if pass < b { try g.eval() }  // one pass's activations at a time
+                if passes.count > 1 { try g.eval() }  // one pass's activations at a time
                 guided.append(g)
             }
             z = z + (guided.count == 1 ? guided[0] : concatenated(guided, axis: 0)) * (1 / Double(steps))
