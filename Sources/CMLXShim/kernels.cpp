@@ -26,8 +26,6 @@
 namespace mx = mlx::core;
 using namespace mlxshim;
 
-extern "C" void cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float* A, int lda,
-                            const float* B, int ldb, float beta, float* C, int ldc);
 
 namespace {
 // On unless the environment says MLXS_FAST_KERNELS=0 (handy to compare a whole run against plain MLX).
@@ -112,6 +110,37 @@ mx::array linear_reference(const mx::array& x, const mx::array& w) {
   return mx::matmul(x, mx::transpose(wt));
 }
 
+// c = op(a) @ op(b) for row-contiguous 2D float32 a and b (the linear layer's gradients).
+class FastGemm : public ReferencedPrimitive {
+ public:
+  FastGemm(mx::Stream s, bool trans_a, bool trans_b) : ReferencedPrimitive(s), trans_a_(trans_a), trans_b_(trans_b) {}
+  mx::array reference(const std::vector<mx::array>& in) const override {
+    return mx::matmul(trans_a_ ? mx::transpose(in[0]) : in[0], trans_b_ ? mx::transpose(in[1]) : in[1]);
+  }
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    dispatch(inputs, out, [a = inputs[0], b = inputs[1], out, ta = trans_a_, tb = trans_b_]() mutable {
+      const int m = int(out.shape(0)), n = int(out.shape(1)), k = int(ta ? a.shape(0) : a.shape(1));
+      mlxkernels::sgemm(ta, tb, m, n, k, a.data<float>(), int(a.shape(1)), b.data<float>(), int(b.shape(1)), out.data<float>(), n);
+    });
+  }
+  const char* name() const override { return "FastGemm"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto o = dynamic_cast<const FastGemm*>(&other);
+    return o && o->trans_a_ == trans_a_ && o->trans_b_ == trans_b_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
+    return {{trans_a_ ? in[0].shape(1) : in[0].shape(0), trans_b_ ? in[1].shape(0) : in[1].shape(1)}};
+  }
+
+ private:
+  bool trans_a_, trans_b_;
+};
+
+mx::array fast_gemm(const mx::array& a, const mx::array& b, bool trans_a, bool trans_b) {
+  mx::Shape shape{trans_a ? a.shape(1) : a.shape(0), trans_b ? b.shape(0) : b.shape(1)};
+  return mx::array(shape, mx::float32, std::make_shared<FastGemm>(cpu_stream(), trans_a, trans_b), {plain(a), plain(b)});
+}
+
 class FastLinear : public ReferencedPrimitive {
  public:
   explicit FastLinear(mx::Stream s) : ReferencedPrimitive(s) {}
@@ -130,9 +159,25 @@ class FastLinear : public ReferencedPrimitive {
         mlxkernels::linear_rows_f32(xp, w.data<float>(), y, m, n, k);
       } else {
         mlxkernels::ProfileScope scope("FastLinear.sgemm");
-        cblas_sgemm(101, 111, 112, m, n, k, 1.0f, xp, k, w.data<float>(), k, 0.0f, y, n);
+        mlxkernels::sgemm(false, true, m, n, k, xp, k, w.data<float>(), k, y, n);
       }
     });
+  }
+  // float32: dx = dy w and dw = dy^T x, each one sgemm into its final layout (MLX's vjp of x w^T gives the
+  // transposed product of w^T, which then costs a strided copy).
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
+    const auto& x = primals[0];
+    const auto& w = primals[1];
+    if (!fast_enabled || w.dtype() != mx::float32) return ReferencedPrimitive::vjp(primals, cotangents, argnums, outputs);
+    const int k = int(x.shape(-1)), n = int(w.shape(0)), m = int(x.size() / size_t(k));
+    auto dy = mx::reshape(float_cotangent(cotangents[0]), {m, n});
+    std::vector<mx::array> grads;
+    for (int arg : argnums) {
+      if (arg == 0) grads.push_back(mx::reshape(fast_gemm(dy, w, false, false), x.shape()));
+      else grads.push_back(fast_gemm(dy, mx::reshape(plain(x), {m, k}), true, false));
+    }
+    return grads;
   }
   const char* name() const override { return "FastLinear"; }
   bool is_equivalent(const mx::Primitive& other) const override { return dynamic_cast<const FastLinear*>(&other) != nullptr; }

@@ -113,6 +113,25 @@ final class KernelTests: KernelTestCase {
         }
     }
 
+    func testLinearGradientsOnSplitProducts() throws {
+        // Products big enough for the shim's sgemm to split across cores: by rows (901 rows, not a multiple of the
+        // 16-row shares), by columns (few rows, many outputs), batched 3D input; the weight gradient (130 x 96 over
+        // 901 rows) splits by its rows too.
+        defer { Kernels.profiling = false; Kernels.resetProfile() }
+        Kernels.profiling = true
+        Kernels.resetProfile()
+        let cases: [([Int], Int)] = [([901, 96], 130), ([40, 64], 3000), ([3, 300, 96], 130)]
+        for (shape, n) in cases {
+            let x = tensor(shape, seed: UInt64(n), scale: 0.5), w = tensor([n, shape.last!], seed: 7, scale: 0.5)
+            assertMatchesFallback("linear \(shape) -> \(n)", atol: 1e-4) { NN.linear(x, weight: w) }
+            try assertGradientsMatchFallback([x, w], "linear \(shape) -> \(n)", atol: 2e-4) { NN.linear($0[0], weight: $0[1]) }
+        }
+        // Only the weight's gradient (a frozen input).
+        let x = tensor([500, 70], seed: 1), w = tensor([90, 70], seed: 2)
+        try assertGradientsMatchFallback([w], "linear weight only", atol: 2e-4) { NN.linear(x, weight: $0[0]) }
+        XCTAssertTrue(Kernels.profileReport().contains("FastGemm"), Kernels.profileReport())
+    }
+
     // MARK: depthwise convolution
 
     func testDepthwiseMatchesGroupedConvolution() throws {

@@ -31,6 +31,15 @@ class ProfileScope {
   double start_;
 };
 
+// c (m, n) = op(a) @ op(b), row-major, op transposing when asked (lda/ldb: the stored rows' lengths). OpenBLAS
+// with its threads above gemm_split_limit() flops, else one single-threaded call per core on a share of the
+// rows (or columns). c = product + beta c. Must be called from MLX's CPU stream thread (it switches OpenBLAS's
+// thread count).
+void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c,
+           int ldc, float beta = 0.0f);
+double gemm_split_limit();
+void set_gemm_split_limit(double flops);
+
 // y (m, n) = x (m, k) @ w^T, w (n, k) row-major float32 or bfloat16 (raw 16-bit patterns). Both cores; AVX2.
 // Meant for few rows (decode); reads every weight once per call.
 void linear_rows_f32(const float* x, const float* w, float* y, int m, int n, int k);

@@ -11,8 +11,6 @@
 #include "pool.h"
 #include "simd.h"
 
-extern "C" void cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float* A, int lda,
-                            const float* B, int ldb, float beta, float* C, int ldc);
 
 namespace mlxkernels {
 namespace {
@@ -229,7 +227,7 @@ void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n,
       });
     }
     ProfileScope scope("FastLinear.sgemm");
-    cblas_sgemm(101, 111, 112, m, rows, k, 1.0f, x, k, converted, k, 0.0f, y + j0, n);
+    sgemm(false, true, m, rows, k, x, k, converted, k, y + j0, n);
   }
 }
 
