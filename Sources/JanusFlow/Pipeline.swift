@@ -155,21 +155,25 @@ public final class JanusFlowPipeline: @unchecked Sendable {
         return try decodeLatents(latents, vae: vae)
     }
 
-    /// One image per prompt, prompt i from its own seed: image i is the image `generate(prompt: prompts[i], count: 1,
-    /// seed: seeds[i])` makes, but the prompts go through the network together, `imagesPerPass` at a time (worth it
-    /// for small models, where one image's rows leave the cores idle; a 1.3B model gains nothing from more than 1).
-    public func generate(prompts: [String], seeds: [UInt64], steps: Int = 30, cfg: Double = 2.0, imagesPerPass: Int = 1,
-                         noise: NoiseSource = .mlx, progress: ProgressHandler? = nil) throws -> [RGBImage] {
+    /// `count` images per prompt, prompt i from its own seed: the images of prompt i are those
+    /// `generate(prompt: prompts[i], count: count, seed: seeds[i])` makes (in order, prompt by prompt), but the
+    /// prompts go through the network together, `imagesPerPass` images at a time (worth it for small models,
+    /// where one image's rows leave the cores idle; a 1.3B model gains nothing from more than 1).
+    public func generate(prompts: [String], seeds: [UInt64], count: Int = 1, steps: Int = 30, cfg: Double = 2.0,
+                         imagesPerPass: Int = 1, noise: NoiseSource = .mlx, progress: ProgressHandler? = nil) throws -> [RGBImage] {
         guard !prompts.isEmpty else { throw GenerationError(message: "no prompts given") }
         guard seeds.count == prompts.count else {
             throw GenerationError(message: "one seed per prompt (\(seeds.count) seeds for \(prompts.count) prompts)")
         }
+        guard count >= 1 else { throw GenerationError(message: "count must be at least 1") }
         guard steps >= 1 else { throw GenerationError(message: "steps must be at least 1") }
         guard cfg >= 1 else { throw GenerationError(message: "the CFG weight must be at least 1") }
         guard imagesPerPass >= 1 else { throw GenerationError(message: "imagesPerPass must be at least 1") }
         guard let vae else { throw GenerationError(message: "image generation needs the VAE folder (--vae)") }
-        let z0 = concatenated(try seeds.map { try initialNoise(count: 1, seed: $0, source: noise) }, axis: 0)
-        let guidances = prompts.map { GuidanceBatch(promptIDs: processor.generationIDs($0), padID: tokenizer.padID) }
+        let z0 = concatenated(try seeds.map { try initialNoise(count: count, seed: $0, source: noise) }, axis: 0)
+        let guidances = prompts.flatMap { prompt in
+            Array(repeating: GuidanceBatch(promptIDs: processor.generationIDs(prompt), padID: tokenizer.padID), count: count)
+        }
         let sampler = RectifiedFlowSampler(steps: steps, cfgWeight: cfg, imagesPerPass: imagesPerPass)
         let latents = try sampler.sample(model: model, guidances: guidances, initialNoise: z0, progress: progress)
         return try decodeLatents(latents, vae: vae)

@@ -110,12 +110,16 @@ struct GenerateCommand: ParsableCommand {
     @Option(help: "GenEval metadata.jsonl: one prompt per line; writes OUT/NNNNN/{metadata.jsonl, samples/NNNN.png}.")
     var metadata: String?
 
+    @Option(help: "With --metadata: prompts sampled together (each image still exactly as if alone). Worth it for small models such as the demo's; keep 1 for JanusFlow-1.3B.")
+    var promptsPerPass = 1
+
     @Argument(help: "The prompt (omit with --metadata).")
     var prompt: String?
 
     func run() throws {
         guard let source = NoiseSource(rawValue: noise) else { throw ValidationError("--noise must be mlx or torch") }
         guard (prompt == nil) != (metadata == nil) else { throw ValidationError("give either a prompt or --metadata FILE") }
+        guard promptsPerPass >= 1 else { throw ValidationError("--prompts-per-pass must be at least 1") }
         let pipeline = try modelOptions.loadPipeline(vae: vae)
         if let size, size != pipeline.imageSize {
             throw ValidationError("--size \(size): this model generates \(pipeline.imageSize)x\(pipeline.imageSize) images only")
@@ -132,16 +136,34 @@ struct GenerateCommand: ParsableCommand {
         // GenEval layout: one folder per prompt with its metadata line and samples/NNNN.png.
         let text = try String(contentsOf: URL(fileURLWithPath: metadata!), encoding: .utf8)
         let lines = text.split(separator: "\n").map(String.init).filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }
+        var prompts: [String] = []
         for (index, line) in lines.enumerated() {
             guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
                   let p = object["prompt"] as? String
             else { throw ValidationError("\(metadata!): line \(index + 1) is not a JSON object with a 'prompt'") }
-            let folder = outDir.appendingPathComponent(String(format: "%05d", index))
-            try FileManager.default.createDirectory(at: folder.appendingPathComponent("samples"), withIntermediateDirectories: true)
-            try (line + "\n").write(to: folder.appendingPathComponent("metadata.jsonl"), atomically: true, encoding: .utf8)
-            note("[\(index + 1)/\(lines.count)] \(p)")
-            for (i, image) in try generate(pipeline, prompt: p, seed: seed &+ UInt64(index), source: source).enumerated() {
-                try image.writePNG(to: folder.appendingPathComponent("samples/\(String(format: "%04d", i)).png"))
+            prompts.append(p)
+        }
+        for start in stride(from: 0, to: lines.count, by: promptsPerPass) {
+            let range = start..<Swift.min(start + promptsPerPass, lines.count)
+            note(range.count == 1 ? "[\(start + 1)/\(lines.count)] \(prompts[start])" : "[\(range.lowerBound + 1)-\(range.upperBound)/\(lines.count)]")
+            let images: [RGBImage]
+            if range.count == 1 {
+                images = try generate(pipeline, prompt: prompts[start], seed: seed &+ UInt64(start), source: source)
+            } else {
+                let bar = ProgressBar("sampling", total: steps)
+                images = try pipeline.generate(prompts: Array(prompts[range]), seeds: range.map { seed &+ UInt64($0) }, count: count,
+                                               steps: steps, cfg: cfg, imagesPerPass: range.count * count, noise: source) { step, _ in
+                    bar.update(step)
+                    return true
+                }
+            }
+            for (offset, index) in range.enumerated() {
+                let folder = outDir.appendingPathComponent(String(format: "%05d", index))
+                try FileManager.default.createDirectory(at: folder.appendingPathComponent("samples"), withIntermediateDirectories: true)
+                try (lines[index] + "\n").write(to: folder.appendingPathComponent("metadata.jsonl"), atomically: true, encoding: .utf8)
+                for i in 0..<count {
+                    try images[offset * count + i].writePNG(to: folder.appendingPathComponent("samples/\(String(format: "%04d", i)).png"))
+                }
             }
         }
         print(outDir.path)

@@ -83,9 +83,18 @@ final class PipelineTests: XCTestCase {
         let one = try p.generate(prompt: "a blue square", count: 1, steps: 2, seed: 3)[0]
         let two = try p.generate(prompt: "two red circles and a triangle", count: 1, steps: 2, seed: 4)[0]
         // 8-bit images: a float difference near a rounding boundary may move a channel by one level.
-        for (a, b) in [(batch[0], one), (batch[1], two)] {
-            XCTAssertLessThanOrEqual(zip(a.pixels, b.pixels).map { abs(Int($0) - Int($1)) }.max()!, 1)
+        func assertSame(_ a: RGBImage, _ b: RGBImage, _ what: String) {
+            XCTAssertLessThanOrEqual(zip(a.pixels, b.pixels).map { abs(Int($0) - Int($1)) }.max()!, 1, what)
         }
+        assertSame(batch[0], one, "first prompt")
+        assertSame(batch[1], two, "second prompt")
+        XCTAssertNotEqual(batch[0], batch[1])
+        // Two images per prompt, in passes of three images: prompt by prompt, as generate(prompt:count:seed:) orders them.
+        let pairs = try p.generate(prompts: ["a blue square", "two red circles and a triangle"], seeds: [3, 4], count: 2, steps: 2, imagesPerPass: 3)
+        let firstPair = try p.generate(prompt: "a blue square", count: 2, steps: 2, seed: 3)
+        let secondPair = try p.generate(prompt: "two red circles and a triangle", count: 2, steps: 2, seed: 4)
+        XCTAssertEqual(pairs.count, 4)
+        for (i, expected) in (firstPair + secondPair).enumerated() { assertSame(pairs[i], expected, "image \(i) of two per prompt") }
         XCTAssertThrowsError(try p.generate(prompts: ["x", "y"], seeds: [1])) {
             XCTAssertEqual("\($0)", "one seed per prompt (1 seeds for 2 prompts)")
         }
@@ -176,6 +185,20 @@ final class CLITests: XCTestCase {
             XCTAssertNoThrow(try RGBImage(contentsOf: dir.appendingPathComponent("samples/0000.png")))
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir.appendingPathComponent("metadata.jsonl").path))
         }
+        // Both prompts in one pass, two images each: the images one prompt at a time gives (to an 8-bit level).
+        for (name, extra) in [("alone", [String]()), ("together", ["--prompts-per-pass", "2"])] {
+            let result = try run(["generate", "--model", model, "--vae", vae, "--steps", "2", "--count", "2", "--metadata", metadata.path,
+                                  "--out", out.appendingPathComponent(name).path] + extra)
+            XCTAssertEqual(result.status, 0, result.error)
+        }
+        for sample in ["00000/samples/0000.png", "00000/samples/0001.png", "00001/samples/0000.png", "00001/samples/0001.png"] {
+            let a = try RGBImage(contentsOf: out.appendingPathComponent("alone/\(sample)"))
+            let b = try RGBImage(contentsOf: out.appendingPathComponent("together/\(sample)"))
+            XCTAssertLessThanOrEqual(zip(a.pixels, b.pixels).map { abs(Int($0) - Int($1)) }.max()!, 1, sample)
+        }
+        let badPass = try run(["generate", "--model", model, "--vae", vae, "--prompts-per-pass", "0", "--metadata", metadata.path, "--out", out.path])
+        XCTAssertNotEqual(badPass.status, 0)
+        XCTAssertTrue(badPass.error.contains("--prompts-per-pass must be at least 1"), badPass.error)
 
         let missing = try run(["understand", "--model", out.appendingPathComponent("nope").path, "--image", image.path, "q"])
         XCTAssertNotEqual(missing.status, 0)
