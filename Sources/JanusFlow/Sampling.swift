@@ -99,18 +99,19 @@ public struct RectifiedFlowSampler {
     }
 
     /// One prompt per image: image i of `z0` (B, 4, h, w) follows `guidances[i]`, exactly as if it were sampled on
-    /// its own with that prompt. Prompts are right-padded into one batch whose keys/values are computed once per
-    /// pass of `imagesPerPass` images; each row sees its own prompt and keeps its official positions. (Always the
-    /// shared-prompt form: `reusePromptCache` does not apply.)
+    /// its own with that prompt. Images go in passes of `imagesPerPass`, each pass integrated to the end before the
+    /// next (passes are independent), so only one pass's prompts are held: they are right-padded into one batch
+    /// whose keys/values are computed once, and each row sees its own prompt and keeps its official positions.
+    /// (Always the shared-prompt form: `reusePromptCache` does not apply.) `progress` counts steps over all passes.
     public func sample(model: JanusFlowModel, guidances: [GuidanceBatch], initialNoise z0: Tensor,
-                       progress: ProgressHandler? = nil, onStep: ((Int, Tensor) -> Void)? = nil) throws -> Tensor {
+                       progress: ProgressHandler? = nil) throws -> Tensor {
         let b = z0.dim(0)
         precondition(guidances.count == b, "one guidance per image (\(guidances.count) for \(b) images)")
         precondition(guidances.allSatisfy { $0.promptIDs.count >= 2 }, "a generation prompt has at least BOS and the generation tag")
         let lm = model.languageModel
         let passes = stride(from: 0, to: b, by: imagesPerPass).map { $0..<Swift.min($0 + imagesPerPass, b) }
-        var prompts: [SharedPrompt] = []
-        for range in passes {
+        var finals: [Tensor] = []
+        for (index, range) in passes.enumerated() {
             // Each prompt without its generation-tag slot, padded on the right: causal attention keeps the padding
             // out of every real position, so the real keys/values are those of the prompt alone.
             let prefixes = guidances[range].map { Array($0.promptIDs.dropLast()) }
@@ -121,11 +122,16 @@ public struct RectifiedFlowSampler {
             let cache = lm.makeCache()
             _ = lm.forward(inputsEmbeds: lm.embed(Tensor(ids, shape: [range.count, longest])), cache: cache)
             try Tensor.eval(cache.flatMap { [$0.keys!, $0.values!] })
-            prompts.append(SharedPrompt(caches: cache, promptLengths: prefixes.map(\.count), unconditionalKeys: 1))
+            let prompts = SharedPrompt(caches: cache, promptLengths: prefixes.map(\.count), unconditionalKeys: 1)
+            let passProgress: ProgressHandler? = progress.map { report in
+                { step, _ in report(index * steps + step, passes.count * steps) }
+            }
+            let zi = passes.count == 1 ? z0 : z0.slice(axis: 0, range.lowerBound, range.upperBound)
+            finals.append(try integrate(zi, passes: [0..<range.count], progress: passProgress, onStep: nil) { _, z2, t in
+                model.velocity(latents: z2, t: t, prefix: nil, keyMask: nil, sharedPrompt: prompts)
+            })
         }
-        return try integrate(z0, passes: passes, progress: progress, onStep: onStep) { range, z2, t in
-            model.velocity(latents: z2, t: t, prefix: nil, keyMask: nil, sharedPrompt: prompts[range.lowerBound / imagesPerPass])
-        }
+        return finals.count == 1 ? finals[0] : concatenated(finals, axis: 0)
     }
 
     /// The Euler loop: at each step, the guided velocity of every pass of images (`velocity` gets the pass, its

@@ -67,9 +67,16 @@ final class PipelineTests: XCTestCase {
             try RectifiedFlowSampler(steps: 3, cfgWeight: 4).sample(model: model, guidance: guidances[i], initialNoise: z0.slice(axis: 0, i, i + 1))
         }, axis: 0)
         for perPass in [3, 2] {
-            let together = try RectifiedFlowSampler(steps: 3, cfgWeight: 4, imagesPerPass: perPass).sample(model: model, guidances: guidances, initialNoise: z0)
+            var reports: [[Int]] = []
+            let together = try RectifiedFlowSampler(steps: 3, cfgWeight: 4, imagesPerPass: perPass)
+                .sample(model: model, guidances: guidances, initialNoise: z0) { step, total in reports.append([step, total]); return true }
             let row = try Parity.compare("z_final, 3 prompts, \(perPass) per pass", together, alone, tolerance: 1e-5)
             XCTAssertTrue(row.passed, "\(row)")
+            // Progress runs over all passes' steps (two passes of three steps: 0 ... 6 of 6).
+            let total = perPass == 3 ? 3 : 6
+            XCTAssertEqual(reports.last, [total, total])
+            XCTAssertEqual(Set(reports.map { $0[1] }), [total])
+            XCTAssertEqual(reports.map { $0[0] }, Array(reports.map { $0[0] }).sorted())
         }
         // The rows really differ by prompt (a mix-up of prompts or positions would not be hidden by equal inputs).
         let swapped = try RectifiedFlowSampler(steps: 3, cfgWeight: 4, imagesPerPass: 3)
