@@ -81,6 +81,9 @@ struct UnderstandBench: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "understand", abstract: "SigLIP encode, prefill and KV-cached decode.")
     @OptionGroup var options: ModelBenchOptions
 
+    @Option(help: "After the rows: decode again with each of these matrix-vector prefetch distances in bytes (comma-separated, e.g. 0,4096,16384), alternating in two rounds in this one process, so the host's drift between processes does not blur the comparison.")
+    var comparePrefetch: String?
+
     @Option(help: "KV cache dtype for the decode row: auto (what text generation uses: bfloat16 with bfloat16 or int8 weights), float32, bfloat16.")
     var cacheDtype = "auto"
 
@@ -88,6 +91,16 @@ struct UnderstandBench: ParsableCommand {
         guard ["auto", "float32", "bfloat16"].contains(cacheDtype) else {
             throw ValidationError("--cache-dtype must be auto, float32 or bfloat16 (got '\(cacheDtype)')")
         }
+        if comparePrefetch != nil, prefetchDistances == nil {
+            throw ValidationError("--compare-prefetch must be comma-separated byte counts >= 0 (got '\(comparePrefetch!)')")
+        }
+    }
+
+    var prefetchDistances: [Int]? {
+        guard let comparePrefetch else { return nil }
+        let values = comparePrefetch.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ ($0 ?? -1) >= 0 }) else { return nil }
+        return values.map { $0! }
     }
 
     func run() throws {
@@ -132,15 +145,17 @@ struct UnderstandBench: ParsableCommand {
         let cache = lm.makeCache(dtype: cacheType)
         try lm.forward(inputsEmbeds: embeds, cache: cache).lastHiddenState.eval()
         var token = Tensor([Int32(1)], shape: [1, 1])
-        options.profiling.start()
-        let start = DispatchTime.now().uptimeNanoseconds
-        for _ in 0..<options.decodeTokens {
-            let logits = lm.logits(lm.forward(inputsEmbeds: lm.embed(token), cache: cache).lastHiddenState)
-            token = logits.argMax(axis: -1).asType(.int32)
-            try token.eval()
+        func decodeSeconds() throws -> Double {
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<options.decodeTokens {
+                let logits = lm.logits(lm.forward(inputsEmbeds: lm.embed(token), cache: cache).lastHiddenState)
+                token = logits.argMax(axis: -1).asType(.int32)
+                try token.eval()
+            }
+            return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         }
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        let perToken = seconds / Double(options.decodeTokens)
+        options.profiling.start()
+        let perToken = try decodeSeconds() / Double(options.decodeTokens)
         let decodeProfile = options.profiling.report()
         bandwidth = Swift.max(bandwidth, MachineFigures.readBandwidth(bytes: 1 << 30, repeats: 10))
         // Weight bytes one token reads: every linear layer of the language model (int8 scales included).
@@ -152,6 +167,19 @@ struct UnderstandBench: ParsableCommand {
                          pct(bytes / perToken / 1e9 / bandwidth), bandwidth)))
         print(decodeProfile, terminator: "")
         print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
+        if let distances = prefetchDistances {
+            // The cache keeps growing by decodeTokens positions a run; alternating spreads that over every value.
+            let original = Kernels.matvecPrefetchBytes
+            defer { Kernels.matvecPrefetchBytes = original }
+            for round in 1...2 {
+                for distance in distances {
+                    Kernels.matvecPrefetchBytes = distance
+                    let perToken = try decodeSeconds() / Double(options.decodeTokens)
+                    print(row("decode, prefetch \(distance) B (round \(round))", String(format: "%.2f tokens/s", 1 / perToken),
+                              String(format: "%.1f GB/s of weights", bytes / perToken / 1e9)))
+                }
+            }
+        }
     }
 }
 

@@ -237,6 +237,14 @@ public enum Kernels {
         set { mlxs_set_winograd_min_pixels(Int64(newValue)) }
     }
 
+    /// How far ahead (bytes) the one-row matrix-vector kernel of decoding prefetches its weights; 0: hardware
+    /// prefetch only. Default 0 on CPUs with AVX-512, 4096 otherwise (or MLXS_MATVEC_PREFETCH). A tuning knob:
+    /// `janusflow bench understand --compare-prefetch` measures values against each other in one process.
+    public static var matvecPrefetchBytes: Int {
+        get { Int(mlxs_matvec_prefetch_bytes()) }
+        set { mlxs_set_matvec_prefetch_bytes(Int32(clamping: newValue)) }
+    }
+
     /// Time spent inside each fast kernel while on (also MLXS_PROFILE=1 in the environment, which prints the
     /// totals at exit); what the wall time has beyond them is MLX's own ops and graph work.
     public static var profiling: Bool {

@@ -100,9 +100,16 @@ final class KernelTests: KernelTestCase {
         let xg = tensor([70, 2048], seed: 3, scale: 0.1), wg = tensor([2100, 2048], seed: 4, scale: 0.1).asType(.bfloat16)
         assertMatchesFallback("blocked bf16 sgemm") { NN.linear(xg, weight: wg) }
         let v = tensor([1, 1000], seed: 6), wv = tensor([3000, 1000], seed: 7, scale: 0.1)
-        for dtype in [DType.float32, .bfloat16] {
-            let wd = wv.asType(dtype)
-            assertMatchesFallback("matvec 3000x1000 \(dtype)") { NN.linear(v, weight: wd) }
+        // With and without the software prefetch (its default depends on the CPU).
+        let prefetch = Kernels.matvecPrefetchBytes
+        defer { Kernels.matvecPrefetchBytes = prefetch }
+        for distance in [0, 4096] {
+            Kernels.matvecPrefetchBytes = distance
+            XCTAssertEqual(Kernels.matvecPrefetchBytes, distance)
+            for dtype in [DType.float32, .bfloat16] {
+                let wd = wv.asType(dtype)
+                assertMatchesFallback("matvec 3000x1000 \(dtype), prefetch \(distance)") { NN.linear(v, weight: wd) }
+            }
         }
     }
 

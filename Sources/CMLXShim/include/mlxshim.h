@@ -216,6 +216,9 @@ int mlxs_fast_kernels_enabled(void);
 // F(2x2, 3x3) (smaller ones as im2col + sgemm); with 128+ channels in and out they always do.
 void mlxs_set_winograd_min_pixels(int64_t pixels);
 int64_t mlxs_winograd_min_pixels(void);
+// Software prefetch distance (bytes ahead) of the one-row matrix-vector kernel (decoding); 0 turns it off.
+void mlxs_set_matvec_prefetch_bytes(int bytes);
+int mlxs_matvec_prefetch_bytes(void);
 // Kernel time profile: enable (also MLXS_PROFILE=1), clear, and the table since the last clear as text
 // (written NUL-terminated into buf, cut at size; returns the full length).
 void mlxs_profile_enable(int enabled);

@@ -156,8 +156,8 @@ void conv3x3_winograd(const ConvArgs& a) {
         for (; c + 8 <= cin; c += 8) winograd_input<8>(image, h, w, cin, 2 * ty - 1, 2 * tx - 1, c, v + size_t(t) * cin + c, tiles * cin);
         for (; c < cin; ++c) winograd_input<1>(image, h, w, cin, 2 * ty - 1, 2 * tx - 1, c, v + size_t(t) * cin + c, tiles * cin);
       });
-      // OpenBLAS's own threads: on these products (128+ channels both sides) they beat a split by rows
-      // (bench kernels' 3x3 row: 266 against 193 GFLOP/s).
+      // OpenBLAS's own threads: on these products (mostly 128+ channels both sides) they were faster than a split
+      // by rows in one A/B of bench kernels' 3x3 row (266 against 193 GFLOP/s; later pairs were within noise).
       for (int e = 0; e < 16; ++e)
         cblas_sgemm(101, 111, 112, int(tiles), cout, cin, 1.0f, v + e * tiles * cin, cin, u + size_t(e) * cout * cin, cin, 0.0f,
                     m + e * tiles * cout, cout);

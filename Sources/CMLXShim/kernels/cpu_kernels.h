@@ -31,14 +31,12 @@ class ProfileScope {
   double start_;
 };
 
-// c (m, n) = op(a) @ op(b), row-major, op transposing when asked (lda/ldb: the stored rows' lengths). OpenBLAS
-// with its threads above gemm_split_limit() flops, else one single-threaded call per core on a share of the
-// rows (or columns). c = product + beta c. Must be called from MLX's CPU stream thread (it switches OpenBLAS's
-// thread count).
+// c (m, n) = op(a) @ op(b) + beta c, row-major, op transposing when asked (lda/ldb: the stored rows' lengths).
+// OpenBLAS with its threads above 1 GFLOP (MLXS_GEMM_SPLIT_LIMIT), else one single-threaded call per core on a
+// share of the rows (or columns). Must be called from MLX's CPU stream thread (it switches OpenBLAS's thread
+// count for the call).
 void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c,
            int ldc, float beta = 0.0f);
-double gemm_split_limit();
-void set_gemm_split_limit(double flops);
 
 // y (m, n) = x (m, k) @ w^T, w (n, k) row-major float32 or bfloat16 (raw 16-bit patterns). Both cores; AVX2.
 // Meant for few rows (decode); reads every weight once per call.
@@ -92,6 +90,8 @@ void conv2d(const ConvArgs& a);
 // Smallest image (h * w pixels) whose 3x3 stride-1 convolutions with 32-127 channels take Winograd F(2x2, 3x3)
 // (with 128+ channels in and out they always do).
 extern std::atomic<int64_t> winograd_min_pixels;
+// How far ahead (bytes) the one-row matrix-vector kernel prefetches its weights; 0: no software prefetch.
+extern std::atomic<int> matvec_prefetch_bytes;
 // Its gradients for the cotangent dy (b, oh, ow, cout): dx like x and dw like the weight, either nullable (not
 // computed); a.y is not read.
 void conv2d_grad(const ConvArgs& a, const float* dy, float* dx, float* dw);

@@ -25,15 +25,13 @@ double initial_split_limit() {
 std::atomic<double> split_limit{initial_split_limit()};
 }  // namespace
 
-double gemm_split_limit() { return split_limit.load(); }
-void set_gemm_split_limit(double flops) { split_limit.store(flops); }
-
 void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c,
            int ldc, float beta) {
   const int ta = trans_a ? 112 : 111, tb = trans_b ? 112 : 111;
   const double flops = 2.0 * m * n * k;
   const int parts = pool_threads();
-  // Splitting below 16 rows per share, or work too small to cover a hand-off, buys nothing.
+  // Shares under 32 rows (or columns), or work too small to cover a hand-off, gain nothing from a split. Called
+  // where the pool cannot run in parallel (inside a pool task), the shares run one after the other: still right.
   const bool by_rows = m >= n;
   const int extent = by_rows ? m : n;
   if (parts < 2 || flops > split_limit.load(std::memory_order_relaxed) || flops < 4e6 || extent < 32 * parts) {
