@@ -26,7 +26,6 @@
 namespace mx = mlx::core;
 using namespace mlxshim;
 
-
 namespace {
 // On unless the environment says MLXS_FAST_KERNELS=0 (handy to compare a whole run against plain MLX).
 int initial_fast_kernels() {

@@ -146,10 +146,7 @@ public final class JanusFlowPipeline: @unchecked Sendable {
         if let size, size != imageSize {
             throw GenerationError(message: "this model generates \(imageSize)x\(imageSize) images only (asked for \(size)x\(size))")
         }
-        guard count >= 1 else { throw GenerationError(message: "count must be at least 1") }
-        guard steps >= 1 else { throw GenerationError(message: "steps must be at least 1") }
-        guard cfg >= 1 else { throw GenerationError(message: "the CFG weight must be at least 1") }
-        guard let vae else { throw GenerationError(message: "image generation needs the VAE folder (--vae)") }
+        let vae = try samplingVAE(count: count, steps: steps, cfg: cfg)
         let z0 = try initialNoise(count: count, seed: seed, source: noise)
         let latents = try sampleLatents(prompt: prompt, initialNoise: z0, steps: steps, cfg: cfg, progress: progress)
         return try decodeLatents(latents, vae: vae)
@@ -165,26 +162,34 @@ public final class JanusFlowPipeline: @unchecked Sendable {
         guard seeds.count == prompts.count else {
             throw GenerationError(message: "one seed per prompt (\(seeds.count) seeds for \(prompts.count) prompts)")
         }
-        guard count >= 1 else { throw GenerationError(message: "count must be at least 1") }
-        guard steps >= 1 else { throw GenerationError(message: "steps must be at least 1") }
-        guard cfg >= 1 else { throw GenerationError(message: "the CFG weight must be at least 1") }
         guard imagesPerPass >= 1 else { throw GenerationError(message: "imagesPerPass must be at least 1") }
-        guard let vae else { throw GenerationError(message: "image generation needs the VAE folder (--vae)") }
+        let vae = try samplingVAE(count: count, steps: steps, cfg: cfg)
         let z0 = concatenated(try seeds.map { try initialNoise(count: count, seed: $0, source: noise) }, axis: 0)
-        let guidances = prompts.flatMap { prompt in
-            Array(repeating: GuidanceBatch(promptIDs: processor.generationIDs(prompt), padID: tokenizer.padID), count: count)
-        }
+        let guidances = prompts.flatMap { Array(repeating: guidance(for: $0), count: count) }
         let sampler = RectifiedFlowSampler(steps: steps, cfgWeight: cfg, imagesPerPass: imagesPerPass)
         let latents = try sampler.sample(model: model, guidances: guidances, initialNoise: z0, progress: progress)
         return try decodeLatents(latents, vae: vae)
     }
 
+    /// The checks every generation call makes, and the VAE it decodes with.
+    private func samplingVAE(count: Int, steps: Int, cfg: Double) throws -> AutoencoderKL {
+        guard count >= 1 else { throw GenerationError(message: "count must be at least 1") }
+        guard steps >= 1 else { throw GenerationError(message: "steps must be at least 1") }
+        guard cfg >= 1 else { throw GenerationError(message: "the CFG weight must be at least 1") }
+        guard let vae else { throw GenerationError(message: "image generation needs the VAE folder (--vae)") }
+        return vae
+    }
+
+    /// The classifier-free-guidance rows of a generation prompt (chat template, generation tag).
+    private func guidance(for prompt: String) -> GuidanceBatch {
+        GuidanceBatch(promptIDs: processor.generationIDs(prompt), padID: tokenizer.padID)
+    }
+
     /// The sampler's final latents for `prompt` from given initial noise (NCHW), before the VAE.
     public func sampleLatents(prompt: String, initialNoise z0: Tensor, steps: Int, cfg: Double,
                               progress: ProgressHandler? = nil) throws -> Tensor {
-        let guidance = GuidanceBatch(promptIDs: processor.generationIDs(prompt), padID: tokenizer.padID)
-        return try RectifiedFlowSampler(steps: steps, cfgWeight: cfg).sample(model: model, guidance: guidance, initialNoise: z0,
-                                                                               progress: progress)
+        try RectifiedFlowSampler(steps: steps, cfgWeight: cfg).sample(model: model, guidance: guidance(for: prompt), initialNoise: z0,
+                                                                     progress: progress)
     }
 
     /// Progress events and the final images of `generate`, as an asynchronous stream (cancel by ending it).

@@ -17,7 +17,6 @@
 #include "pool.h"
 #include "simd.h"
 
-
 extern "C" void cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float* A, int lda,
                             const float* B, int ldb, float beta, float* C, int ldc);
 

@@ -10,7 +10,6 @@
 #include "pool.h"
 #include "simd.h"
 
-
 namespace mlxkernels {
 namespace {
 
