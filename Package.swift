@@ -21,10 +21,12 @@ let package = Package(
     products: [
         .library(name: "MLXEngine", targets: ["MLXEngine"]),
         .library(name: "JanusFlow", targets: ["JanusFlow"]),
+        .library(name: "JanusFlowServer", targets: ["JanusFlowServer"]),
         .executable(name: "janusflow", targets: ["JanusFlowCLI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
     ],
     targets: [
         // C API over mlx::core plus our own CPU kernels (MLX custom primitives).
@@ -54,10 +56,15 @@ let package = Package(
         .target(name: "JanusFlowTraining", dependencies: ["JanusFlow", "MLXEngine", "JanusFlowImageIO", "JanusFlowTokenizer"]),
         // The procedurally generated world of shapes and its GenEval/POPE-style scorers.
         .target(name: "ShapesWorld"),
+        // HTTP API over the pipeline (Hummingbird).
+        .target(
+            name: "JanusFlowServer",
+            dependencies: ["JanusFlow", "JanusFlowImageIO", "JanusFlowTokenizer", .product(name: "Hummingbird", package: "hummingbird")]
+        ),
         .executableTarget(
             name: "JanusFlowCLI",
             dependencies: [
-                "JanusFlow", "MLXEngine", "JanusFlowTraining", "ShapesWorld", "JanusFlowImageIO", "JanusFlowTokenizer",
+                "JanusFlow", "JanusFlowServer", "MLXEngine", "JanusFlowTraining", "ShapesWorld", "JanusFlowImageIO", "JanusFlowTokenizer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -65,7 +72,7 @@ let package = Package(
         .testTarget(name: "PyTorchRandomTests", dependencies: ["PyTorchRandom"], resources: [.copy("Fixtures")]),
         .testTarget(name: "JanusFlowTokenizerTests", dependencies: ["JanusFlowTokenizer"], resources: [.copy("Fixtures")]),
         .testTarget(name: "JanusFlowImageIOTests", dependencies: ["JanusFlowImageIO"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "JanusFlowTests", dependencies: ["JanusFlow", "JanusFlowImageIO", "JanusFlowTokenizer", "JanusFlowTraining"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "JanusFlowTests", dependencies: ["JanusFlow", "JanusFlowServer", "JanusFlowImageIO", "JanusFlowTokenizer", "JanusFlowTraining"], resources: [.copy("Fixtures")]),
         .testTarget(name: "JanusFlowTrainingTests", dependencies: ["JanusFlowTraining"]),
         .testTarget(name: "ShapesWorldTests", dependencies: ["ShapesWorld"]),
     ],

@@ -195,34 +195,91 @@ int ic_read_png(const char* path, ic_image* out, char* error, int cap) {
   return rc;
 }
 
-int ic_write_png(const char* path, const uint8_t* rgb, int width, int height, char* error, int cap) {
-  if (!path || !rgb || width <= 0 || height <= 0 || width > (1 << 20) || height > (1 << 20)) {
+// Encoder output: a growable buffer filled by libpng's write callback.
+typedef struct {
+  uint8_t* data;
+  size_t size;
+  size_t capacity;
+  int out_of_memory;
+  char message[256];
+} png_sink;
+
+static void png_sink_write(png_structp png, png_bytep bytes, png_size_t count) {
+  png_sink* sink = (png_sink*)png_get_error_ptr(png);
+  if (sink->size + count > sink->capacity) {
+    size_t capacity = sink->capacity ? sink->capacity : 1 << 16;
+    while (capacity < sink->size + count) capacity *= 2;
+    uint8_t* bigger = (uint8_t*)realloc(sink->data, capacity);
+    if (!bigger) {
+      sink->out_of_memory = 1;
+      png_error(png, "out of memory");
+    }
+    sink->data = bigger;
+    sink->capacity = capacity;
+  }
+  memcpy(sink->data + sink->size, bytes, count);
+  sink->size += count;
+}
+
+static void png_sink_flush(png_structp png) { (void)png; }
+
+static void png_sink_on_error(png_structp png, png_const_charp message) {
+  png_sink* sink = (png_sink*)png_get_error_ptr(png);
+  snprintf(sink->message, sizeof(sink->message), "%s", message);
+  longjmp(png_jmpbuf(png), 1);
+}
+
+static void png_sink_on_warning(png_structp png, png_const_charp message) {
+  (void)png;
+  (void)message;
+}
+
+int ic_encode_png(const uint8_t* rgb, int width, int height, uint8_t** out, size_t* out_size, char* error, int cap) {
+  if (out) *out = NULL;
+  if (out_size) *out_size = 0;
+  if (!rgb || !out || !out_size || width <= 0 || height <= 0 || width > (1 << 20) || height > (1 << 20)) {
     return fail(error, cap, IC_ERR_ARGUMENT, "bad image size or arguments%s", NULL);
   }
-  FILE* f = fopen(path, "wb");
-  if (!f) return fail(error, cap, IC_ERR_IO, "cannot create file: %s", strerror(errno));
-  png_source state;
-  memset(&state, 0, sizeof(state));
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &state, png_on_error, png_on_warning);
+  png_sink sink;
+  memset(&sink, 0, sizeof(sink));
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &sink, png_sink_on_error, png_sink_on_warning);
   png_infop info = png ? png_create_info_struct(png) : NULL;
   if (!png || !info) {
     if (png) png_destroy_write_struct(&png, NULL);
-    fclose(f);
     return fail(error, cap, IC_ERR_MEMORY, "out of memory%s", NULL);
   }
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
-    fclose(f);
-    return fail(error, cap, IC_ERR_IO, "PNG write failed (libpng: %s)", state.message);
+    free(sink.data);
+    if (sink.out_of_memory) return fail(error, cap, IC_ERR_MEMORY, "out of memory encoding the PNG%s", NULL);
+    return fail(error, cap, IC_ERR_IO, "PNG encoding failed (libpng: %s)", sink.message);
   }
-  png_init_io(png, f);
+  png_set_write_fn(png, &sink, png_sink_write, png_sink_flush);
   png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
   for (int y = 0; y < height; ++y) png_write_row(png, (png_const_bytep)(rgb + (size_t)y * (size_t)width * 3));
   png_write_end(png, NULL);
   png_destroy_write_struct(&png, &info);
-  int failed = fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
+  *out = sink.data;
+  *out_size = sink.size;
+  return IC_OK;
+}
+
+int ic_write_png(const char* path, const uint8_t* rgb, int width, int height, char* error, int cap) {
+  if (!path) return fail(error, cap, IC_ERR_ARGUMENT, "bad image size or arguments%s", NULL);
+  uint8_t* encoded = NULL;
+  size_t size = 0;
+  int rc = ic_encode_png(rgb, width, height, &encoded, &size, error, cap);
+  if (rc != IC_OK) return rc;
+  FILE* f = fopen(path, "wb");
+  if (!f) {
+    free(encoded);
+    return fail(error, cap, IC_ERR_IO, "cannot create file: %s", strerror(errno));
+  }
+  int failed = fwrite(encoded, 1, size, f) != size;
+  free(encoded);
+  failed = failed || fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
   int saved = errno;
   if (fclose(f) != 0 && !failed) {
     failed = 1;

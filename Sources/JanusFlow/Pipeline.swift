@@ -60,10 +60,33 @@ public final class JanusFlowPipeline: @unchecked Sendable {
     /// answer as it is produced, in whole characters; return false to stop early.
     public func understand(image: RGBImage, question: String, history: [ChatMessage] = [],
                            parameters: SamplingParameters = .greedy, onText: ((String) -> Bool)? = nil) throws -> String {
+        try answer(image: image, question: question, history: history, parameters: parameters, onText: onText).text
+    }
+
+    /// An answer with how it ended.
+    public struct Answer: Sendable, Equatable {
+        /// The text, without surrounding whitespace.
+        public var text: String
+        /// New tokens produced (the end-of-sentence token included when produced).
+        public var tokenCount: Int
+        public enum Ending: String, Sendable {
+            /// The model produced its end-of-sentence token.
+            case endOfSentence = "stop"
+            /// `maxNewTokens` was reached.
+            case length
+            /// `onText` returned false.
+            case stopped
+        }
+        public var ending: Ending
+    }
+
+    /// `understand`, also saying how many tokens the answer took and why it ended.
+    public func answer(image: RGBImage, question: String, history: [ChatMessage] = [],
+                       parameters: SamplingParameters = .greedy, onText: ((String) -> Bool)? = nil) throws -> Answer {
         var decoder = IncrementalDecoder(tokenizer: tokenizer)
         var text = ""
         var stopped = false
-        _ = try respond(image: image, question: question, history: history, parameters: parameters) { token in
+        let result = try respond(image: image, question: question, history: history, parameters: parameters) { token in
             let piece = decoder.add(token)
             text += piece
             if let onText, !piece.isEmpty, !onText(piece) {
@@ -78,7 +101,8 @@ public final class JanusFlowPipeline: @unchecked Sendable {
             text += rest
             if let onText, !stopped { _ = onText(rest) }
         }
-        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let ending: Answer.Ending = result.stoppedAtEOS ? .endOfSentence : stopped ? .stopped : .length
+        return Answer(text: text.trimmingCharacters(in: .whitespacesAndNewlines), tokenCount: result.tokens.count, ending: ending)
     }
 
     /// The answer's tokens (EOS included when produced); `onToken` may stop early by returning false.

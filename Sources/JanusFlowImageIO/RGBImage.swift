@@ -184,6 +184,22 @@ public struct RGBImage: Equatable, Sendable {
         }
     }
 
+    /// The image as an 8-bit RGB PNG file's bytes (what `writePNG` writes).
+    public func pngData() throws -> Data {
+        guard width > 0, height > 0 else { throw ImageError(.invalidArgument, "cannot encode an empty \(width)x\(height) image") }
+        var error = [CChar](repeating: 0, count: 512)
+        var bytes: UnsafeMutablePointer<UInt8>?
+        var size = 0
+        let rc = pixels.withUnsafeBufferPointer {
+            ic_encode_png($0.baseAddress, Int32(width), Int32(height), &bytes, &size, &error, Int32(error.count))
+        }
+        guard rc == 0, let bytes else {
+            throw ImageError(.writeFailed, String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        defer { free(bytes) }
+        return Data(bytes: bytes, count: size)
+    }
+
     /// Copies `other` onto this image with its top-left corner at (x, y), clipped to this image.
     public mutating func paste(_ other: RGBImage, x: Int, y: Int) {
         let x0 = Swift.max(x, 0), x1 = Swift.min(x + other.width, width)

@@ -166,6 +166,13 @@ final class ImageIOTests: XCTestCase {
             let url = dir.appendingPathComponent("img_\(w)x\(h).png")
             try image.writePNG(to: url)
             XCTAssertEqual(try RGBImage(contentsOf: url), image)
+            // In memory: the same bytes as the file, and they decode back to the image.
+            let encoded = try image.pngData()
+            XCTAssertEqual(encoded, try Data(contentsOf: url))
+            XCTAssertEqual(try RGBImage(data: encoded), image)
+        }
+        XCTAssertThrowsError(try RGBImage(width: 0, height: 3, pixels: []).pngData()) {
+            XCTAssertEqual(($0 as? ImageError)?.message, "cannot encode an empty 0x3 image")
         }
         // Overwriting replaces the file whole; a missing folder is created; no temporary files stay behind.
         let url = dir.appendingPathComponent("img_7x3.png")

@@ -45,6 +45,9 @@ int ic_read_jpeg(const char* path, ic_image* out, char* error, int error_capacit
 // Write 8-bit RGB (width * height * 3 bytes) as a non-interlaced PNG, flushed to disk before returning.
 int ic_write_png(const char* path, const uint8_t* rgb, int width, int height, char* error, int error_capacity);
 
+// Encode 8-bit RGB as a PNG in memory: *out (free with free()) holds *out_size bytes.
+int ic_encode_png(const uint8_t* rgb, int width, int height, uint8_t** out, size_t* out_size, char* error, int error_capacity);
+
 // Frees the pixels of an image filled by a decode/read call (safe on an empty or already freed image).
 void ic_free(ic_image* image);
 

@@ -1,0 +1,51 @@
+import ArgumentParser
+import Foundation
+import JanusFlowServer
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve the model over HTTP: POST /v1/understand, POST /v1/generate, GET /health (JSON; \"stream\": true for server-sent events).")
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Option(help: "The SDXL-VAE folder; without it /v1/generate answers 501.")
+    var vae: String?
+    @Option(help: "Address to listen on (0.0.0.0 for every interface).")
+    var host = "127.0.0.1"
+    @Option(help: "Port to listen on (0 picks a free one and prints it).")
+    var port = 8080
+    @Option(help: "Requests that may wait while one runs; more are refused with 503.")
+    var maxQueued = 8
+    @Option(help: "Largest request body in MB (images travel base64-encoded inside the JSON).")
+    var maxBodyMb = 32
+    @Option(help: "Most images one /v1/generate request may ask for.")
+    var maxImages = 8
+    @Option(help: "Most Euler steps one request may ask for.")
+    var maxSteps = 200
+    @Option(help: "Most new tokens one answer may ask for.")
+    var maxTokens = 2048
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535 (got \(port))") }
+        guard maxQueued >= 0 else { throw ValidationError("--max-queued must be at least 0 (got \(maxQueued))") }
+        guard maxBodyMb >= 1 else { throw ValidationError("--max-body-mb must be at least 1 (got \(maxBodyMb))") }
+        guard maxImages >= 1 else { throw ValidationError("--max-images must be at least 1 (got \(maxImages))") }
+        guard maxSteps >= 1 else { throw ValidationError("--max-steps must be at least 1 (got \(maxSteps))") }
+        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1 (got \(maxTokens))") }
+        if let vae, !FileManager.default.fileExists(atPath: vae) { throw ValidationError("--vae \(vae): no such folder") }
+    }
+
+    func run() async throws {
+        let pipeline = try modelOptions.loadPipeline(vae: vae)
+        let configuration = ServerConfiguration(
+            host: host, port: port, maxQueued: maxQueued, maxBodyBytes: maxBodyMb << 20, maxImagesPerRequest: maxImages,
+            maxSteps: maxSteps, maxNewTokens: maxTokens, modelName: URL(fileURLWithPath: modelOptions.model).lastPathComponent)
+        let server = JanusFlowServer(pipeline: pipeline, configuration: configuration)
+        let host = self.host
+        let generation = vae == nil ? "off (no --vae)" : "on"
+        try await server.run { port in
+            note("janusflow serving on http://\(host):\(port) (image generation \(generation)); Ctrl-C stops")
+        }
+    }
+}
