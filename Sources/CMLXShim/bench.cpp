@@ -18,6 +18,10 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
+extern "C" char* openblas_get_corename(void);
+
+extern "C" const char* mlxs_blas_core_name(void) { return openblas_get_corename(); }
+
 extern "C" double mlxs_bench_sgemm_peak(int n, int repeats) {
   std::vector<float> a(size_t(n) * n, 0.5f), b(size_t(n) * n, 0.25f), c(size_t(n) * n, 0.0f);
   double best = 0;

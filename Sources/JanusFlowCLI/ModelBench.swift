@@ -104,13 +104,13 @@ struct UnderstandBench: ParsableCommand {
     }
 
     func run() throws {
-        let peak = MachineFigures.sgemmPeak(n: 2048, repeats: 3)
+        let peak = PeakMeter()
         // This machine's bandwidth swings with its neighbours' load: the best of many reads, taken again after decoding.
         var bandwidth = MachineFigures.readBandwidth(bytes: 1 << 30, repeats: 10)
         let model = try options.makeModel()
         let cfg = model.config
         Memory.resetPeak()
-        print("machine: sgemm peak \(fmt(peak)) GFLOP/s, read bandwidth \(fmt(bandwidth)) GB/s; weights \(options.dtype)")
+        emit(machineLine(peak: peak.first, bandwidth: bandwidth, extra: "weights \(options.dtype)"))
 
         let s = cfg.siglip
         let pixels = Random.uniform([1, 3, s.imageSize, s.imageSize], key: RandomKey(seed: 1)) * 2 - 1
@@ -162,11 +162,12 @@ struct UnderstandBench: ParsableCommand {
         let bytes = Double(lm.namedModules().compactMap { $0.1 as? Linear }.reduce(0) {
             $0 + $1.weight.size * $1.weight.dtype.size + ($1.scales?.size ?? 0) * 4
         })
-        print(row("LLM decode, KV cache (\(cacheType == .bfloat16 ? "bf16" : "f32") cache)", String(format: "%.2f tokens/s", 1 / perToken),
+        emit(row("LLM decode, KV cache (\(cacheType == .bfloat16 ? "bf16" : "f32") cache)", String(format: "%.2f tokens/s", 1 / perToken),
                   String(format: "%.1f GB/s of weights = %@ of read bandwidth (%.1f GB/s)", bytes / perToken / 1e9,
                          pct(bytes / perToken / 1e9 / bandwidth), bandwidth)))
         print(decodeProfile, terminator: "")
         print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
+        print(peak.summary)
         if let distances = prefetchDistances {
             // The cache keeps growing by decodeTokens positions a run; alternating spreads that over every value.
             let original = Kernels.matvecPrefetchBytes
@@ -191,10 +192,10 @@ struct GenerateBench: ParsableCommand {
     var promptTokens = 20
 
     func run() throws {
-        let peak = MachineFigures.sgemmPeak(n: 2048, repeats: 3)
+        let peak = PeakMeter()
         let model = try options.makeModel()
         Memory.resetPeak()
-        print("machine: sgemm peak \(fmt(peak)) GFLOP/s; weights \(options.dtype) (\(String(format: "%.2f GB", Double(Memory.active) / 1e9)) in memory)")
+        emit(machineLine(peak: peak.first, extra: "weights \(options.dtype) (\(String(format: "%.2f GB", Double(Memory.active) / 1e9)) in memory)"))
         let guidance = GuidanceBatch(promptIDs: [1] + Array(repeating: 100, count: promptTokens - 1), padID: 0)
         var oneImage = 0.0
         var oneImagePeak = 0
@@ -242,6 +243,7 @@ struct GenerateBench: ParsableCommand {
         let vaePeak = Memory.peak
         print(row("peak memory, 1 image (steps + VAE)", String(format: "%.2f GB", Double(Swift.max(oneImagePeak, vaePeak)) / 1e9), ""))
         print(row("peak memory, 5 images (steps + VAE)", String(format: "%.2f GB", Double(Swift.max(stepsPeak, vaePeak)) / 1e9), ""))
+        print(peak.summary)
     }
 
     /// Convolution FLOPs of the SDXL-VAE decoder at a latent side (3x3 convs dominate; attention is small).
@@ -274,7 +276,8 @@ func row(_ name: String, _ figure: String, _ fraction: String) -> String {
     "\(name.padding(toLength: 44, withPad: " ", startingAt: 0)) \(figure.padding(toLength: 18, withPad: " ", startingAt: 0)) \(fraction)"
 }
 
-func report(_ name: String, seconds: Double, gflop: Double, peak: Double, suffix: String = "") {
+func report(_ name: String, seconds: Double, gflop: Double, peak meter: PeakMeter, suffix: String = "") {
     let rate = gflop / seconds
-    print(row(name, String(format: "%.3f s", seconds), "\(fmt(rate)) GFLOP/s = \(pct(rate / peak)) of sgemm peak\(suffix)"))
+    let peak = meter.refreshed()
+    emit(row(name, String(format: "%.3f s", seconds), "\(fmt(rate)) GFLOP/s = \(pct(rate / peak)) of sgemm peak \(fmt(peak))\(suffix)"))
 }

@@ -1,4 +1,5 @@
 import CMLXShim
+import Foundation
 import Dispatch
 
 /// MLX allocator figures, in bytes.
@@ -17,6 +18,13 @@ public enum BLASInfo {
     public static var processSgemmLibrary: String { String(cString: mlxs_symbol_origin("cblas_sgemm")) }
     /// The library libmlx's own reference to `cblas_sgemm` binds to.
     public static var mlxSgemmLibrary: String { String(cString: mlxs_mlx_sgemm_origin()) }
+    /// OpenBLAS's kernel family for this CPU ("Haswell" is AVX2; "SkylakeX"/"Cooperlake" are AVX-512), which the
+    /// environment variable OPENBLAS_CORETYPE overrides.
+    public static var coreName: String {
+        let name = String(cString: mlxs_blas_core_name())
+        guard let forced = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] else { return name }
+        return "\(name) (OPENBLAS_CORETYPE=\(forced))"
+    }
 }
 
 /// Reference figures of this machine, measured directly (not through MLX), for benchmark fractions.

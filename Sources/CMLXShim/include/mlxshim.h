@@ -231,6 +231,8 @@ size_t mlxs_profile_report(char* buf, size_t size);
 double mlxs_bench_sgemm_peak(int n, int repeats);
 // Best GB/s reading a `bytes`-sized buffer with every core (a sum, so nothing is optimised away).
 double mlxs_bench_read_bandwidth(size_t bytes, int repeats);
+// The OpenBLAS kernel family in use (e.g. "Haswell", "Cooperlake"; OPENBLAS_CORETYPE can force one).
+const char* mlxs_blas_core_name(void);
 
 #ifdef __cplusplus
 }
