@@ -72,7 +72,7 @@ final class ModelWorker: @unchecked Sendable {
         try lock.withLock {
             // `maxQueued` waiting, plus the one running.
             guard pending <= maxQueued else {
-                throw APIError(503, "the server is busy (\(pending) requests ahead); try again later")
+                throw APIError(503, "the server is busy (\(pending) \(pending == 1 ? "request" : "requests") ahead); try again later")
             }
             pending += 1
         }

@@ -151,7 +151,7 @@ final class ServerTests: XCTestCase {
 
         let busy = try post("/v1/generate", ["prompt": "x", "steps": 1], server: server)
         XCTAssertEqual(busy.status, 503)
-        XCTAssertEqual(try json(busy)["error"] as? String, "the server is busy (1 requests ahead); try again later")
+        XCTAssertEqual(try json(busy)["error"] as? String, "the server is busy (1 request ahead); try again later")
 
         stream.close()
         var health: [String: Any] = [:]
