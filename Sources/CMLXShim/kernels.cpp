@@ -1266,6 +1266,8 @@ void mlxs_set_winograd_min_pixels(int64_t pixels) { mlxkernels::winograd_min_pix
 int64_t mlxs_winograd_min_pixels(void) { return mlxkernels::winograd_min_pixels.load(); }
 void mlxs_set_matvec_prefetch_bytes(int bytes) { mlxkernels::matvec_prefetch_bytes = bytes < 0 ? 0 : bytes; }
 int mlxs_matvec_prefetch_bytes(void) { return mlxkernels::matvec_prefetch_bytes.load(); }
+void mlxs_set_gemm_split_limit(double flops) { mlxkernels::gemm_split_limit = flops < 0 ? 0 : flops; }
+double mlxs_gemm_split_limit(void) { return mlxkernels::gemm_split_limit.load(); }
 
 mlxs_array mlxs_depthwise_conv2d(mlxs_array x, mlxs_array w, int pad_h, int pad_w) {
   return guard([&] { return depthwise_conv(unwrap(x), unwrap(w), pad_h, pad_w); });

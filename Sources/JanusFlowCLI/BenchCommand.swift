@@ -18,6 +18,54 @@ struct KernelsBench: ParsableCommand {
     @Flag(help: "Use MLX's own ops instead of the shim's fast kernels.")
     var noFastKernels = false
 
+    @Option(help: "After the rows: the 1.3B model's linear shapes (bf16 weights) with each of these sgemm split limits in flops (comma-separated, e.g. 1e9,1e12), alternating in two rounds in this one process.")
+    var compareSplitLimits: String?
+
+    func validate() throws {
+        if let compareSplitLimits, splitLimits == nil {
+            throw ValidationError("--compare-split-limits must be comma-separated flop counts >= 0 (got '\(compareSplitLimits)')")
+        }
+    }
+
+    var splitLimits: [Double]? {
+        guard let compareSplitLimits else { return nil }
+        let values = compareSplitLimits.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ ($0 ?? -1) >= 0 }) else { return nil }
+        return values.map { $0! }
+    }
+
+    /// The linear layers of the model's stages, each with every split limit in turn, so the host's drift between
+    /// processes does not blur the comparison.
+    func compareSplits(_ limits: [Double], randn: ([Int], DType) throws -> Tensor) throws {
+        let shapes: [(name: String, rows: Int, inputs: Int, outputs: Int)] = [
+            ("step q/k/v/o", 1154, 2048, 2048), ("step gate/up", 1154, 2048, 5632), ("step down", 1154, 5632, 2048),
+            ("prefill q/k/v/o", 600, 2048, 2048), ("SigLIP q/k/v/o", 577, 1024, 1024), ("SigLIP fc1", 577, 1024, 4096),
+        ]
+        let operands = try shapes.map { (try randn([$0.rows, $0.inputs], .float32), try randn([$0.outputs, $0.inputs], .bfloat16)) }
+        let original = Kernels.gemmSplitLimit
+        defer { Kernels.gemmSplitLimit = original }
+        // Limits interleaved within each shape, many rounds: the host's speed moves within seconds here.
+        let rounds = 6
+        var rates = [[[Double]]](repeating: [[Double]](repeating: [], count: limits.count), count: shapes.count)
+        for (i, shape) in shapes.enumerated() {
+            for _ in 0..<rounds {
+                for (j, limit) in limits.enumerated() {
+                    Kernels.gemmSplitLimit = limit
+                    let seconds = try bestTime(repeats: 2) { NN.linear(operands[i].0, weight: operands[i].1) }
+                    rates[i][j].append(2.0 * Double(shape.rows * shape.inputs * shape.outputs) / seconds / 1e9)
+                }
+            }
+        }
+        emit("GFLOP/s by sgemm split limit, bf16 weights, \(rounds) interleaved rounds (best / median):")
+        for (i, shape) in shapes.enumerated() {
+            let cells = limits.indices.map { j -> String in
+                let sorted = rates[i][j].sorted()
+                return "\(String(format: "%.0e", limits[j])): \(fmt(sorted.last!)) / \(fmt(sorted[sorted.count / 2]))"
+            }
+            emit("  \("\(shape.name) \(shape.rows)x\(shape.inputs)->\(shape.outputs)".padding(toLength: 34, withPad: " ", startingAt: 0)) " + cells.joined(separator: "   "))
+        }
+    }
+
     func run() throws {
         Kernels.enabled = !noFastKernels
         let peak = PeakMeter(repeats: repeats)
@@ -75,6 +123,7 @@ struct KernelsBench: ParsableCommand {
         row("attention 2x16x1200x128 causal", gflop: attnFlop / 2, seconds: try bestTime(repeats: repeats) {
             NN.attention(queries: q, keys: kk, values: vv, scale: 1 / Float(128).squareRoot(), causal: true)
         })
+        if let limits = splitLimits { try compareSplits(limits, randn: randn) }
     }
 }
 

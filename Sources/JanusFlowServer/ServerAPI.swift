@@ -132,7 +132,11 @@ struct UnderstandRequest {
     init(body: Data, maxNewTokens: Int) throws {
         let f = try RequestFields(body: body, allowed: Self.fields)
         question = try f.requiredString("question")
-        let encoded = try f.requiredString("image")
+        var encoded = try f.requiredString("image")
+        // A data URL (what a browser's FileReader gives) carries the same base64 after its header.
+        if encoded.hasPrefix("data:"), let comma = encoded.firstIndex(of: ","), encoded[..<comma].hasSuffix(";base64") {
+            encoded = String(encoded[encoded.index(after: comma)...])
+        }
         guard let bytes = Data(base64Encoded: encoded, options: .ignoreUnknownCharacters) else {
             throw APIError.badRequest("'image' must be a PNG or JPEG file encoded as base64")
         }

@@ -245,6 +245,14 @@ public enum Kernels {
         set { mlxs_set_matvec_prefetch_bytes(Int32(clamping: newValue)) }
     }
 
+    /// Products (in flops) up to which the kernels' sgemm runs one single-threaded OpenBLAS call per core on a share
+    /// of the rows or columns instead of OpenBLAS's own threading (or MLXS_GEMM_SPLIT_LIMIT; 0: never split).
+    /// `janusflow bench kernels --compare-split-limits` measures values against each other in one process.
+    public static var gemmSplitLimit: Double {
+        get { mlxs_gemm_split_limit() }
+        set { mlxs_set_gemm_split_limit(newValue) }
+    }
+
     /// Time spent inside each fast kernel while on (also MLXS_PROFILE=1 in the environment, which prints the
     /// totals at exit); what the wall time has beyond them is MLX's own ops and graph work.
     public static var profiling: Bool {

@@ -56,6 +56,11 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(pieces.map { $0! }.joined().trimmingCharacters(in: .whitespacesAndNewlines), expected.text)
         XCTAssertEqual(events.last?["done"] as? Bool, true)
         XCTAssertEqual(events.last?["answer"] as? String, expected.text)
+
+        // The image as a data URL, as a browser reads a file.
+        let dataURL = try post("/v1/understand", ["image": "data:image/png;base64," + png, "question": "what is it?", "max_tokens": 6,
+                                                  "temperature": 0.8, "top_p": 0.9, "seed": 3])
+        XCTAssertEqual(try json(dataURL)["answer"] as? String, expected.text)
     }
 
     func testGenerateReturnsTheLibrarysImages() throws {

@@ -139,6 +139,20 @@ final class KernelTests: KernelTestCase {
         XCTAssertTrue(Kernels.profileReport().contains("FastGemm"), Kernels.profileReport())
     }
 
+    func testSplitLimitIsSettableAndBothSgemmPathsAgree() throws {
+        let original = Kernels.gemmSplitLimit
+        defer { Kernels.gemmSplitLimit = original }
+        // 1.26 GFLOP, above the default limit: OpenBLAS's threads by default, one call per core when split.
+        let x = tensor([1200, 256], seed: 3, scale: 0.5), w = tensor([2048, 256], seed: 4, scale: 0.5)
+        for limit in [0.0, 1e15] {
+            Kernels.gemmSplitLimit = limit
+            XCTAssertEqual(Kernels.gemmSplitLimit, limit)
+            assertMatchesFallback("linear split limit \(limit)", atol: 1e-4) { NN.linear(x, weight: w) }
+        }
+        Kernels.gemmSplitLimit = -5
+        XCTAssertEqual(Kernels.gemmSplitLimit, 0)
+    }
+
     // MARK: depthwise convolution
 
     func testDepthwiseMatchesGroupedConvolution() throws {

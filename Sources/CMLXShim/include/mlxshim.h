@@ -219,6 +219,9 @@ int64_t mlxs_winograd_min_pixels(void);
 // Software prefetch distance (bytes ahead) of the one-row matrix-vector kernel (decoding); 0 turns it off.
 void mlxs_set_matvec_prefetch_bytes(int bytes);
 int mlxs_matvec_prefetch_bytes(void);
+// Largest product (flops) that the kernels' sgemm splits into one single-threaded OpenBLAS call per core.
+void mlxs_set_gemm_split_limit(double flops);
+double mlxs_gemm_split_limit(void);
 // Kernel time profile: enable (also MLXS_PROFILE=1), clear, and the table since the last clear as text
 // (written NUL-terminated into buf, cut at size; returns the full length).
 void mlxs_profile_enable(int enabled);

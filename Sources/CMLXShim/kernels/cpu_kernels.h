@@ -35,6 +35,8 @@ class ProfileScope {
 // OpenBLAS with its threads above 1 GFLOP (MLXS_GEMM_SPLIT_LIMIT), else one single-threaded call per core on a
 // share of the rows (or columns). Must be called from MLX's CPU stream thread (it switches OpenBLAS's thread
 // count for the call).
+// Products of at most this many flops run as one single-threaded OpenBLAS call per core (MLXS_GEMM_SPLIT_LIMIT).
+extern std::atomic<double> gemm_split_limit;
 void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c,
            int ldc, float beta = 0.0f);
 

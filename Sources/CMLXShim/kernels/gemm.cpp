@@ -22,8 +22,9 @@ double initial_split_limit() {
   const char* env = std::getenv("MLXS_GEMM_SPLIT_LIMIT");
   return env ? std::atof(env) : 1e9;
 }
-std::atomic<double> split_limit{initial_split_limit()};
 }  // namespace
+
+std::atomic<double> gemm_split_limit{initial_split_limit()};
 
 void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c,
            int ldc, float beta) {
@@ -34,7 +35,7 @@ void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int 
   // where the pool cannot run in parallel (inside a pool task), the shares run one after the other: still right.
   const bool by_rows = m >= n;
   const int extent = by_rows ? m : n;
-  if (parts < 2 || flops > split_limit.load(std::memory_order_relaxed) || flops < 4e6 || extent < 32 * parts) {
+  if (parts < 2 || flops > gemm_split_limit.load(std::memory_order_relaxed) || flops < 4e6 || extent < 32 * parts) {
     cblas_sgemm(101, ta, tb, m, n, k, 1.0f, a, lda, b, ldb, beta, c, ldc);
     return;
   }
