@@ -76,7 +76,7 @@ struct KernelsBench: ParsableCommand {
 
         func row(_ name: String, gflop: Double, seconds: Double) {
             let rate = gflop / seconds
-            emit("\(name.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(rate).leftPad(8)) GFLOP/s  \(pct(rate / peak.refreshed())) of sgemm peak")
+            emit("\(name.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(rate).leftPad(8)) GFLOP/s  \(pct(peak.fraction(of: rate, row: name).fraction)) of sgemm peak")
         }
         func rowBandwidth(_ name: String, gigabytes: Double, seconds: Double) {
             let rate = gigabytes / seconds
@@ -134,6 +134,8 @@ final class PeakMeter {
     private(set) var first: Double
     private(set) var best: Double
     private(set) var readings = 1
+    /// The GFLOP/s of each row reported so far, for the closing fractions against the run's best reading.
+    private var rows: [(name: String, rate: Double)] = []
 
     init(repeats: Int = 5) {
         first = MachineFigures.sgemmPeak(n: 2048, repeats: repeats)
@@ -147,8 +149,21 @@ final class PeakMeter {
         return best
     }
 
+    /// A row's rate against the best reading up to and just after it.
+    func fraction(of rate: Double, row name: String) -> (fraction: Double, peak: Double) {
+        rows.append((name, rate))
+        let peak = refreshed()
+        return (rate / peak, peak)
+    }
+
+    /// The readings, and every row against the best of them (a row that ran in a slow moment of the host keeps
+    /// its figure; only the peak it is set against can rise).
     var summary: String {
-        "sgemm peak readings: \(readings), first \(fmt(first)) GFLOP/s, best \(fmt(best)) GFLOP/s (each row above is set against the best reading up to and just after it)"
+        var text = "sgemm peak readings: \(readings), first \(fmt(first)) GFLOP/s, best \(fmt(best)) GFLOP/s"
+        if !rows.isEmpty {
+            text += "; against the best: " + rows.map { "\($0.name) \(pct($0.rate / best).trimmingCharacters(in: .whitespaces))" }.joined(separator: ", ")
+        }
+        return text
     }
 }
 

@@ -191,6 +191,22 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "Prompt length in tokens (the demo's prompts are about 20).")
     var promptTokens = 20
 
+    @Option(help: "Image counts of the Euler-step rows (comma-separated; the ratio row needs 1 among them).")
+    var images = "1,5"
+
+    @Flag(help: "Skip the SDXL-VAE decode row.")
+    var noVae = false
+
+    var imageCounts: [Int]? {
+        let values = images.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) >= 1 }) else { return nil }
+        return values.map { $0! }
+    }
+
+    func validate() throws {
+        guard imageCounts != nil else { throw ValidationError("--images must be comma-separated counts >= 1 (got '\(images)')") }
+    }
+
     func run() throws {
         let peak = PeakMeter()
         let model = try options.makeModel()
@@ -199,7 +215,7 @@ struct GenerateBench: ParsableCommand {
         let guidance = GuidanceBatch(promptIDs: [1] + Array(repeating: 100, count: promptTokens - 1), padID: 0)
         var oneImage = 0.0
         var oneImagePeak = 0
-        for images in [1, 5] {
+        for images in imageCounts! {
             let z = Random.normal([images, 4, latentSide(model), latentSide(model)], key: RandomKey(seed: 3))
             let sampler = RectifiedFlowSampler(steps: 1, cfgWeight: 2)
             // Timed: one step including the prompt cache (computed once per generation; a 30-step run amortises it).
@@ -224,25 +240,34 @@ struct GenerateBench: ParsableCommand {
             let c = model.config.languageConfig
             let attention = 4.0 * Double(c.numHiddenLayers * c.numAttentionHeads * c.headDim) * rowLength * rowLength / 2 * Double(2 * images)
             let flops = 2.0 * llmParams * (Double((1 + imageTokens(model)) * 2 * images) + Double(2 * (promptTokens - 1))) + attention
-            let extra = images == 1 ? "" : String(format: "  (%.2fx the 1-image step)", best / oneImage)
+            let extra = images == 1 || oneImage == 0 ? "" : String(format: "  (%.2fx the 1-image step)", best / oneImage)
             report("Euler step, \(images) image(s), CFG batch \(2 * images)", seconds: best, gflop: flops / 1e9, peak: peak, suffix: extra)
             options.profiling.print()
         }
         let stepsPeak = Memory.peak
         Memory.resetPeak()
-        // SDXL-VAE decode of one 48x48 latent to 384x384 (random float32 weights).
-        let vae = AutoencoderKL(config: .sdxl)
-        try vae.evalParameters()
-        let side = latentSide(model)
-        let latent = Random.normal([1, 4, side, side], key: RandomKey(seed: 4))
-        options.profiling.start()
-        let decode = try bestTime(repeats: Swift.max(1, options.repeats - 1)) { vae.decode(latent) }
-        report("SDXL-VAE decode \(side)x\(side) -> \(side * 8)x\(side * 8)", seconds: decode, gflop: vaeDecodeFlops(side: side) / 1e9, peak: peak)
-        options.profiling.print()
-        // The weights stay resident, so each peak includes them.
-        let vaePeak = Memory.peak
-        print(row("peak memory, 1 image (steps + VAE)", String(format: "%.2f GB", Double(Swift.max(oneImagePeak, vaePeak)) / 1e9), ""))
-        print(row("peak memory, 5 images (steps + VAE)", String(format: "%.2f GB", Double(Swift.max(stepsPeak, vaePeak)) / 1e9), ""))
+        var vaePeak = 0
+        if !noVae {
+            // SDXL-VAE decode of one 48x48 latent to 384x384 (random float32 weights).
+            let vae = AutoencoderKL(config: .sdxl)
+            try vae.evalParameters()
+            let side = latentSide(model)
+            let latent = Random.normal([1, 4, side, side], key: RandomKey(seed: 4))
+            options.profiling.start()
+            let decode = try bestTime(repeats: Swift.max(1, options.repeats - 1)) { vae.decode(latent) }
+            report("SDXL-VAE decode \(side)x\(side) -> \(side * 8)x\(side * 8)", seconds: decode, gflop: vaeDecodeFlops(side: side) / 1e9, peak: peak)
+            options.profiling.print()
+            // The weights stay resident, so each peak includes them.
+            vaePeak = Memory.peak
+        }
+        let what = noVae ? "steps" : "steps + VAE"
+        if oneImage > 0 {
+            print(row("peak memory, 1 image (\(what))", String(format: "%.2f GB", Double(Swift.max(oneImagePeak, vaePeak)) / 1e9), ""))
+        }
+        let most = imageCounts!.max()!
+        if most > 1 {
+            print(row("peak memory, \(most) images (\(what))", String(format: "%.2f GB", Double(Swift.max(stepsPeak, vaePeak)) / 1e9), ""))
+        }
         print(peak.summary)
     }
 
@@ -278,6 +303,6 @@ func row(_ name: String, _ figure: String, _ fraction: String) -> String {
 
 func report(_ name: String, seconds: Double, gflop: Double, peak meter: PeakMeter, suffix: String = "") {
     let rate = gflop / seconds
-    let peak = meter.refreshed()
-    emit(row(name, String(format: "%.3f s", seconds), "\(fmt(rate)) GFLOP/s = \(pct(rate / peak)) of sgemm peak \(fmt(peak))\(suffix)"))
+    let (fraction, peak) = meter.fraction(of: rate, row: name)
+    emit(row(name, String(format: "%.3f s", seconds), "\(fmt(rate)) GFLOP/s = \(pct(fraction)) of sgemm peak \(fmt(peak))\(suffix)"))
 }

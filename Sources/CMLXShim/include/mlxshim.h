@@ -152,6 +152,9 @@ size_t mlxs_cache_memory(void);
 void mlxs_reset_peak_memory(void);
 size_t mlxs_set_cache_limit(size_t limit);
 void mlxs_clear_cache(void);
+// glibc's allocator told to keep freed memory for reuse (no mmap for large blocks, no trimming below 2 GB, one
+// arena); 1 if every setting took. Process-wide: call before the model loads.
+int mlxs_keep_freed_memory(void);
 
 // ---- diagnostics
 // The shared object that defines `symbol` as the process resolves it (dladdr), or "" if unresolved.
