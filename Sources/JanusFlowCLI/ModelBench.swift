@@ -220,11 +220,14 @@ struct GenerateBench: ParsableCommand {
             let sampler = RectifiedFlowSampler(steps: 1, cfgWeight: 2)
             // Timed: one step including the prompt cache (computed once per generation; a 30-step run amortises it).
             var best = Double.infinity
+            var freshPages = Int.max
             options.profiling.start()
             for _ in 0..<options.repeats {
+                let faults = MachineFigures.minorPageFaults
                 let start = DispatchTime.now().uptimeNanoseconds
                 _ = try sampler.sample(model: model, guidance: guidance, initialNoise: z)
                 best = Swift.min(best, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                freshPages = Swift.min(freshPages, MachineFigures.minorPageFaults - faults)
             }
             if images == 1 {
                 oneImage = best
@@ -242,6 +245,10 @@ struct GenerateBench: ParsableCommand {
             let flops = 2.0 * llmParams * (Double((1 + imageTokens(model)) * 2 * images) + Double(2 * (promptTokens - 1))) + attention
             let extra = images == 1 || oneImage == 0 ? "" : String(format: "  (%.2fx the 1-image step)", best / oneImage)
             report("Euler step, \(images) image(s), CFG batch \(2 * images)", seconds: best, gflop: flops / 1e9, peak: peak, suffix: extra)
+            if options.profiling.profile {
+                // Fresh memory the kernel zeroed during a step (see Memory.keepFreedMemory), fewest over the repeats.
+                print(String(format: "  fresh pages faulted in: %.1f MB a step", Double(freshPages) * 4096 / 1e6))
+            }
             options.profiling.print()
         }
         let stepsPeak = Memory.peak

@@ -39,6 +39,12 @@ public enum BLASInfo {
 public enum MachineFigures {
     /// Best OpenBLAS sgemm GFLOP/s on n x n x n.
     public static func sgemmPeak(n: Int = 2048, repeats: Int = 5) -> Double { mlxs_bench_sgemm_peak(Int32(n), Int32(repeats)) }
+    /// Pages this process has faulted in so far without reading a file (fresh memory the kernel had to zero).
+    public static var minorPageFaults: Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return usage.ru_minflt
+    }
     /// Best GB/s reading `bytes` with all cores.
     public static func readBandwidth(bytes: Int = 1 << 30, repeats: Int = 5) -> Double {
         mlxs_bench_read_bandwidth(bytes, Int32(repeats))
