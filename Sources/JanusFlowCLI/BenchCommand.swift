@@ -27,12 +27,7 @@ struct KernelsBench: ParsableCommand {
         }
     }
 
-    var splitLimits: [Double]? {
-        guard let compareSplitLimits else { return nil }
-        let values = compareSplitLimits.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ ($0 ?? -1) >= 0 }) else { return nil }
-        return values.map { $0! }
-    }
+    var splitLimits: [Double]? { compareSplitLimits.flatMap { commaSeparated($0, atLeast: 0.0) } }
 
     /// The linear layers of the model's stages, each with every split limit in turn, so the host's drift between
     /// processes does not blur the comparison.
@@ -171,6 +166,13 @@ final class PeakMeter {
 func machineLine(peak: Double, bandwidth: Double? = nil, extra: String) -> String {
     let memory = bandwidth.map { String(format: ", read bandwidth %@ GB/s", fmt($0)) } ?? ""
     return "machine: sgemm peak \(fmt(peak)) GFLOP/s (2048^3, OpenBLAS core \(BLASInfo.coreName))\(memory); \(extra)"
+}
+
+/// A benchmark option's comma-separated values, nil unless every one parses and is at least `minimum`.
+func commaSeparated<T: LosslessStringConvertible & Comparable>(_ text: String, atLeast minimum: T) -> [T]? {
+    let values = text.split(separator: ",").map { T($0.trimmingCharacters(in: .whitespaces)) }
+    guard !values.isEmpty, values.allSatisfy({ $0.map { $0 >= minimum } ?? false }) else { return nil }
+    return values.map { $0! }
 }
 
 /// Prints a benchmark line at once: rows take seconds to minutes each, and redirected output is block-buffered.

@@ -96,12 +96,7 @@ struct UnderstandBench: ParsableCommand {
         }
     }
 
-    var prefetchDistances: [Int]? {
-        guard let comparePrefetch else { return nil }
-        let values = comparePrefetch.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ ($0 ?? -1) >= 0 }) else { return nil }
-        return values.map { $0! }
-    }
+    var prefetchDistances: [Int]? { comparePrefetch.flatMap { commaSeparated($0, atLeast: 0) } }
 
     func run() throws {
         let peak = PeakMeter()
@@ -197,11 +192,7 @@ struct GenerateBench: ParsableCommand {
     @Flag(help: "Skip the SDXL-VAE decode row.")
     var noVae = false
 
-    var imageCounts: [Int]? {
-        let values = images.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) >= 1 }) else { return nil }
-        return values.map { $0! }
-    }
+    var imageCounts: [Int]? { commaSeparated(images, atLeast: 1) }
 
     func validate() throws {
         guard imageCounts != nil else { throw ValidationError("--images must be comma-separated counts >= 1 (got '\(images)')") }
