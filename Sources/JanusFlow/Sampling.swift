@@ -123,8 +123,9 @@ public struct RectifiedFlowSampler {
             _ = lm.forward(inputsEmbeds: lm.embed(Tensor(ids, shape: [range.count, longest])), cache: cache)
             try Tensor.eval(cache.flatMap { [$0.keys!, $0.values!] })
             let prompts = SharedPrompt(caches: cache, promptLengths: prefixes.map(\.count), unconditionalKeys: 1)
+            // A pass's end is the next pass's start: reported once, by the next pass.
             let passProgress: ProgressHandler? = progress.map { report in
-                { step, _ in report(index * steps + step, passes.count * steps) }
+                { step, _ in step == steps && index < passes.count - 1 ? true : report(index * steps + step, passes.count * steps) }
             }
             let zi = passes.count == 1 ? z0 : z0.slice(axis: 0, range.lowerBound, range.upperBound)
             finals.append(try integrate(zi, passes: [0..<range.count], progress: passProgress, onStep: nil) { _, z2, t in

@@ -18,7 +18,7 @@ struct KernelsBench: ParsableCommand {
     @Flag(help: "Use MLX's own ops instead of the shim's fast kernels.")
     var noFastKernels = false
 
-    @Option(help: "After the rows: the 1.3B model's linear shapes (bf16 weights) with each of these sgemm split limits in flops (comma-separated, e.g. 1e9,1e12), alternating in two rounds in this one process.")
+    @Option(help: "After the rows: the 1.3B model's linear shapes (bf16 weights) with each of these sgemm split limits in flops (comma-separated, e.g. 1e9,1e12), interleaved over six rounds in this one process (best and median).")
     var compareSplitLimits: String?
 
     func validate() throws {
