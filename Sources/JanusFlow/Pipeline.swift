@@ -63,6 +63,12 @@ public final class JanusFlowPipeline: @unchecked Sendable {
         try answer(image: image, question: question, history: history, parameters: parameters, onText: onText).text
     }
 
+    /// The next assistant turn of a conversation with any number of images (see `answer(conversation:images:...)`).
+    public func understand(conversation: [ChatMessage], images: [RGBImage], systemPrompt: String = ChatTemplate.systemPrompt,
+                           parameters: SamplingParameters = .greedy, onText: ((String) -> Bool)? = nil) throws -> String {
+        try answer(conversation: conversation, images: images, systemPrompt: systemPrompt, parameters: parameters, onText: onText).text
+    }
+
     /// An answer with how it ended.
     public struct Answer: Sendable, Equatable {
         /// The text, without surrounding whitespace.
@@ -78,15 +84,28 @@ public final class JanusFlowPipeline: @unchecked Sendable {
             case stopped
         }
         public var ending: Ending
+        /// Tokens the model read before answering (each image counted as its N + 2 positions).
+        public var promptTokenCount: Int
     }
 
     /// `understand`, also saying how many tokens the answer took and why it ended.
     public func answer(image: RGBImage, question: String, history: [ChatMessage] = [],
                        parameters: SamplingParameters = .greedy, onText: ((String) -> Bool)? = nil) throws -> Answer {
+        try answer(conversation: history + [.user(ChatTemplate.imageTag + "\n" + question)], images: [image], parameters: parameters,
+                   onText: onText)
+    }
+
+    /// The next assistant turn of a conversation with any number of images (none for plain text chat): each
+    /// `<image_placeholder>` in the messages stands for the next of `images`, in order. The messages alternate
+    /// User and Assistant and end with a User message; `systemPrompt` "" leaves the system text out.
+    public func answer(conversation: [ChatMessage], images: [RGBImage], systemPrompt: String = ChatTemplate.systemPrompt,
+                       parameters: SamplingParameters = .greedy, onText: ((String) -> Bool)? = nil) throws -> Answer {
         var decoder = IncrementalDecoder(tokenizer: tokenizer)
         var text = ""
         var stopped = false
-        let result = try respond(image: image, question: question, history: history, parameters: parameters) { token in
+        var promptTokens = 0
+        let result = try respond(conversation: conversation, images: images, systemPrompt: systemPrompt, parameters: parameters,
+                                 promptTokens: &promptTokens) { token in
             let piece = decoder.add(token)
             text += piece
             if let onText, !piece.isEmpty, !onText(piece) {
@@ -102,22 +121,50 @@ public final class JanusFlowPipeline: @unchecked Sendable {
             if let onText, !stopped { _ = onText(rest) }
         }
         let ending: Answer.Ending = result.stoppedAtEOS ? .endOfSentence : stopped ? .stopped : .length
-        return Answer(text: text.trimmingCharacters(in: .whitespacesAndNewlines), tokenCount: result.tokens.count, ending: ending)
+        return Answer(text: text.trimmingCharacters(in: .whitespacesAndNewlines), tokenCount: result.tokens.count, ending: ending,
+                      promptTokenCount: promptTokens)
     }
 
     /// The answer's tokens (EOS included when produced); `onToken` may stop early by returning false.
     public func respond(image: RGBImage, question: String, history: [ChatMessage] = [], parameters: SamplingParameters = .greedy,
                         onToken: ((Int) -> Bool)? = nil) throws -> TextDecoder.Result {
-        let prompt = processor.process(ChatTemplate.understandingPrompt(question: question, history: history))
-        guard prompt.imageCount == 1 else {
-            throw ModelLoadingError("the conversation has \(prompt.imageCount) image tags; give one image per question")
-        }
-        let pixels = Tensor(preprocessor.pixelValues(image), shape: [1, 1, 3, preprocessor.size, preprocessor.size])
-        let ids = Tensor(prompt.ids.map(Int32.init), shape: [1, prompt.ids.count])
-        let mask = Tensor(prompt.imageSeqMask, shape: [1, prompt.ids.count])
-        let embeds = model.prepareInputsEmbeds(ids: ids, pixels: pixels, imageSeqMask: mask)
+        var promptTokens = 0
+        return try respond(conversation: history + [.user(ChatTemplate.imageTag + "\n" + question)], images: [image],
+                           systemPrompt: ChatTemplate.systemPrompt, parameters: parameters, promptTokens: &promptTokens, onToken: onToken)
+    }
+
+    func respond(conversation: [ChatMessage], images: [RGBImage], systemPrompt: String, parameters: SamplingParameters,
+                 promptTokens: inout Int, onToken: ((Int) -> Bool)? = nil) throws -> TextDecoder.Result {
+        let embeds = try inputsEmbeds(conversation: conversation, images: images, systemPrompt: systemPrompt)
+        promptTokens = embeds.dim(1)
         return try TextDecoder.generate(model: model, inputsEmbeds: embeds, parameters: parameters, stopTokens: [tokenizer.eosID],
                                         onToken: onToken)
+    }
+
+    /// The language model's input (1, T, H) for the next assistant turn of `conversation`: the chat template with
+    /// each image's tokens spliced in at its tag (see `answer(conversation:images:...)` for the rules).
+    public func inputsEmbeds(conversation: [ChatMessage], images: [RGBImage], systemPrompt: String = ChatTemplate.systemPrompt) throws -> Tensor {
+        for (i, message) in conversation.enumerated() where message.role != (i % 2 == 0 ? "User" : "Assistant") {
+            throw ConversationError("message \(i) is from '\(message.role)' where the conversation expects \(i % 2 == 0 ? "User" : "Assistant") (turns alternate, starting with User)")
+        }
+        guard conversation.count % 2 == 1 else { throw ConversationError("the conversation must end with a User message") }
+        let prompt = processor.process(conversation: conversation + [.assistant("")], systemPrompt: systemPrompt)
+        guard prompt.imageCount == images.count else {
+            throw ConversationError("the conversation has \(prompt.imageCount) image tag\(prompt.imageCount == 1 ? "" : "s") for \(images.count) image\(images.count == 1 ? "" : "s")")
+        }
+        let size = preprocessor.size
+        let pixels = images.isEmpty ? nil
+            : Tensor(images.flatMap { preprocessor.pixelValues($0) }, shape: [1, images.count, 3, size, size])
+        let ids = Tensor(prompt.ids.map(Int32.init), shape: [1, prompt.ids.count])
+        let mask = images.isEmpty ? nil : Tensor(prompt.imageSeqMask, shape: [1, prompt.ids.count])
+        return model.prepareInputsEmbeds(ids: ids, pixels: pixels, imageSeqMask: mask)
+    }
+
+    /// A conversation the model cannot take as given (roles out of turn, images and image tags that do not match).
+    public struct ConversationError: Error, CustomStringConvertible, Equatable {
+        public let message: String
+        public init(_ message: String) { self.message = message }
+        public var description: String { message }
     }
 
     /// The answer as a stream of text pieces.

@@ -181,16 +181,17 @@ struct GenerateCommand: ParsableCommand {
 struct ChatCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chat",
-        abstract: "Interactive multi-turn chat about images. Commands: /image PATH, /reset, /quit.")
+        abstract: "Interactive multi-turn chat, with or without images. Commands: /image PATH, /reset, /quit.")
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var sampling: SamplingOptions
 
     func run() throws {
         let pipeline = try modelOptions.loadPipeline()
-        var image: RGBImage?
-        var history: [ChatMessage] = []
-        print("JanusFlow chat. /image PATH attaches a picture, /reset forgets the conversation, /quit leaves.")
+        var conversation: [ChatMessage] = []
+        var images: [RGBImage] = []
+        var attached: [RGBImage] = []  // go with the next message
+        print("JanusFlow chat. /image PATH attaches a picture to your next message, /reset forgets the conversation, /quit leaves.")
         while true {
             print("> ", terminator: "")
             flushStandardOutput()
@@ -199,35 +200,33 @@ struct ChatCommand: ParsableCommand {
             if text.isEmpty { continue }
             if text == "/quit" || text == "/exit" { break }
             if text == "/reset" {
-                history = []
-                image = nil
+                (conversation, images, attached) = ([], [], [])
                 print("(conversation cleared)")
                 continue
             }
             if text.hasPrefix("/image ") {
                 let path = String(text.dropFirst(7)).trimmingCharacters(in: .whitespaces)
                 do {
-                    image = try RGBImage(contentsOf: URL(fileURLWithPath: path))
-                    history = []
-                    print("(image loaded: \(image!.width)x\(image!.height); conversation restarted)")
+                    let image = try RGBImage(contentsOf: URL(fileURLWithPath: path))
+                    attached.append(image)
+                    print("(image \(images.count + attached.count) attached: \(image.width)x\(image.height); it goes with your next message)")
                 } catch {
                     print("error: \(error)")
                 }
                 continue
             }
-            guard let picture = image else {
-                print("(attach an image first: /image PATH)")
-                continue
-            }
-            let answer = try pipeline.understand(image: picture, question: text, history: history, parameters: sampling.parameters) { piece in
+            // Each attached picture as an image tag before the text, as DeepSeek's template places it.
+            let message = ChatMessage.user((attached.map { _ in ChatTemplate.imageTag + "\n" }).joined() + text)
+            let answer = try pipeline.understand(conversation: conversation + [message], images: images + attached,
+                                                 parameters: sampling.parameters) { piece in
                 print(piece, terminator: "")
                 flushStandardOutput()
                 return true
             }
             print("")
-            // Earlier turns keep the image tag in the first question, as the template renders them.
-            let question = history.isEmpty ? "<image_placeholder>\n" + text : text
-            history += [.user(question), .assistant(answer)]
+            conversation += [message, .assistant(answer)]
+            images += attached
+            attached = []
         }
     }
 }

@@ -5,11 +5,11 @@ import JanusFlowServer
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve the model over HTTP: POST /v1/understand, POST /v1/generate, GET /health (JSON; \"stream\": true for server-sent events).")
+        abstract: "Serve the model over HTTP: POST /v1/understand, POST /v1/generate, GET /health, and OpenAI's POST /v1/chat/completions, POST /v1/images/generations, GET /v1/models (JSON; \"stream\": true for server-sent events).")
 
     @OptionGroup var modelOptions: ModelOptions
 
-    @Option(help: "The SDXL-VAE folder; without it /v1/generate answers 501.")
+    @Option(help: "The SDXL-VAE folder; without it /v1/generate and /v1/images/generations answer 501.")
     var vae: String?
     @Option(help: "Address to listen on (0.0.0.0 for every interface).")
     var host = "127.0.0.1"

@@ -32,8 +32,9 @@ public struct ServerConfiguration: Sendable {
 }
 
 /// JanusFlow over HTTP: `POST /v1/understand` (a question about an image), `POST /v1/generate` (images from a
-/// prompt), `GET /health`. Bodies are JSON; `"stream": true` answers with server-sent events (text pieces, or one
-/// event per sampling step) ending in the full result. Requests run one at a time, in arrival order.
+/// prompt), `GET /health`, and the OpenAI-compatible `POST /v1/chat/completions`, `POST /v1/images/generations` and
+/// `GET /v1/models`. Bodies are JSON; `"stream": true` answers with server-sent events (text pieces, or one event
+/// per sampling step) ending in the full result. Requests run one at a time, in arrival order.
 public final class JanusFlowServer: Sendable {
     public let pipeline: JanusFlowPipeline
     public let configuration: ServerConfiguration
@@ -66,6 +67,13 @@ public final class JanusFlowServer: Sendable {
         router.get("health") { _, _ in self.health() }
         router.post("v1/understand") { request, _ in await self.answering("understand") { try await self.understand(request) } }
         router.post("v1/generate") { request, _ in await self.answering("generate") { try await self.generate(request) } }
+        router.post("v1/chat/completions") { request, _ in
+            await self.answering("chat/completions", openAI: true) { try await self.chatCompletion(request) }
+        }
+        router.post("v1/images/generations") { request, _ in
+            await self.answering("images/generations", openAI: true) { try await self.imageGeneration(request) }
+        }
+        router.get("v1/models") { _, _ in self.json(ModelList(data: [.init(id: self.configuration.modelName)])) }
         return router
     }
 
@@ -93,7 +101,9 @@ public final class JanusFlowServer: Sendable {
                                       seconds: Date().timeIntervalSince(start))
         }
         if parsed.stream {
-            return eventStream(reservation) { cancellation, emit in .answer(try run(cancellation) { emit(.text($0)) }) }
+            return eventStream(reservation, encode: Self.nativeEvent, failure: StreamEvent.failure) { cancellation, emit in
+                .answer(try run(cancellation) { emit(.text($0)) })
+            }
         }
         return json(try await reservation.run { try run($0, nil) })
     }
@@ -121,13 +131,71 @@ public final class JanusFlowServer: Sendable {
                              height: pipeline.imageSize, seed: String(parsed.seed), seconds: Date().timeIntervalSince(start))
         }
         if parsed.stream {
-            return eventStream(reservation) { cancellation, emit in .images(try result(try run(cancellation) { emit(.step($0, of: $1)) })) }
+            return eventStream(reservation, encode: Self.nativeEvent, failure: StreamEvent.failure) { cancellation, emit in
+                .images(try result(try run(cancellation) { emit(.step($0, of: $1)) }))
+            }
         }
         let images = try await reservation.run { try run($0, nil) }
         if wantsPNG {
             return Response(status: .ok, headers: [.contentType: "image/png"], body: .init(byteBuffer: ByteBuffer(data: try images[0].pngData())))
         }
         return json(try result(images))
+    }
+
+    // MARK: OpenAI-compatible endpoints
+
+    func chatCompletion(_ request: Request) async throws -> Response {
+        let parsed = try ChatCompletionRequest(body: try await body(of: request), maxNewTokens: configuration.maxNewTokens)
+        let reservation = try worker.reserve()
+        let pipeline = self.pipeline
+        let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let created = Int(Date().timeIntervalSince1970)
+        let model = configuration.modelName
+        let run: @Sendable (Cancellation, ((String) -> Void)?) throws -> JanusFlowPipeline.Answer = { cancellation, emit in
+            try pipeline.answer(conversation: parsed.conversation, images: parsed.images, systemPrompt: parsed.systemPrompt,
+                                parameters: parsed.parameters) { piece in
+                emit?(piece)
+                return !cancellation.isCancelled
+            }
+        }
+        if parsed.stream {
+            let includeUsage = parsed.includeUsage
+            let encode: @Sendable (ChatStreamEvent) -> [Data] = { event in
+                func chunk(_ delta: (role: String?, content: String?)?, finish: String? = nil, usage: Usage? = nil) -> Data {
+                    encodeJSON(ChatCompletionChunk(id: id, created: created, model: model, delta: delta, finishReason: finish, usage: usage))
+                }
+                switch event {
+                case .start: return [chunk((role: "assistant", content: ""))]
+                case .text(let piece): return [chunk((role: nil, content: piece))]
+                case .finished(let answer):
+                    let last = chunk((role: nil, content: nil), finish: answer.ending.rawValue)
+                    return includeUsage ? [last, chunk(nil, usage: Usage(answer))] : [last]
+                case .failure(let message): return [encodeJSON(OpenAIErrorResponse(status: 500, message: message))]
+                }
+            }
+            return eventStream(reservation, encode: encode, failure: ChatStreamEvent.failure, trailer: "[DONE]") { cancellation, emit in
+                emit(.start)
+                return .finished(try run(cancellation) { emit(.text($0)) })
+            }
+        }
+        let answer = try await reservation.run { try run($0, nil) }
+        return json(ChatCompletion(id: id, created: created, model: model,
+                                   choices: [.init(message: .init(content: answer.text), finishReason: answer.ending.rawValue)],
+                                   usage: Usage(answer)))
+    }
+
+    func imageGeneration(_ request: Request) async throws -> Response {
+        let parsed = try ImageGenerationRequest(body: try await body(of: request), imageSize: pipeline.imageSize,
+                                                maxImages: configuration.maxImagesPerRequest, maxSteps: configuration.maxSteps).generation
+        guard pipeline.vae != nil else { throw APIError(501, "image generation is off: the server was started without a VAE folder (--vae)") }
+        let reservation = try worker.reserve()
+        let pipeline = self.pipeline
+        let images = try await reservation.run { cancellation in
+            try pipeline.generate(prompt: parsed.prompt, count: parsed.count, steps: parsed.steps, cfg: parsed.cfg, seed: parsed.seed,
+                                  noise: parsed.noise) { _, _ in !cancellation.isCancelled }
+        }
+        return json(ImagesResponse(created: Int(Date().timeIntervalSince1970),
+                                   data: try images.map { .init(b64Json: try $0.pngData().base64EncodedString()) }))
     }
 
     // MARK: Plumbing
@@ -143,7 +211,8 @@ public final class JanusFlowServer: Sendable {
     }
 
     /// Every refusal as `{"error": message}` with its status; anything unexpected as a 500 that says what failed.
-    func answering(_ name: String, _ handler: () async throws -> Response) async -> Response {
+    /// `openAI`: errors in OpenAI's `{"error": {"message", "type", "param", "code"}}` shape.
+    func answering(_ name: String, openAI: Bool = false, _ handler: () async throws -> Response) async -> Response {
         let start = Date()
         do {
             let response = try await handler()
@@ -153,7 +222,8 @@ public final class JanusFlowServer: Sendable {
         } catch {
             let (status, message) = describe(error)
             if status == 500 { logger.error("\(name) failed: \(message)") } else { logger.info("\(name): \(status) \(message)") }
-            return json(ErrorResponse(error: message), status: HTTPResponse.Status(code: status))
+            let code = HTTPResponse.Status(code: status)
+            return openAI ? json(OpenAIErrorResponse(status: status, message: message), status: code) : json(ErrorResponse(error: message), status: code)
         }
     }
 
@@ -162,6 +232,7 @@ public final class JanusFlowServer: Sendable {
         case let error as APIError: return (error.status, error.message)
         case let error as ImageError: return (400, error.message)
         case let error as JanusFlowPipeline.GenerationError: return (400, error.message)
+        case let error as JanusFlowPipeline.ConversationError: return (400, error.message)
         case is CancellationError, is SamplingCancelled: return (499, "cancelled")
         default: return (500, "internal error: \(error)")
         }
@@ -171,28 +242,36 @@ public final class JanusFlowServer: Sendable {
         Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(data: encodeJSON(value))))
     }
 
-    /// A `text/event-stream` response: each event a `data: {json}` line as the job produces it, then the job's
-    /// final event (or `{"error": ...}`). A client that goes away cancels the job at its next token or step.
-    func eventStream(_ reservation: ModelWorker.Reservation,
-                     _ job: @escaping @Sendable (Cancellation, @escaping (StreamEvent) -> Void) throws -> StreamEvent) -> Response {
+    static func nativeEvent(_ event: StreamEvent) -> [Data] { [encodeJSON(event)] }
+
+    /// A `text/event-stream` response: each event as `data: ...` lines (`encode` gives their payloads) as the job
+    /// produces it, then the job's final event (or `failure`'s), then `trailer` if any. A client that goes away
+    /// cancels the job at its next token or step.
+    func eventStream<Event: Sendable>(_ reservation: ModelWorker.Reservation, encode: @escaping @Sendable (Event) -> [Data],
+                                      failure: @escaping @Sendable (String) -> Event, trailer: String? = nil,
+                                      _ job: @escaping @Sendable (Cancellation, @escaping (Event) -> Void) throws -> Event) -> Response {
         let body = ResponseBody { writer in
-            let (events, continuation) = AsyncStream<StreamEvent>.makeStream()
+            let (events, continuation) = AsyncStream<Event>.makeStream()
             let task = Task {
                 do {
                     let final = try await reservation.run { cancellation in try job(cancellation) { continuation.yield($0) } }
                     continuation.yield(final)
                 } catch {
-                    continuation.yield(.failure(self.describe(error).1))
+                    continuation.yield(failure(self.describe(error).1))
                 }
                 continuation.finish()
             }
+            func send(_ payload: Data) async throws {
+                var line = ByteBuffer(string: "data: ")
+                line.writeBytes(payload)
+                line.writeString("\n\n")
+                try await writer.write(line)
+            }
             do {
                 for await event in events {
-                    var line = ByteBuffer(string: "data: ")
-                    line.writeBytes(encodeJSON(event))
-                    line.writeString("\n\n")
-                    try await writer.write(line)
+                    for payload in encode(event) { try await send(payload) }
                 }
+                if let trailer { try await send(Data(trailer.utf8)) }
                 try await writer.finish(nil)
             } catch {
                 task.cancel()
@@ -206,7 +285,7 @@ public final class JanusFlowServer: Sendable {
 /// Hummingbird's own refusals (an unknown path, say) in the same `{"error": ...}` shape as the server's.
 struct JSONErrorMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
-    static let endpoints = "GET /health, POST /v1/understand, POST /v1/generate"
+    static let endpoints = "GET /health, POST /v1/understand, POST /v1/generate, POST /v1/chat/completions, POST /v1/images/generations, GET /v1/models"
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {

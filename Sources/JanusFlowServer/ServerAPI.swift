@@ -38,7 +38,7 @@ struct RequestFields {
         values = decoded
     }
 
-    private func value(_ name: String) -> JSONField? {
+    func value(_ name: String) -> JSONField? {
         guard let v = values[name], v != .null else { return nil }
         return v
     }
@@ -170,9 +170,13 @@ struct GenerateRequest {
     var stream: Bool
 
     init(body: Data, maxImages: Int, maxSteps: Int) throws {
-        let f = try RequestFields(body: body, allowed: Self.fields)
+        try self.init(fields: try RequestFields(body: body, allowed: Self.fields), countField: "count", maxImages: maxImages, maxSteps: maxSteps)
+    }
+
+    /// From fields already read (the OpenAI endpoint names the count `n`).
+    init(fields f: RequestFields, countField: String, maxImages: Int, maxSteps: Int) throws {
         prompt = try f.requiredString("prompt")
-        count = try f.integer("count", in: 1...maxImages) ?? 1
+        count = try f.integer(countField, in: 1...maxImages) ?? 1
         steps = try f.integer("steps", in: 1...maxSteps) ?? Swift.min(30, maxSteps)
         cfg = try f.number("cfg", in: 1...100) ?? 2
         seed = try f.seed("seed") ?? 12345

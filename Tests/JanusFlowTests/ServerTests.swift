@@ -128,7 +128,7 @@ final class ServerTests: XCTestCase {
         let unknown = try HTTPReply.fetch(port: port, method: "GET", path: "/v1/nothing")
         XCTAssertEqual(unknown.status, 404)
         XCTAssertEqual(try json(unknown)["error"] as? String,
-                       "no endpoint GET /v1/nothing (endpoints: GET /health, POST /v1/understand, POST /v1/generate)")
+                       "no endpoint GET /v1/nothing (endpoints: GET /health, POST /v1/understand, POST /v1/generate, POST /v1/chat/completions, POST /v1/images/generations, GET /v1/models)")
     }
 
     func testLimitsAndAServerWithoutVAE() throws {
