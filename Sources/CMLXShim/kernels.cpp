@@ -1266,6 +1266,8 @@ void mlxs_set_winograd_min_pixels(int64_t pixels) { mlxkernels::winograd_min_pix
 int64_t mlxs_winograd_min_pixels(void) { return mlxkernels::winograd_min_pixels.load(); }
 void mlxs_set_matvec_prefetch_bytes(int bytes) { mlxkernels::matvec_prefetch_bytes = bytes < 0 ? 0 : bytes; }
 int mlxs_matvec_prefetch_bytes(void) { return mlxkernels::matvec_prefetch_bytes.load(); }
+void mlxs_set_bf16_gemm(int enabled) { mlxkernels::bf16_gemm_enabled = enabled != 0; }
+int mlxs_bf16_gemm(void) { return mlxkernels::bf16_gemm_enabled.load(); }
 void mlxs_set_gemm_split_limit(double flops) { mlxkernels::gemm_split_limit = flops < 0 ? 0 : flops; }
 double mlxs_gemm_split_limit(void) { return mlxkernels::gemm_split_limit.load(); }
 

@@ -21,6 +21,9 @@ struct KernelsBench: ParsableCommand {
     @Option(help: "After the rows: the 1.3B model's linear shapes (bf16 weights) with each of these sgemm split limits in flops (comma-separated, e.g. 1e9,1e12), interleaved over six rounds in this one process (best and median).")
     var compareSplitLimits: String?
 
+    @Flag(help: "After the rows: the 1.3B model's linear shapes (bf16 weights) with the shim's bf16 GEMM and with float32 conversion + OpenBLAS, interleaved over six rounds in this one process (best and median).")
+    var compareBf16Gemm = false
+
     func validate() throws {
         if let compareSplitLimits, splitLimits == nil {
             throw ValidationError("--compare-split-limits must be comma-separated flop counts >= 0 (got '\(compareSplitLimits)')")
@@ -29,33 +32,42 @@ struct KernelsBench: ParsableCommand {
 
     var splitLimits: [Double]? { compareSplitLimits.flatMap { commaSeparated($0, atLeast: 0.0) } }
 
-    /// The linear layers of the model's stages, each with every split limit in turn, so the host's drift between
+    /// The linear layers of the model's stages, each with every setting in turn, so the host's drift between
     /// processes does not blur the comparison.
-    func compareSplits(_ limits: [Double], randn: ([Int], DType) throws -> Tensor) throws {
+    func compareLinear(_ what: String, settings: [(label: String, apply: () -> Void)], randn: ([Int], DType) throws -> Tensor) throws {
         let shapes: [(name: String, rows: Int, inputs: Int, outputs: Int)] = [
             ("step q/k/v/o", 1154, 2048, 2048), ("step gate/up", 1154, 2048, 5632), ("step down", 1154, 5632, 2048),
-            ("prefill q/k/v/o", 600, 2048, 2048), ("SigLIP q/k/v/o", 577, 1024, 1024), ("SigLIP fc1", 577, 1024, 4096),
+            ("prefill q/k/v/o", 600, 2048, 2048), ("prefill gate/up", 600, 2048, 5632), ("prefill down", 600, 5632, 2048),
+            ("SigLIP q/k/v/o", 577, 1024, 1024), ("SigLIP fc1", 577, 1024, 4096), ("SigLIP fc2", 577, 4096, 1024),
         ]
-        let operands = try shapes.map { (try randn([$0.rows, $0.inputs], .float32), try randn([$0.outputs, $0.inputs], .bfloat16)) }
-        let original = Kernels.gemmSplitLimit
-        defer { Kernels.gemmSplitLimit = original }
-        // Limits interleaved within each shape, many rounds: the host's speed moves within seconds here.
+        // Eight weight matrices a shape, taken in turn, so that each call reads its weights from memory as a layer of
+        // the model does (one matrix called again and again would sit in the cache).
+        let layers = 8
+        let operands = try shapes.map { shape in
+            (try randn([shape.rows, shape.inputs], .float32), try (0..<layers).map { _ in try randn([shape.outputs, shape.inputs], .bfloat16) })
+        }
+        let (originalLimit, originalGemm) = (Kernels.gemmSplitLimit, Kernels.bf16Gemm)
+        defer { (Kernels.gemmSplitLimit, Kernels.bf16Gemm) = (originalLimit, originalGemm) }
+        // Settings interleaved within each shape, many rounds: the host's speed moves within seconds here.
         let rounds = 6
-        var rates = [[[Double]]](repeating: [[Double]](repeating: [], count: limits.count), count: shapes.count)
+        var rates = [[[Double]]](repeating: [[Double]](repeating: [], count: settings.count), count: shapes.count)
         for (i, shape) in shapes.enumerated() {
             for _ in 0..<rounds {
-                for (j, limit) in limits.enumerated() {
-                    Kernels.gemmSplitLimit = limit
-                    let seconds = try bestTime(repeats: 2) { NN.linear(operands[i].0, weight: operands[i].1) }
+                for (j, setting) in settings.enumerated() {
+                    setting.apply()
+                    try NN.linear(operands[i].0, weight: operands[i].1[0]).eval()
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    for weight in operands[i].1 { try NN.linear(operands[i].0, weight: weight).eval() }
+                    let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(layers)
                     rates[i][j].append(2.0 * Double(shape.rows * shape.inputs * shape.outputs) / seconds / 1e9)
                 }
             }
         }
-        emit("GFLOP/s by sgemm split limit, bf16 weights, \(rounds) interleaved rounds (best / median):")
+        emit("GFLOP/s by \(what), bf16 weights (\(layers) weight matrices a shape, in turn), \(rounds) interleaved rounds (best / median):")
         for (i, shape) in shapes.enumerated() {
-            let cells = limits.indices.map { j -> String in
+            let cells = settings.indices.map { j -> String in
                 let sorted = rates[i][j].sorted()
-                return "\(String(format: "%.0e", limits[j])): \(fmt(sorted.last!)) / \(fmt(sorted[sorted.count / 2]))"
+                return "\(settings[j].label): \(fmt(sorted.last!)) / \(fmt(sorted[sorted.count / 2]))"
             }
             emit("  \("\(shape.name) \(shape.rows)x\(shape.inputs)->\(shape.outputs)".padding(toLength: 34, withPad: " ", startingAt: 0)) " + cells.joined(separator: "   "))
         }
@@ -118,7 +130,16 @@ struct KernelsBench: ParsableCommand {
         row("attention 2x16x1200x128 causal", gflop: attnFlop / 2, seconds: try bestTime(repeats: repeats) {
             NN.attention(queries: q, keys: kk, values: vv, scale: 1 / Float(128).squareRoot(), causal: true)
         })
-        if let limits = splitLimits { try compareSplits(limits, randn: randn) }
+        if let limits = splitLimits {
+            // The split limit concerns OpenBLAS's sgemm, which bf16 weights reach only with the shim's GEMM off.
+            try compareLinear("sgemm split limit", settings: limits.map { limit in
+                (String(format: "%.0e", limit), { Kernels.gemmSplitLimit = limit; Kernels.bf16Gemm = false })
+            }, randn: randn)
+        }
+        if compareBf16Gemm {
+            try compareLinear("bf16 weight path", settings: [("shim GEMM", { Kernels.bf16Gemm = true }),
+                                                             ("f32 + OpenBLAS", { Kernels.bf16Gemm = false })], randn: randn)
+        }
     }
 }
 

@@ -44,6 +44,21 @@ struct ModelBenchOptions: ParsableArguments {
 
     @OptionGroup var profiling: ProfileOption
 
+    @Flag(help: "After the rows: the compute-bound stages again with the shim's bf16 GEMM and with float32 conversion + OpenBLAS, alternating over three rounds in this one process, so the host's drift between processes does not blur the comparison.")
+    var compareBf16Gemm = false
+
+    /// `body(label)` three times with each bf16 weight path, alternating.
+    func alternatingBf16Gemm(_ body: (String) throws -> Void) rethrows {
+        let original = Kernels.bf16Gemm
+        defer { Kernels.bf16Gemm = original }
+        for round in 1...3 {
+            for on in [true, false] {
+                Kernels.bf16Gemm = on
+                try body("\(on ? "shim bf16 GEMM" : "f32 + OpenBLAS") (round \(round))")
+            }
+        }
+    }
+
     func loadConfig() throws -> JanusFlowConfig {
         if config == "janusflow-1.3b" { return .janusFlow1_3B }
         var url = URL(fileURLWithPath: config)
@@ -122,9 +137,8 @@ struct UnderstandBench: ParsableCommand {
         let h = cfg.languageConfig.hiddenSize
         let embeds = Random.normal([1, l, h], key: RandomKey(seed: 2)) * 0.02
         options.profiling.start()
-        let prefill = try bestTime(repeats: options.repeats) {
-            lm.logits(lm.forward(inputsEmbeds: embeds).lastHiddenState.slice(axis: 1, -1))
-        }
+        let prefillPass = { lm.logits(lm.forward(inputsEmbeds: embeds).lastHiddenState.slice(axis: 1, -1)) }
+        let prefill = try bestTime(repeats: options.repeats, prefillPass)
         let prefillFlops = 2.0 * llmParams * Double(l) + 4.0 * Double(cfg.languageConfig.numHiddenLayers * l * l * h) / 2
             + 2.0 * Double(h * cfg.languageConfig.vocabSize)
         report("LLM prefill, \(l) tokens (last logit)", seconds: prefill, gflop: prefillFlops / 1e9, peak: peak)
@@ -162,6 +176,12 @@ struct UnderstandBench: ParsableCommand {
                          pct(bytes / perToken / 1e9 / bandwidth), bandwidth)))
         print(decodeProfile, terminator: "")
         print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
+        if options.compareBf16Gemm {
+            try options.alternatingBf16Gemm { label in
+                report("SigLIP encode, \(label)", seconds: try bestTime(repeats: 1) { model.encodeImages(pixels) }, gflop: vitFlops / 1e9, peak: peak)
+                report("LLM prefill, \(label)", seconds: try bestTime(repeats: 1, prefillPass), gflop: prefillFlops / 1e9, peak: peak)
+            }
+        }
         print(peak.summary)
         if let distances = prefetchDistances {
             // The cache keeps growing by decodeTokens positions a run; alternating spreads that over every value.
@@ -241,6 +261,14 @@ struct GenerateBench: ParsableCommand {
                 print(String(format: "  fresh pages faulted in: %.1f MB a step", Double(freshPages) * 4096 / 1e6))
             }
             options.profiling.print()
+            if images == 1 && options.compareBf16Gemm {
+                try options.alternatingBf16Gemm { label in
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    _ = try sampler.sample(model: model, guidance: guidance, initialNoise: z)
+                    report("Euler step, 1 image, \(label)", seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9,
+                           gflop: flops / 1e9, peak: peak)
+                }
+            }
         }
         let stepsPeak = Memory.peak
         Memory.resetPeak()

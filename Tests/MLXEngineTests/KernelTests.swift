@@ -48,7 +48,7 @@ final class KernelTests: KernelTestCase {
     // MARK: linear
 
     func testFastLinearMatchesReference() throws {
-        // Up to 32 (f32) or 64 (bf16) rows: the AVX2 rows kernel; beyond: OpenBLAS (bf16 weights converted).
+        // Up to 32 (f32) or 64 (bf16) rows: the AVX2 rows kernel; beyond: OpenBLAS (f32) or the blocked bf16 GEMM.
         for rows in [1, 2, 3, 8, 17, 33, 40, 70] {
             for k in [5, 16, 64, 77, 300] {
                 for (n, dtype) in [(37, DType.float32), (37, .bfloat16), (13, .bfloat16), (8, .float32)] {
@@ -62,23 +62,52 @@ final class KernelTests: KernelTestCase {
     }
 
     func testProfileCountsKernelCallsOnlyWhileOn() throws {
-        defer { Kernels.profiling = false; Kernels.resetProfile() }
+        let original = Kernels.bf16Gemm
+        defer { Kernels.profiling = false; Kernels.resetProfile(); Kernels.bf16Gemm = original }
         let x = tensor([100, 64], seed: 1), w = tensor([48, 64], seed: 2).asType(.bfloat16)
-        Kernels.profiling = true
-        Kernels.resetProfile()
-        try NN.linear(x, weight: w).eval()
-        try NN.linear(x, weight: w).eval()
-        let report = Kernels.profileReport()
-        // 100 rows take the convert + sgemm path: each call shows up with its two parts.
-        for name in ["FastLinear", "FastLinear.sgemm", "FastLinear.bf16_to_f32"] {
-            let line = report.split(separator: "\n").first { $0.split(separator: " ").first == Substring(name) }
-            XCTAssertNotNil(line, "\(name) missing from:\n\(report)")
-            XCTAssertTrue(line?.hasSuffix(" 2 calls") ?? false, "\(name): \(line ?? "")")
+        // 100 rows take the many-rows path: the shim's bf16 GEMM, or convert + sgemm with its two parts.
+        for (gemm, names) in [(true, ["FastLinear", "FastLinear.bf16_gemm"]), (false, ["FastLinear", "FastLinear.sgemm", "FastLinear.bf16_to_f32"])] {
+            Kernels.bf16Gemm = gemm
+            Kernels.profiling = true
+            Kernels.resetProfile()
+            try NN.linear(x, weight: w).eval()
+            try NN.linear(x, weight: w).eval()
+            let report = Kernels.profileReport()
+            for name in names {
+                let line = report.split(separator: "\n").first { $0.split(separator: " ").first == Substring(name) }
+                XCTAssertNotNil(line, "\(name) missing from:\n\(report)")
+                XCTAssertTrue(line?.hasSuffix(" 2 calls") ?? false, "\(name): \(line ?? "")")
+            }
+            XCTAssertEqual(report.contains("FastLinear.bf16_gemm"), gemm, report)
         }
         Kernels.profiling = false
         Kernels.resetProfile()
         try NN.linear(x, weight: w).eval()
         XCTAssertFalse(Kernels.profileReport().contains("FastLinear"), Kernels.profileReport())
+    }
+
+    /// The blocked bf16 GEMM at its edges: row counts off the 6-row microkernel and across 192-row blocks, inner
+    /// sizes across 512-position blocks and off the 8-wide transposes, output widths off the 16-column panels
+    /// (fewer than one panel too); against MLX's float32 product and against the convert + OpenBLAS path.
+    func testBlockedBf16GemmMatchesReference() throws {
+        let original = Kernels.bf16Gemm
+        defer { Kernels.profiling = false; Kernels.resetProfile(); Kernels.bf16Gemm = original }
+        for (m, k, n) in [(65, 64, 16), (200, 1100, 37), (401, 515, 5), (97, 8, 300), (193, 1031, 129)] {
+            let x = tensor([m, k], seed: UInt64(m + k), scale: 0.5), w = tensor([n, k], seed: UInt64(n + 3), scale: 0.5).asType(.bfloat16)
+            Kernels.bf16Gemm = true
+            Kernels.profiling = true
+            Kernels.resetProfile()
+            assertMatchesFallback("bf16 GEMM \(m)x\(k) -> \(n)", atol: 1e-4) { NN.linear(x, weight: w) }
+            XCTAssertTrue(Kernels.profileReport().contains("FastLinear.bf16_gemm"), "the blocked GEMM did not run for \(m)x\(k) -> \(n)")
+            Kernels.profiling = false
+            let blocked = values(NN.linear(x, weight: w))
+            Kernels.bf16Gemm = false
+            assertClose(NN.linear(x, weight: w), blocked, atol: 1e-4, rtol: 1e-4, "bf16 GEMM against OpenBLAS \(m)x\(k) -> \(n)")
+        }
+        // Batched input: the rows of every batch entry are one matrix.
+        Kernels.bf16Gemm = true
+        let xb = tensor([3, 70, 96], seed: 11), wb = tensor([50, 96], seed: 12).asType(.bfloat16)
+        assertMatchesFallback("bf16 GEMM batched") { NN.linear(xb, weight: wb) }
     }
 
     func testFastLinearShapesAndLayouts() throws {

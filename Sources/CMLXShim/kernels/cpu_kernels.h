@@ -44,8 +44,13 @@ void sgemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a, int 
 // Meant for few rows (decode); reads every weight once per call.
 void linear_rows_f32(const float* x, const float* w, float* y, int m, int n, int k);
 void linear_rows_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k);
-// Many rows: w converted to float32 block by block, then OpenBLAS sgemm.
+// Many rows: the shim's blocked GEMM on bf16 panels (gemm_bf16), or with bf16_gemm_enabled off, w converted to
+// float32 block by block and OpenBLAS sgemm.
 void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k);
+// y (m, n) = x (m, k) @ w^T: each 16-row slice of w packed from bf16 into a float32 panel, 6x16 FMA microkernel,
+// both cores over the output columns. MLXS_BF16_GEMM=0 (or mlxs_set_bf16_gemm(0)) goes back to OpenBLAS.
+extern std::atomic<int> bf16_gemm_enabled;
+void gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k);
 // Rows of x up to which linear_rows_* is used (k: the inner dimension).
 int linear_rows_limit(bool bf16, int k);
 

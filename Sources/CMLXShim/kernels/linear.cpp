@@ -215,6 +215,11 @@ void linear_rows_bf16(const float* x, const uint16_t* w, float* y, int m, int n,
 }
 
 void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k) {
+  if (bf16_gemm_enabled.load(std::memory_order_relaxed)) {
+    ProfileScope scope("FastLinear.bf16_gemm");
+    gemm_bf16(x, w, y, m, n, k);
+    return;
+  }
   // About 16 MB of float32 weights per sgemm (OpenBLAS repacks x for every call, so blocks stay large).
   const int block = std::max(64, std::min(n, (4 << 20) / std::max(k, 1)));
   // Kept between calls: fresh pages for 16 MB cost more than the conversion itself.
