@@ -48,7 +48,7 @@ final class KernelTests: KernelTestCase {
     // MARK: linear
 
     func testFastLinearMatchesReference() throws {
-        // Up to 32 (f32) or 64 (bf16) rows: the AVX2 rows kernel; beyond: OpenBLAS (f32) or the blocked bf16 GEMM.
+        // Up to 64 (f32) or 32 (bf16) rows: the AVX2 rows kernel; beyond: OpenBLAS (f32) or the blocked bf16 GEMM.
         for rows in [1, 2, 3, 8, 17, 33, 40, 70] {
             for k in [5, 16, 64, 77, 300] {
                 for (n, dtype) in [(37, DType.float32), (37, .bfloat16), (13, .bfloat16), (8, .float32)] {
