@@ -245,9 +245,9 @@ public enum Kernels {
         set { mlxs_set_matvec_prefetch_bytes(Int32(clamping: newValue)) }
     }
 
-    /// Linear layers with bfloat16 weights over many rows run the shim's blocked GEMM, which packs the weights from
-    /// bf16 straight into its panels (true, the default), or convert the weights to float32 for OpenBLAS (false; also
-    /// MLXS_BF16_GEMM=0). `janusflow bench kernels` and `--compare-bf16-gemm` measure one against the other.
+    /// Linear layers with bfloat16 (or int8) weights over many rows run the shim's blocked GEMM, which packs the
+    /// weights straight into its float32 panels (true, the default), or convert them to float32 for OpenBLAS (false;
+    /// also MLXS_BF16_GEMM=0). `janusflow bench kernels` and `--compare-bf16-gemm` measure one against the other.
     public static var bf16Gemm: Bool {
         get { mlxs_bf16_gemm() != 0 }
         set { mlxs_set_bf16_gemm(newValue ? 1 : 0) }

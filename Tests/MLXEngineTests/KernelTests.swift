@@ -263,8 +263,13 @@ final class KernelTests: KernelTestCase {
     }
 
     func testInt8LinearMatchesTheDequantizedProduct() throws {
-        // Rows kernel (few rows) and dequantise + sgemm (many), group 64 / 32 / 16, with a bias.
-        for (k, rows) in [(128, 1), (128, 3), (96, 5), (176, 2), (256, 70), (64, 200)] {
+        // Rows kernel (few rows) and, for many rows, the blocked GEMM or dequantise + sgemm; group 64 / 32 / 16, with a
+        // bias; inner sizes across the GEMM's 512-position blocks, rows across its 192-row blocks.
+        let original = Kernels.bf16Gemm
+        defer { Kernels.bf16Gemm = original }
+        for (k, rows, gemm) in [(128, 1, true), (128, 3, true), (96, 5, true), (176, 2, true), (256, 70, true), (64, 200, true),
+                                (1088, 201, true), (560, 97, true), (256, 70, false), (1088, 201, false)] {
+            Kernels.bf16Gemm = gemm
             let linear = Linear(k, 37)
             XCTAssertTrue(try linear.quantize(groupSize: 64))
             let group = linear.quantizationGroup
@@ -273,8 +278,8 @@ final class KernelTests: KernelTestCase {
             let dequantized = Tensor((0..<(37 * k)).map { q[$0] * s[($0 / k) * (k / group) + ($0 % k) / group] }, shape: [37, k])
             let x = tensor([rows, k], seed: UInt64(k + rows))
             let expected = values(matmul(x, dequantized.T) + linear.bias!)
-            assertClose(linear(x), expected, atol: 2e-5, rtol: 1e-4, "k \(k) rows \(rows)")
-            assertMatchesFallback("k \(k) rows \(rows) against MLX ops") { linear(x) }
+            assertClose(linear(x), expected, atol: 2e-5, rtol: 1e-4, "k \(k) rows \(rows) gemm \(gemm)")
+            assertMatchesFallback("k \(k) rows \(rows) gemm \(gemm) against MLX ops") { linear(x) }
         }
     }
 

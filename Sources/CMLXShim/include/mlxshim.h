@@ -222,8 +222,8 @@ int64_t mlxs_winograd_min_pixels(void);
 // Software prefetch distance (bytes ahead) of the one-row matrix-vector kernel (decoding); 0 turns it off.
 void mlxs_set_matvec_prefetch_bytes(int bytes);
 int mlxs_matvec_prefetch_bytes(void);
-// Linear layers with bf16 weights and many rows: 1 = the shim's blocked bf16 GEMM (default), 0 = weights converted
-// to float32 and OpenBLAS sgemm.
+// Linear layers with bf16 or int8 weights and many rows: 1 = the shim's blocked GEMM (default), 0 = weights
+// converted to float32 and OpenBLAS sgemm.
 void mlxs_set_bf16_gemm(int enabled);
 int mlxs_bf16_gemm(void);
 // Largest product (flops) that the kernels' sgemm splits into one single-threaded OpenBLAS call per core.

@@ -48,9 +48,12 @@ void linear_rows_bf16(const float* x, const uint16_t* w, float* y, int m, int n,
 // float32 block by block and OpenBLAS sgemm.
 void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k);
 // y (m, n) = x (m, k) @ w^T: each 16-row slice of w packed from bf16 into a float32 panel, 6x16 FMA microkernel,
-// both cores over the output columns. MLXS_BF16_GEMM=0 (or mlxs_set_bf16_gemm(0)) goes back to OpenBLAS.
+// both cores over the output columns. MLXS_BF16_GEMM=0 (or mlxs_set_bf16_gemm(0)) goes back to OpenBLAS, for
+// int8 weights (gemm_q8) too.
 extern std::atomic<int> bf16_gemm_enabled;
 void gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k);
+// The same GEMM on int8 weights with float32 scales per `group` inputs (group a multiple of 16 dividing k).
+void gemm_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group);
 // Rows of x up to which linear_rows_* is used (k: the inner dimension).
 int linear_rows_limit(bool bf16, int k);
 

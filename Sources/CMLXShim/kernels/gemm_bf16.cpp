@@ -1,5 +1,5 @@
-// y (m, n) = x (m, k) @ w^T for bfloat16 weights w (n, k) and many rows: a blocked GEMM that packs each 16-row
-// slice of w straight from bfloat16 into a float32 panel (k, 16) in L1, and runs a 6x16 AVX2 FMA microkernel that
+// y (m, n) = x (m, k) @ w^T for bfloat16 (or int8 with per-group scales) weights w (n, k) and many rows: a blocked
+// GEMM that packs each 16-row slice of w straight into a float32 panel (k, 16) in L1, and runs a 6x16 AVX2 FMA microkernel that
 // broadcasts x from its rows in place. Against converting w to float32 and calling OpenBLAS, this saves the
 // conversion pass, OpenBLAS's own repacking of the converted weights and its zeroing of y. `janusflow bench kernels
 // --compare-bf16-gemm` (the 1.3B model's shapes, weights cold as in the model): 600-row prefill shapes 177-194
@@ -41,22 +41,46 @@ inline __m256 load8_bf16(const uint16_t* p) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
 }
 
+// Where the weights come from: bf16 rows, or int8 rows with one float32 scale per `group` inputs of a row.
+struct BF16Rows {
+  const uint16_t* w;
+  int n, k;
+  const void* row(int j, int t) const { return w + size_t(j) * k + t; }
+  float at(int j, int t) const { return bf16_to_f32(w[size_t(j) * k + t]); }
+  // Eight weights of row j from position t (t a multiple of 8).
+  __m256 load8(int j, int t) const { return load8_bf16(w + size_t(j) * k + t); }
+  static constexpr int bytes = 2;
+};
+struct Q8Rows {
+  const int8_t* w;
+  const float* scales;
+  int n, k, group;
+  const void* row(int j, int t) const { return w + size_t(j) * k + t; }
+  float at(int j, int t) const { return float(w[size_t(j) * k + t]) * scales[size_t(j) * (k / group) + t / group]; }
+  // The eight share one scale: groups are multiples of 16 and t a multiple of 8.
+  __m256 load8(int j, int t) const {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(w + size_t(j) * k + t));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(scales[size_t(j) * (k / group) + t / group]));
+  }
+  static constexpr int bytes = 1;
+};
+
 // panel[t][r] = w[n0 + r][k0 + t] as float32 for t < kc, r < 16; rows past n are zero.
-void pack_panel(const uint16_t* w, int n, int k, int n0, int k0, int kc, float* panel) {
-  const int rows = std::min(NR, n - n0);
+template <typename W>
+void pack_panel(const W& w, int n0, int k0, int kc, float* panel) {
+  const int rows = std::min(NR, w.n - n0);
   if (rows < NR) {
     for (int t = 0; t < kc; ++t)
-      for (int r = 0; r < NR; ++r) panel[t * NR + r] = r < rows ? bf16_to_f32(w[size_t(n0 + r) * k + k0 + t]) : 0.0f;
+      for (int r = 0; r < NR; ++r) panel[t * NR + r] = r < rows ? w.at(n0 + r, k0 + t) : 0.0f;
     return;
   }
   int t = 0;
   for (; t + 8 <= kc; t += 8) {
     // Two 8x8 transposes: rows 0-7 and 8-15 of the panel, eight inner positions each.
     for (int half = 0; half < 2; ++half) {
-      const uint16_t* src = w + size_t(n0 + 8 * half) * k + k0 + t;
-      __m256 v0 = load8_bf16(src), v1 = load8_bf16(src + k), v2 = load8_bf16(src + 2 * size_t(k)), v3 = load8_bf16(src + 3 * size_t(k));
-      __m256 v4 = load8_bf16(src + 4 * size_t(k)), v5 = load8_bf16(src + 5 * size_t(k)), v6 = load8_bf16(src + 6 * size_t(k));
-      __m256 v7 = load8_bf16(src + 7 * size_t(k));
+      const int j = n0 + 8 * half;
+      __m256 v0 = w.load8(j, k0 + t), v1 = w.load8(j + 1, k0 + t), v2 = w.load8(j + 2, k0 + t), v3 = w.load8(j + 3, k0 + t);
+      __m256 v4 = w.load8(j + 4, k0 + t), v5 = w.load8(j + 5, k0 + t), v6 = w.load8(j + 6, k0 + t), v7 = w.load8(j + 7, k0 + t);
       __m256 t0 = _mm256_unpacklo_ps(v0, v1), t1 = _mm256_unpackhi_ps(v0, v1), t2 = _mm256_unpacklo_ps(v2, v3);
       __m256 t3 = _mm256_unpackhi_ps(v2, v3), t4 = _mm256_unpacklo_ps(v4, v5), t5 = _mm256_unpackhi_ps(v4, v5);
       __m256 t6 = _mm256_unpacklo_ps(v6, v7), t7 = _mm256_unpackhi_ps(v6, v7);
@@ -76,14 +100,15 @@ void pack_panel(const uint16_t* w, int n, int k, int n0, int k0, int kc, float* 
     }
   }
   for (; t < kc; ++t)
-    for (int r = 0; r < NR; ++r) panel[t * NR + r] = bf16_to_f32(w[size_t(n0 + r) * k + k0 + t]);
+    for (int r = 0; r < NR; ++r) panel[t * NR + r] = w.at(n0 + r, k0 + t);
 }
 
-void prefetch_panel(const uint16_t* w, int n, int k, int n0, int k0, int kc) {
-  const int rows = std::min(NR, n - n0);
+template <typename W>
+void prefetch_panel(const W& w, int n0, int k0, int kc) {
+  const int rows = std::min(NR, w.n - n0);
   for (int r = 0; r < rows; ++r) {
-    const char* row = reinterpret_cast<const char*>(w + size_t(n0 + r) * k + k0);
-    for (int b = 0; b < kc * 2; b += 64) _mm_prefetch(row + b, _MM_HINT_T1);
+    const char* row = static_cast<const char*>(w.row(n0 + r, k0));
+    for (int b = 0; b < kc * W::bytes; b += 64) _mm_prefetch(row + b, _MM_HINT_T1);
   }
 }
 
@@ -140,16 +165,18 @@ void micro_rows(int rows, const float* x, size_t ldx, const float* panel, int kc
 
 // Rows [m0, m0 + mc) x output columns [16 p0, 16 p1): KC inner positions at a time, one panel after another, so
 // that the rows' (mc x KC) block of x stays in L2 across the panels.
-void block(const float* x, const uint16_t* w, float* y, int m0, int mc, int n, int k, int p0, int p1) {
+template <typename W>
+void block(const float* x, const W& w, float* y, int m0, int mc, int p0, int p1) {
+  const int n = w.n, k = w.k;
   alignas(64) float panel[KC * NR];
   for (int k0 = 0; k0 < k; k0 += KC) {
     const int kc = std::min(KC, k - k0);
     for (int p = p0; p < p1; ++p) {
-      pack_panel(w, n, k, NR * p, k0, kc, panel);
+      pack_panel(w, NR * p, k0, kc, panel);
       // The next panel's weights (or the next block's first) asked for while this one computes: in the model they
       // come cold from memory, as 16 short runs that the hardware prefetchers would pick up late.
       const int next_p = p + 1 < p1 ? p + 1 : p0, next_k0 = p + 1 < p1 ? k0 : k0 + KC;
-      if (next_k0 < k) prefetch_panel(w, n, k, NR * next_p, next_k0, std::min(KC, k - next_k0));
+      if (next_k0 < k) prefetch_panel(w, NR * next_p, next_k0, std::min(KC, k - next_k0));
       const int cols = std::min(NR, n - NR * p);
       const float* xb = x + size_t(m0) * k + k0;
       float* yb = y + size_t(m0) * n + NR * p;
@@ -159,17 +186,24 @@ void block(const float* x, const uint16_t* w, float* y, int m0, int mc, int n, i
   }
 }
 
-}  // namespace
-
-void gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k) {
+template <typename W>
+void gemm(const float* x, const W& w, float* y, int m) {
   // Tasks of MC rows by GROUP panels, handed out in turn: many more tasks than cores, so that a core that the host
   // slows down (these are shared virtual machines) hands its share to the other instead of holding up the call
   // (a static half each measured up to half speed in such moments).
-  const int panels = (n + NR - 1) / NR, groups = (panels + GROUP - 1) / GROUP, row_blocks = (m + MC - 1) / MC;
+  const int panels = (w.n + NR - 1) / NR, groups = (panels + GROUP - 1) / GROUP, row_blocks = (m + MC - 1) / MC;
   parallel_for(row_blocks * groups, [&](int t) {
     const int m0 = (t / groups) * MC, p0 = (t % groups) * GROUP;
-    block(x, w, y, m0, std::min(MC, m - m0), n, k, p0, std::min(panels, p0 + GROUP));
+    block(x, w, y, m0, std::min(MC, m - m0), p0, std::min(panels, p0 + GROUP));
   });
+}
+
+}  // namespace
+
+void gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k) { gemm(x, BF16Rows{w, n, k}, y, m); }
+
+void gemm_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group) {
+  gemm(x, Q8Rows{w, scales, n, k, group}, y, m);
 }
 
 }  // namespace mlxkernels

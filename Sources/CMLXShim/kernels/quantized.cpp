@@ -95,6 +95,11 @@ void linear_rows_q8(const float* x, const int8_t* w, const float* scales, float*
 }
 
 void linear_gemm_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group) {
+  if (bf16_gemm_enabled.load(std::memory_order_relaxed)) {
+    ProfileScope scope("FastLinearQ8.gemm");
+    gemm_q8(x, w, scales, y, m, n, k, group);
+    return;
+  }
   // Blocks of about 16 MB of float32 weights, dequantised on both cores, then one sgemm per block.
   const int block = std::max(64, std::min(n, (4 << 20) / std::max(k, 1)));
   thread_local std::vector<float> buffer;
