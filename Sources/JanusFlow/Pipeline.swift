@@ -91,8 +91,7 @@ public final class JanusFlowPipeline: @unchecked Sendable {
     /// `understand`, also saying how many tokens the answer took and why it ended.
     public func answer(image: RGBImage, question: String, history: [ChatMessage] = [],
                        parameters: SamplingParameters = .greedy, onText: ((String) -> Bool)? = nil) throws -> Answer {
-        try answer(conversation: history + [.user(ChatTemplate.imageTag + "\n" + question)], images: [image], parameters: parameters,
-                   onText: onText)
+        try answer(conversation: Self.imageQuestion(question, history: history), images: [image], parameters: parameters, onText: onText)
     }
 
     /// The next assistant turn of a conversation with any number of images (none for plain text chat): each
@@ -100,12 +99,11 @@ public final class JanusFlowPipeline: @unchecked Sendable {
     /// User and Assistant and end with a User message; `systemPrompt` "" leaves the system text out.
     public func answer(conversation: [ChatMessage], images: [RGBImage], systemPrompt: String = ChatTemplate.systemPrompt,
                        parameters: SamplingParameters = .greedy, onText: ((String) -> Bool)? = nil) throws -> Answer {
+        let embeds = try inputsEmbeds(conversation: conversation, images: images, systemPrompt: systemPrompt)
         var decoder = IncrementalDecoder(tokenizer: tokenizer)
         var text = ""
         var stopped = false
-        var promptTokens = 0
-        let result = try respond(conversation: conversation, images: images, systemPrompt: systemPrompt, parameters: parameters,
-                                 promptTokens: &promptTokens) { token in
+        let result = try generateText(from: embeds, parameters: parameters) { token in
             let piece = decoder.add(token)
             text += piece
             if let onText, !piece.isEmpty, !onText(piece) {
@@ -122,36 +120,44 @@ public final class JanusFlowPipeline: @unchecked Sendable {
         }
         let ending: Answer.Ending = result.stoppedAtEOS ? .endOfSentence : stopped ? .stopped : .length
         return Answer(text: text.trimmingCharacters(in: .whitespacesAndNewlines), tokenCount: result.tokens.count, ending: ending,
-                      promptTokenCount: promptTokens)
+                      promptTokenCount: embeds.dim(1))
     }
 
     /// The answer's tokens (EOS included when produced); `onToken` may stop early by returning false.
     public func respond(image: RGBImage, question: String, history: [ChatMessage] = [], parameters: SamplingParameters = .greedy,
                         onToken: ((Int) -> Bool)? = nil) throws -> TextDecoder.Result {
-        var promptTokens = 0
-        return try respond(conversation: history + [.user(ChatTemplate.imageTag + "\n" + question)], images: [image],
-                           systemPrompt: ChatTemplate.systemPrompt, parameters: parameters, promptTokens: &promptTokens, onToken: onToken)
+        try generateText(from: try inputsEmbeds(conversation: Self.imageQuestion(question, history: history), images: [image]),
+                         parameters: parameters, onToken: onToken)
     }
 
-    func respond(conversation: [ChatMessage], images: [RGBImage], systemPrompt: String, parameters: SamplingParameters,
-                 promptTokens: inout Int, onToken: ((Int) -> Bool)? = nil) throws -> TextDecoder.Result {
-        let embeds = try inputsEmbeds(conversation: conversation, images: images, systemPrompt: systemPrompt)
-        promptTokens = embeds.dim(1)
-        return try TextDecoder.generate(model: model, inputsEmbeds: embeds, parameters: parameters, stopTokens: [tokenizer.eosID],
-                                        onToken: onToken)
+    /// The demo's single-image question after earlier turns: the image tag, a newline, the question.
+    public static func imageQuestion(_ question: String, history: [ChatMessage]) -> [ChatMessage] {
+        history + [.user(ChatTemplate.imageTag + "\n" + question)]
     }
 
-    /// The language model's input (1, T, H) for the next assistant turn of `conversation`: the chat template with
-    /// each image's tokens spliced in at its tag (see `answer(conversation:images:...)` for the rules).
-    public func inputsEmbeds(conversation: [ChatMessage], images: [RGBImage], systemPrompt: String = ChatTemplate.systemPrompt) throws -> Tensor {
+    func generateText(from embeds: Tensor, parameters: SamplingParameters, onToken: ((Int) -> Bool)?) throws -> TextDecoder.Result {
+        try TextDecoder.generate(model: model, inputsEmbeds: embeds, parameters: parameters, stopTokens: [tokenizer.eosID], onToken: onToken)
+    }
+
+    /// The token ids of the next assistant turn's prompt, after checking the conversation: turns alternate User and
+    /// Assistant from User and end with User, and there are as many image tags as images. Cheap (no model work),
+    /// so a server can refuse a conversation before it answers.
+    public func prompt(conversation: [ChatMessage], images: Int, systemPrompt: String = ChatTemplate.systemPrompt) throws -> ChatProcessor.Prompt {
         for (i, message) in conversation.enumerated() where message.role != (i % 2 == 0 ? "User" : "Assistant") {
             throw ConversationError("message \(i) is from '\(message.role)' where the conversation expects \(i % 2 == 0 ? "User" : "Assistant") (turns alternate, starting with User)")
         }
         guard conversation.count % 2 == 1 else { throw ConversationError("the conversation must end with a User message") }
         let prompt = processor.process(conversation: conversation + [.assistant("")], systemPrompt: systemPrompt)
-        guard prompt.imageCount == images.count else {
-            throw ConversationError("the conversation has \(prompt.imageCount) image tag\(prompt.imageCount == 1 ? "" : "s") for \(images.count) image\(images.count == 1 ? "" : "s")")
+        guard prompt.imageCount == images else {
+            throw ConversationError("the conversation has \(prompt.imageCount) image tag\(prompt.imageCount == 1 ? "" : "s") for \(images) image\(images == 1 ? "" : "s")")
         }
+        return prompt
+    }
+
+    /// The language model's input (1, T, H) for the next assistant turn of `conversation`: the chat template with
+    /// each image's tokens spliced in at its tag (see `answer(conversation:images:...)` for the rules).
+    public func inputsEmbeds(conversation: [ChatMessage], images: [RGBImage], systemPrompt: String = ChatTemplate.systemPrompt) throws -> Tensor {
+        let prompt = try prompt(conversation: conversation, images: images.count, systemPrompt: systemPrompt)
         let size = preprocessor.size
         let pixels = images.isEmpty ? nil
             : Tensor(images.flatMap { preprocessor.pixelValues($0) }, shape: [1, images.count, 3, size, size])

@@ -88,6 +88,8 @@ public final class JanusFlowServer: Sendable {
 
     func understand(_ request: Request) async throws -> Response {
         let parsed = try UnderstandRequest(body: try await body(of: request), maxNewTokens: configuration.maxNewTokens)
+        // Refused now, before a stream has answered 200.
+        _ = try pipeline.prompt(conversation: JanusFlowPipeline.imageQuestion(parsed.question, history: parsed.history), images: 1)
         let reservation = try worker.reserve()
         let pipeline = self.pipeline
         let start = Date()
@@ -111,7 +113,7 @@ public final class JanusFlowServer: Sendable {
     func generate(_ request: Request) async throws -> Response {
         let parsed = try GenerateRequest(body: try await body(of: request), maxImages: configuration.maxImagesPerRequest,
                                          maxSteps: configuration.maxSteps)
-        guard pipeline.vae != nil else { throw APIError(501, "image generation is off: the server was started without a VAE folder (--vae)") }
+        let run = try generation(parsed)
         let wantsPNG = request.headers[.accept]?.contains("image/png") ?? false
         if wantsPNG && (parsed.count != 1 || parsed.stream) {
             throw APIError.badRequest("'Accept: image/png' returns one image without streaming; ask for count 1, or accept JSON")
@@ -119,13 +121,6 @@ public final class JanusFlowServer: Sendable {
         let reservation = try worker.reserve()
         let pipeline = self.pipeline
         let start = Date()
-        let run: @Sendable (Cancellation, ((Int, Int) -> Void)?) throws -> [RGBImage] = { cancellation, emit in
-            try pipeline.generate(prompt: parsed.prompt, count: parsed.count, steps: parsed.steps, cfg: parsed.cfg, seed: parsed.seed,
-                                  noise: parsed.noise) { step, total in
-                emit?(step, total)
-                return !cancellation.isCancelled
-            }
-        }
         let result: @Sendable ([RGBImage]) throws -> GenerateResponse = { images in
             GenerateResponse(images: try images.map { try $0.pngData().base64EncodedString() }, width: pipeline.imageSize,
                              height: pipeline.imageSize, seed: String(parsed.seed), seconds: Date().timeIntervalSince(start))
@@ -146,6 +141,8 @@ public final class JanusFlowServer: Sendable {
 
     func chatCompletion(_ request: Request) async throws -> Response {
         let parsed = try ChatCompletionRequest(body: try await body(of: request), maxNewTokens: configuration.maxNewTokens)
+        // Refused now, before a stream has answered 200.
+        _ = try pipeline.prompt(conversation: parsed.conversation, images: parsed.images.count, systemPrompt: parsed.systemPrompt)
         let reservation = try worker.reserve()
         let pipeline = self.pipeline
         let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
@@ -187,18 +184,27 @@ public final class JanusFlowServer: Sendable {
     func imageGeneration(_ request: Request) async throws -> Response {
         let parsed = try ImageGenerationRequest(body: try await body(of: request), imageSize: pipeline.imageSize,
                                                 maxImages: configuration.maxImagesPerRequest, maxSteps: configuration.maxSteps).generation
-        guard pipeline.vae != nil else { throw APIError(501, "image generation is off: the server was started without a VAE folder (--vae)") }
-        let reservation = try worker.reserve()
-        let pipeline = self.pipeline
-        let images = try await reservation.run { cancellation in
-            try pipeline.generate(prompt: parsed.prompt, count: parsed.count, steps: parsed.steps, cfg: parsed.cfg, seed: parsed.seed,
-                                  noise: parsed.noise) { _, _ in !cancellation.isCancelled }
-        }
+        let run = try generation(parsed)
+        let images = try await worker.reserve().run { try run($0, nil) }
         return json(ImagesResponse(created: Int(Date().timeIntervalSince1970),
                                    data: try images.map { .init(b64Json: try $0.pngData().base64EncodedString()) }))
     }
 
     // MARK: Plumbing
+
+    /// The job that makes a request's images (steps reported to `emit`, stopped when the client goes away); refused
+    /// with 501 when the server has no VAE.
+    func generation(_ parsed: GenerateRequest) throws -> @Sendable (Cancellation, ((Int, Int) -> Void)?) throws -> [RGBImage] {
+        guard pipeline.vae != nil else { throw APIError(501, "image generation is off: the server was started without a VAE folder (--vae)") }
+        let pipeline = self.pipeline
+        return { cancellation, emit in
+            try pipeline.generate(prompt: parsed.prompt, count: parsed.count, steps: parsed.steps, cfg: parsed.cfg, seed: parsed.seed,
+                                  noise: parsed.noise) { step, total in
+                emit?(step, total)
+                return !cancellation.isCancelled
+            }
+        }
+    }
 
     func body(of request: Request) async throws -> Data {
         var request = request

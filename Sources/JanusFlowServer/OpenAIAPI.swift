@@ -27,14 +27,8 @@ struct ChatCompletionRequest {
         _ = try f.string("user")
         (conversation, images, systemPrompt) = try Self.readMessages(f)
         let maxTokens = try f.integer("max_completion_tokens", in: 1...maxNewTokens) ?? f.integer("max_tokens", in: 1...maxNewTokens)
-        parameters = SamplingParameters(
-            // Greedy unless asked, as DeepSeek's demo answers (OpenAI's own default is 1).
-            temperature: try f.number("temperature", in: 0...2) ?? 0,
-            topP: try f.number("top_p", in: 0.000001...1) ?? 1,
-            topK: try f.integer("top_k", in: 0...1_000_000) ?? 0,
-            repetitionPenalty: try f.number("repetition_penalty", in: 0.01...100) ?? 1,
-            maxNewTokens: maxTokens ?? Swift.min(512, maxNewTokens),
-            seed: try f.seed("seed") ?? 42)
+        // Greedy unless asked, as DeepSeek's demo answers (OpenAI's own default temperature is 1).
+        parameters = try f.sampling(maxTokens: maxTokens, maxNewTokens: maxNewTokens, temperatures: 0...2)
         stream = try f.bool("stream") ?? false
         includeUsage = false
         if let options = f.value("stream_options") {
@@ -138,15 +132,10 @@ struct ChatCompletionRequest {
             url = s
         default: throw APIError.badRequest("'\(name)' must be an object with a 'url'")
         }
-        guard url.hasPrefix("data:"), let comma = url.firstIndex(of: ","), url[..<comma].hasSuffix(";base64"),
-              let bytes = Data(base64Encoded: String(url[url.index(after: comma)...]), options: .ignoreUnknownCharacters) else {
+        guard let bytes = base64Payload(url, dataURLOnly: true) else {
             throw APIError.badRequest("'\(name).url' must be a data: URL with base64 PNG or JPEG data (the server fetches nothing from the network)")
         }
-        do {
-            return try RGBImage(data: bytes, name: "'\(name).url'")
-        } catch let error as ImageError {
-            throw APIError.badRequest(error.message)
-        }
+        return try decodeImage(bytes, field: "'\(name).url'")
     }
 }
 

@@ -104,6 +104,39 @@ struct RequestFields {
     private func format(_ d: Double) -> String { d.rounded() == d && abs(d) < 1e15 ? String(Int(d)) : String(d) }
 }
 
+extension RequestFields {
+    /// The sampling fields both chat endpoints take; unset ones keep greedy decoding's values.
+    func sampling(maxTokens: Int?, maxNewTokens: Int, temperatures: ClosedRange<Double>) throws -> SamplingParameters {
+        SamplingParameters(
+            temperature: try number("temperature", in: temperatures) ?? 0,
+            topP: try number("top_p", in: 0.000001...1) ?? 1,
+            topK: try integer("top_k", in: 0...1_000_000) ?? 0,
+            repetitionPenalty: try number("repetition_penalty", in: 0.01...100) ?? 1,
+            maxNewTokens: maxTokens ?? Swift.min(512, maxNewTokens),
+            seed: try seed("seed") ?? 42)
+    }
+}
+
+/// The bytes of base64 text, or of a `data:...;base64,` URL (what a browser's FileReader gives); nil if neither.
+func base64Payload(_ text: String, dataURLOnly: Bool) -> Data? {
+    var encoded = Substring(text)
+    if text.hasPrefix("data:"), let comma = text.firstIndex(of: ","), text[..<comma].hasSuffix(";base64") {
+        encoded = text[text.index(after: comma)...]
+    } else if dataURLOnly {
+        return nil
+    }
+    return Data(base64Encoded: String(encoded), options: .ignoreUnknownCharacters)
+}
+
+/// A PNG or JPEG file sent in a request; `field` names it in the error.
+func decodeImage(_ bytes: Data, field: String) throws -> RGBImage {
+    do {
+        return try RGBImage(data: bytes, name: field)
+    } catch let error as ImageError {
+        throw APIError.badRequest(error.message)
+    }
+}
+
 /// Any JSON value (JSONDecoder tells booleans from numbers, which JSONSerialization on Linux does not).
 enum JSONField: Decodable, Equatable {
     case null, bool(Bool), number(Double), string(String), array([JSONField]), object([String: JSONField])
@@ -132,27 +165,13 @@ struct UnderstandRequest {
     init(body: Data, maxNewTokens: Int) throws {
         let f = try RequestFields(body: body, allowed: Self.fields)
         question = try f.requiredString("question")
-        var encoded = try f.requiredString("image")
-        // A data URL (what a browser's FileReader gives) carries the same base64 after its header.
-        if encoded.hasPrefix("data:"), let comma = encoded.firstIndex(of: ","), encoded[..<comma].hasSuffix(";base64") {
-            encoded = String(encoded[encoded.index(after: comma)...])
-        }
-        guard let bytes = Data(base64Encoded: encoded, options: .ignoreUnknownCharacters) else {
+        let encoded = try f.requiredString("image")
+        guard let bytes = base64Payload(encoded, dataURLOnly: false) else {
             throw APIError.badRequest("'image' must be a PNG or JPEG file encoded as base64")
         }
-        do {
-            image = try RGBImage(data: bytes, name: "'image'")
-        } catch let error as ImageError {
-            throw APIError.badRequest(error.message)
-        }
+        image = try decodeImage(bytes, field: "'image'")
         history = try f.messages("history")
-        parameters = SamplingParameters(
-            temperature: try f.number("temperature", in: 0...100) ?? 0,
-            topP: try f.number("top_p", in: 0.000001...1) ?? 1,
-            topK: try f.integer("top_k", in: 0...1_000_000) ?? 0,
-            repetitionPenalty: try f.number("repetition_penalty", in: 0.01...100) ?? 1,
-            maxNewTokens: try f.integer("max_tokens", in: 1...maxNewTokens) ?? Swift.min(512, maxNewTokens),
-            seed: try f.seed("seed") ?? 42)
+        parameters = try f.sampling(maxTokens: f.integer("max_tokens", in: 1...maxNewTokens), maxNewTokens: maxNewTokens, temperatures: 0...100)
         stream = try f.bool("stream") ?? false
     }
 }

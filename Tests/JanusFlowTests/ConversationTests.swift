@@ -253,6 +253,9 @@ final class OpenAIServerTests: XCTestCase {
             ("/v1/chat/completions", ["messages": [["role": "user", "content": [["type": "audio", "audio": "x"]]]]], 400,
              "'messages[0].content[0]' must be {\"type\": \"text\", \"text\": ...} or {\"type\": \"image_url\", \"image_url\": {\"url\": ...}}"),
             ("/v1/chat/completions", ["messages": [["role": "user", "content": "\(tag) what is this?"]]], 400, "the conversation has 1 image tag for 0 images"),
+            // Streamed too: refused with its status before the stream starts, not as an event after a 200.
+            ("/v1/chat/completions", ["messages": [["role": "user", "content": "\(tag) what is this?"]], "stream": true], 400,
+             "the conversation has 1 image tag for 0 images"),
             ("/v1/chat/completions", ["messages": [user], "n": 2], 400, "'n' must be 1 (one answer per request; got 2)"),
             ("/v1/chat/completions", ["messages": [user], "stop": ["\n"]], 400,
              "'stop' is not supported: an answer ends at the model's end-of-sentence token or at max_tokens"),

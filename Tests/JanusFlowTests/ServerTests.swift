@@ -110,6 +110,11 @@ final class ServerTests: XCTestCase {
             ("/v1/understand", ["image": png, "question": "q", "max_tokens": 5000], 400, "'max_tokens' must be from 1 to 2048 (got 5000)"),
             ("/v1/understand", ["image": png, "question": "q", "history": [["role": "system", "content": "hi"]]], 400,
              "'history[0].role' must be 'user' or 'assistant' (got 'system')"),
+            ("/v1/understand", ["image": png, "question": "q", "stream": true, "history": [["role": "user", "content": "<image_placeholder>\nq"],
+                                                                                           ["role": "assistant", "content": "a"]]], 400,
+             "the conversation has 2 image tags for 1 image"),
+            ("/v1/understand", ["image": png, "question": "q", "history": [["role": "user", "content": "q"]]], 400,
+             "message 1 is from 'User' where the conversation expects Assistant (turns alternate, starting with User)"),
         ]
         for (path, body, status, message) in cases {
             let reply = try post(path, body)

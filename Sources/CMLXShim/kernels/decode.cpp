@@ -78,16 +78,9 @@ class Rows {
 
 // Eight cache values as float32: a float32 cache as it is, a bfloat16 one (raw 16-bit patterns) widened.
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
-}
+inline __m256 load8(const uint16_t* p) { return load8_bf16(p); }
 inline float value(const float* p, int i) { return p[i]; }
-inline float value(const uint16_t* p, int i) {
-  const uint32_t bits = uint32_t(p[i]) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+inline float value(const uint16_t* p, int i) { return bf16_to_f32(p[i]); }
 
 // float32 -> bfloat16 bits, rounding to nearest even as MLX's conversion does.
 inline uint16_t to_bf16(float f) {

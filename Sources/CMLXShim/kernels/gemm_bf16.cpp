@@ -14,6 +14,7 @@
 
 #include "cpu_kernels.h"
 #include "pool.h"
+#include "simd.h"
 
 namespace mlxkernels {
 
@@ -29,17 +30,6 @@ constexpr int NR = 16;   // weight rows (output columns) per panel
 constexpr int KC = 512;  // inner dimension per panel: 32 KB of float32
 constexpr int MC = 192;  // rows of x per block: 192 x 512 floats (384 KB) stay in L2 across the panels
 constexpr int GROUP = 16;  // panels per task
-
-inline float bf16_to_f32(uint16_t v) {
-  uint32_t bits = uint32_t(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-inline __m256 load8_bf16(const uint16_t* p) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
-}
 
 // Where the weights come from: bf16 rows, or int8 rows with one float32 scale per `group` inputs of a row.
 struct BF16Rows {

@@ -27,12 +27,7 @@ std::atomic<int> matvec_prefetch_bytes{initial_matvec_prefetch()};
 namespace {
 
 inline float to_f32(float v) { return v; }
-inline float to_f32(uint16_t v) {
-  uint32_t bits = uint32_t(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
+inline float to_f32(uint16_t v) { return bf16_to_f32(v); }
 
 // Sixteen weights as two float vectors. float32: elements 0-7 and 8-15. bfloat16: one 32-byte load holds pairs
 // (2t, 2t+1) in each 32-bit lane, so a left shift gives the even elements and a mask the odd ones; x is stored
@@ -241,8 +236,7 @@ void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n,
         size_t lo = size_t(c) * chunk, hi = std::min(total, lo + chunk);
         size_t i = lo;
         for (; i + 8 <= hi; i += 8) {
-          __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
-          _mm256_storeu_ps(converted + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
+          _mm256_storeu_ps(converted + i, load8_bf16(src + i));
         }
         for (; i < hi; ++i) converted[i] = to_f32(src[i]);
       });

@@ -3,7 +3,21 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+#include <cstring>
+
 namespace mlxkernels {
+
+// bfloat16 (raw 16-bit patterns) to float32: the bits shifted into the upper half.
+inline float bf16_to_f32(uint16_t v) {
+  const uint32_t bits = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline __m256 load8_bf16(const uint16_t* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
 
 // Sum and maximum of the eight lanes.
 inline float hsum(__m256 v) {
