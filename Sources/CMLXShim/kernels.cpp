@@ -487,18 +487,25 @@ class FastAttentionGrad : public NonDifferentiablePrimitive {
   bool causal_, has_mask_;
 };
 
+// (B, H, L, D) -> (B, L, H * D): the heads side by side again, as the output projection reads them.
+mx::array merge_heads(const mx::array& o) {
+  return mx::reshape(mx::transpose(o, {0, 2, 1, 3}), {o.shape(0), o.shape(2), o.shape(1) * o.shape(3)});
+}
+
+// Attention; with `merged`, the output comes as (B, Lq, Hq * D) (written in that layout by the kernel, no transpose).
 class FastAttention : public ReferencedPrimitive {
  public:
-  FastAttention(mx::Stream s, float scale, bool causal, bool has_mask)
-      : ReferencedPrimitive(s), scale_(scale), causal_(causal), has_mask_(has_mask) {}
+  FastAttention(mx::Stream s, float scale, bool causal, bool has_mask, bool merged)
+      : ReferencedPrimitive(s), scale_(scale), causal_(causal), has_mask_(has_mask), merged_(merged) {}
   mx::array reference(const std::vector<mx::array>& in) const override {
     std::optional<mx::array> m;
     if (has_mask_) m = in[3];
-    return attention_reference(in[0], in[1], in[2], scale_, causal_, m);
+    auto o = attention_reference(in[0], in[1], in[2], scale_, causal_, m);
+    return merged_ ? merge_heads(o) : o;
   }
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    dispatch(inputs, out, [inputs, out, scale = scale_, causal = causal_, has_mask = has_mask_]() mutable {
+    dispatch(inputs, out, [inputs, out, scale = scale_, causal = causal_, has_mask = has_mask_, merged = merged_]() mutable {
       const auto &k = inputs[1], &v = inputs[2];
       auto a = attention_args(inputs[0], k, scale, causal, has_mask ? &inputs[3] : nullptr);
       std::vector<float> k_scratch, v_scratch;
@@ -512,21 +519,26 @@ class FastAttention : public ReferencedPrimitive {
       }
       a.kv_plane = k_plane;
       a.out = out.data<float>();
+      a.out_by_position = merged;
       mlxkernels::attention(a);
     });
   }
   // Small planes (training's heads): FastAttentionGrad. Larger ones, or a gradient for the mask: MLX's vjp.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
-    const auto& c = cotangents[0];
+    auto c = cotangents[0];
+    const auto& q = primals[0];
+    // A merged cotangent back to the heads' layout, which the gradient kernel reads.
+    if (merged_ && c.ndim() == 3 && c.shape(0) == q.shape(0) && c.shape(1) == q.shape(2) && c.shape(2) == q.shape(1) * q.shape(3))
+      c = mx::transpose(mx::reshape(c, {q.shape(0), q.shape(2), q.shape(1), q.shape(3)}), {0, 2, 1, 3});
     const bool mask_grad = std::find(argnums.begin(), argnums.end(), 3) != argnums.end();
-    if (!fast_enabled || mask_grad || c.shape() != primals[0].shape() || !mx::issubdtype(c.dtype(), mx::floating) ||
+    if (!fast_enabled || mask_grad || c.shape() != q.shape() || !mx::issubdtype(c.dtype(), mx::floating) ||
         primals[1].shape(2) * primals[1].shape(3) > kAttentionGradPlaneLimit)
       return ReferencedPrimitive::vjp(primals, cotangents, argnums, outputs);
-    std::vector<mx::array> in = {primals[0], mx::contiguous(primals[1]), mx::contiguous(primals[2])};
+    std::vector<mx::array> in = {q, mx::contiguous(primals[1]), mx::contiguous(primals[2])};
     if (has_mask_) in.push_back(primals[3]);
     in.push_back(float_cotangent(c));
-    auto grads = mx::array::make_arrays({primals[0].shape(), primals[1].shape(), primals[2].shape()},
+    auto grads = mx::array::make_arrays({q.shape(), primals[1].shape(), primals[2].shape()},
                                         {mx::float32, mx::float32, mx::float32},
                                         std::make_shared<FastAttentionGrad>(stream(), scale_, causal_, has_mask_), in);
     return selected_grads(grads, argnums);
@@ -534,17 +546,21 @@ class FastAttention : public ReferencedPrimitive {
   const char* name() const override { return "FastAttention"; }
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const FastAttention*>(&other);
-    return o && o->scale_ == scale_ && o->causal_ == causal_ && o->has_mask_ == has_mask_;
+    return o && o->scale_ == scale_ && o->causal_ == causal_ && o->has_mask_ == has_mask_ && o->merged_ == merged_;
   }
-  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override { return {inputs[0].shape()}; }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
+    const auto& q = inputs[0];
+    if (merged_) return {{q.shape(0), q.shape(2), q.shape(1) * q.shape(3)}};
+    return {q.shape()};
+  }
 
  private:
   float scale_;
-  bool causal_, has_mask_;
+  bool causal_, has_mask_, merged_;
 };
 
 mx::array fast_attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
-                         std::optional<mx::array> mask) {
+                         std::optional<mx::array> mask, bool merged = false) {
   bool eligible = fast_enabled && q.dtype() == mx::float32 && k.dtype() == mx::float32 && v.dtype() == mx::float32 &&
                   q.ndim() == 4 && k.ndim() == 4 && v.ndim() == 4 && k.shape() == v.shape() && q.shape(0) == k.shape(0) &&
                   q.shape(3) == k.shape(3) && k.shape(1) > 0 && q.shape(1) % k.shape(1) == 0 && q.size() > 0 &&
@@ -559,17 +575,120 @@ mx::array fast_attention(const mx::array& q, const mx::array& k, const mx::array
                (m.shape(1) == 1 || m.shape(1) == q.shape(1)) && (m.shape(2) == 1 || m.shape(2) == q.shape(2));
     mask = m;
   }
-  if (!eligible) return attention_reference(q, k, v, scale, causal, mask);
+  if (!eligible) {
+    auto o = attention_reference(q, k, v, scale, causal, mask);
+    return merged ? merge_heads(o) : o;
+  }
   // k and v go in as they are: the kernel reads a KV cache's filled part in place (see planes_of).
   std::vector<mx::array> inputs = {mx::contiguous(q), k, v};
   if (mask) inputs.push_back(mx::contiguous(*mask));
-  return mx::array(q.shape(), mx::float32, std::make_shared<FastAttention>(cpu_stream(), scale, causal, mask.has_value()), inputs);
+  auto shape = merged ? mx::Shape{q.shape(0), q.shape(2), q.shape(1) * q.shape(3)} : q.shape();
+  return mx::array(shape, mx::float32, std::make_shared<FastAttention>(cpu_stream(), scale, causal, mask.has_value(), merged), inputs);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Attention heads from projection rows.
+
+// The prefix rows repeated to b rows (row n takes row n % rows).
+mx::array rows_repeated(const mx::array& x, int b) {
+  const int rows = int(x.shape(0));
+  if (rows == b) return x;
+  if (rows == 1) return mx::broadcast_to(x, [&] { auto s = x.shape(); s[0] = b; return s; }());
+  return mx::tile(x, {b / rows, 1, 1, 1});
+}
+
+// x (B, L, H * D) -> (B, H, P + L, D): prefix positions, then x's heads, rotate-half RoPE from the tables
+// (Bc, 1, L, D) when given. Inputs: x, [cos, sin], [prefix].
+mx::array heads_reference(const std::vector<mx::array>& in, int heads, bool rotary, bool has_prefix) {
+  const auto& x = in[0];
+  const int b = int(x.shape(0)), l = int(x.shape(1)), d = int(x.shape(2)) / heads;
+  auto y = mx::transpose(mx::reshape(x, {b, l, heads, d}), {0, 2, 1, 3});
+  if (rotary) {
+    auto cos = rows_repeated(in[1], b), sin = rows_repeated(in[2], b);
+    auto x1 = mx::slice(y, {0, 0, 0, 0}, {b, heads, l, d / 2}), x2 = mx::slice(y, {0, 0, 0, d / 2}, {b, heads, l, d});
+    y = mx::add(mx::multiply(y, cos), mx::multiply(mx::concatenate({mx::negative(x2), x1}, 3), sin));
+  }
+  if (has_prefix) y = mx::concatenate({rows_repeated(in.back(), b), y}, 2);
+  return y;
+}
+
+class FastHeads : public ReferencedPrimitive {
+ public:
+  FastHeads(mx::Stream s, int heads, bool rotary, bool has_prefix)
+      : ReferencedPrimitive(s), heads_(heads), rotary_(rotary), has_prefix_(has_prefix) {}
+  mx::array reference(const std::vector<mx::array>& in) const override { return heads_reference(in, heads_, rotary_, has_prefix_); }
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    dispatch(inputs, out, [inputs, out, heads = heads_, rotary = rotary_, has_prefix = has_prefix_]() mutable {
+      const auto& x = inputs[0];
+      mlxkernels::HeadsArgs a;
+      a.x = x.data<float>();
+      a.b = int(x.shape(0)), a.l = int(x.shape(1)), a.h = heads, a.d = int(x.shape(2)) / heads;
+      if (rotary) {
+        a.cos = inputs[1].data<float>();
+        a.sin = inputs[2].data<float>();
+        a.table_rows = int(inputs[1].shape(0));
+      }
+      if (has_prefix) {
+        const auto& prefix = inputs.back();
+        a.prefix = prefix.data<float>();
+        a.p = int(prefix.shape(2));
+        a.prefix_rows = int(prefix.shape(0));
+        for (int i = 0; i < 4; ++i) a.prefix_strides[i] = size_t(prefix.strides()[size_t(i)]);
+      }
+      a.out = out.data<float>();
+      mlxkernels::split_heads(a);
+    });
+  }
+  const char* name() const override { return "FastHeads"; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FastHeads*>(&other);
+    return o && o->heads_ == heads_ && o->rotary_ == rotary_ && o->has_prefix_ == has_prefix_;
+  }
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& in) override {
+    const auto& x = in[0];
+    const int p = has_prefix_ ? int(in.back().shape(2)) : 0;
+    return {{x.shape(0), heads_, p + x.shape(1), x.shape(2) / heads_}};
+  }
+
+ private:
+  int heads_;
+  bool rotary_, has_prefix_;
+};
+
+mx::array fast_heads(const mx::array& x, int heads, const std::optional<mx::array>& cos, const std::optional<mx::array>& sin,
+                     const std::optional<mx::array>& prefix) {
+  if (heads <= 0 || x.ndim() != 3 || x.shape(2) % heads != 0) throw std::invalid_argument("split_heads: x must be (B, L, heads * D)");
+  if (cos.has_value() != sin.has_value()) throw std::invalid_argument("split_heads: give both rotary tables or neither");
+  const int b = int(x.shape(0)), l = int(x.shape(1)), d = int(x.shape(2)) / heads;
+  std::vector<mx::array> in = {x};
+  if (cos) {
+    for (const auto* t : {&*cos, &*sin})
+      if (t->ndim() != 4 || t->shape(1) != 1 || t->shape(2) != l || t->shape(3) != d || t->shape(0) < 1 || b % t->shape(0) != 0)
+        throw std::invalid_argument("split_heads: rotary tables must be (B or a divisor of B, 1, L, D)");
+    in.push_back(*cos);
+    in.push_back(*sin);
+  }
+  if (prefix) {
+    const auto& pr = *prefix;
+    if (pr.ndim() != 4 || pr.shape(1) != heads || pr.shape(3) != d || pr.shape(0) < 1 || b % pr.shape(0) != 0)
+      throw std::invalid_argument("split_heads: prefix must be (B or a divisor of B, heads, P, D)");
+    in.push_back(pr);
+  }
+  const bool eligible = fast_enabled && d % 2 == 0 && l > 0 && b > 0 &&
+                        std::all_of(in.begin(), in.end(), [](const mx::array& a) { return a.dtype() == mx::float32; });
+  if (!eligible) return heads_reference(in, heads, cos.has_value(), prefix.has_value());
+  // x and the tables are read as plain rows; the prefix (a cache's filled part) in place, through its strides.
+  for (size_t i = 0; i + (prefix ? 1 : 0) < in.size(); ++i) in[i] = mx::contiguous(in[i]);
+  const int p = prefix ? int(prefix->shape(2)) : 0;
+  return mx::array({b, heads, p + l, d}, mx::float32, std::make_shared<FastHeads>(cpu_stream(), heads, cos.has_value(), prefix.has_value()),
+                   in);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
 // Row normalisations and activations.
 
-enum class PointwiseKind { rms_norm, layer_norm, silu_mul, silu, gelu, gelu_tanh };
+enum class PointwiseKind { rms_norm, layer_norm, silu_mul, silu, gelu, gelu_tanh, add };
 
 mx::array pointwise_reference(PointwiseKind kind, const std::vector<mx::array>& in, float eps, bool has_w, bool has_b) {
   std::optional<mx::array> w, b;
@@ -582,6 +701,7 @@ mx::array pointwise_reference(PointwiseKind kind, const std::vector<mx::array>& 
     case PointwiseKind::silu: return unary_op(MLXS_SILU, in[0]);
     case PointwiseKind::gelu: return unary_op(MLXS_GELU, in[0]);
     case PointwiseKind::gelu_tanh: return unary_op(MLXS_GELU_TANH, in[0]);
+    case PointwiseKind::add: return mx::add(in[0], in[1]);
   }
   throw std::invalid_argument("unknown pointwise kind");
 }
@@ -644,13 +764,14 @@ class FastPointwise : public ReferencedPrimitive {
         case PointwiseKind::silu: mlxkernels::activation(xp, y, x.size(), mlxkernels::Activation::silu); break;
         case PointwiseKind::gelu: mlxkernels::activation(xp, y, x.size(), mlxkernels::Activation::gelu_erf); break;
         case PointwiseKind::gelu_tanh: mlxkernels::activation(xp, y, x.size(), mlxkernels::Activation::gelu_tanh); break;
+        case PointwiseKind::add: mlxkernels::add(xp, inputs[1].data<float>(), y, x.size()); break;
       }
     });
   }
   // Activations take their gradient from FastActivationGrad; the norms from MLX's vjp of the reference.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
-    const bool activation = kind_ != PointwiseKind::rms_norm && kind_ != PointwiseKind::layer_norm;
+    const bool activation = kind_ != PointwiseKind::rms_norm && kind_ != PointwiseKind::layer_norm && kind_ != PointwiseKind::add;
     const auto& c = cotangents[0];
     if (!activation || !fast_enabled || c.shape() != primals[0].shape() || !mx::issubdtype(c.dtype(), mx::floating))
       return ReferencedPrimitive::vjp(primals, cotangents, argnums, outputs);
@@ -689,7 +810,7 @@ mx::array fast_pointwise(PointwiseKind kind, const mx::array& x, std::optional<m
     const auto d = x.shape(-1);
     for (size_t i = 1; i < in.size(); ++i) eligible = eligible && in[i].ndim() == 1 && in[i].shape(0) == d && mx::issubdtype(in[i].dtype(), mx::floating);
     eligible = eligible && x.size() / size_t(d) <= size_t(INT32_MAX);
-  } else if (kind == PointwiseKind::silu_mul) {
+  } else if (kind == PointwiseKind::silu_mul || kind == PointwiseKind::add) {
     eligible = eligible && in[1].dtype() == mx::float32 && in[1].shape() == x.shape();
   }
   if (!eligible) return pointwise_reference(kind, in, eps, has_w, has_b);
@@ -1288,6 +1409,27 @@ mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float s
   });
 }
 
+mlxs_array mlxs_fast_attention_merged(mlxs_array q, mlxs_array k, mlxs_array v, float scale, bool causal, mlxs_array mask) {
+  return guard([&] {
+    std::optional<mx::array> m;
+    if (mask) m = unwrap(mask);
+    // Causality and a mask together: the mask stays as small as the caller made it (one row of keys per batch
+    // row, say) instead of a full (Lq, Lk) plane per row.
+    if (!fast_enabled) return merge_heads(attention_reference(unwrap(q), unwrap(k), unwrap(v), scale, causal, m));
+    return fast_attention(unwrap(q), unwrap(k), unwrap(v), scale, causal, m, true);
+  });
+}
+
+mlxs_array mlxs_split_heads(mlxs_array x, int heads, mlxs_array cos, mlxs_array sin, mlxs_array prefix) {
+  return guard([&] {
+    std::optional<mx::array> c, s, p;
+    if (cos) c = unwrap(cos);
+    if (sin) s = unwrap(sin);
+    if (prefix) p = unwrap(prefix);
+    return fast_heads(unwrap(x), heads, c, s, p);
+  });
+}
+
 mlxs_array mlxs_cross_entropy(mlxs_array logits, mlxs_array targets) {
   return guard([&] { return cross_entropy(unwrap(logits), unwrap(targets)); });
 }
@@ -1311,6 +1453,10 @@ mlxs_array mlxs_fast_layer_norm(mlxs_array x, mlxs_array weight, mlxs_array bias
     if (bias) b = unwrap(bias);
     return fast_pointwise(PointwiseKind::layer_norm, unwrap(x), w, b, eps);
   });
+}
+
+mlxs_array mlxs_fast_add(mlxs_array a, mlxs_array b) {
+  return guard([&] { return fast_pointwise(PointwiseKind::add, unwrap(a), unwrap(b), std::nullopt); });
 }
 
 mlxs_array mlxs_fast_silu_mul(mlxs_array a, mlxs_array b) {

@@ -11,13 +11,11 @@ public final class LlamaAttention: Module {
     let heads: Int
     let kvHeads: Int
     let headDim: Int
-    let ropeTheta: Float
 
     init(_ config: LanguageConfig) {
         heads = config.numAttentionHeads
         kvHeads = config.numKeyValueHeads
         headDim = config.headDim
-        ropeTheta = config.ropeTheta
         super.init()
         let h = config.hiddenSize
         qProj = Linear(h, heads * headDim, bias: false)
@@ -26,38 +24,24 @@ public final class LlamaAttention: Module {
         oProj = Linear(heads * headDim, h, bias: false)
     }
 
-    /// x (B, L, H); positions start at `offset` in every row. `mask` is additive, broadcastable to (B, 1, L, S).
-    /// With `shared` (classifier-free guidance), the rows also attend to one shared prompt row's keys/values.
-    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, rotary: RotaryTables? = nil,
-                        shared: SharedPromptLayer? = nil) -> Tensor {
-        let (b, l) = (x.dim(0), x.dim(1))
-        // (B, L, heads * D) -> (B, heads, L, D); with one position (decoding) that is a plain reshape, which saves
-        // MLX a graph node and a copy per projection on the path where per-op overhead matters most.
-        func split(_ t: Tensor, _ n: Int) -> Tensor {
-            l == 1 ? t.reshaped([b, n, 1, headDim]) : t.reshaped([b, l, n, headDim]).transposed([0, 2, 1, 3])
-        }
-        func merge(_ o: Tensor) -> Tensor {
-            l == 1 ? o.reshaped([b, 1, heads * headDim]) : o.transposed([0, 2, 1, 3]).reshaped([b, l, heads * headDim])
-        }
-        var q = split(qProj(x), heads)
-        var k = split(kProj(x), kvHeads)
-        var v = split(vProj(x), kvHeads)
-        if let rotary {
-            q = NN.rope(q, tables: rotary)
-            k = NN.rope(k, tables: rotary)
-        } else {
-            q = NN.rope(q, dims: headDim, traditional: false, base: ropeTheta, offset: offset)
-            k = NN.rope(k, dims: headDim, traditional: false, base: ropeTheta, offset: offset)
-        }
-        if let cache { (k, v) = cache.update(keys: k, values: v) }
+    /// x (B, L, H); `rotary` holds the rows' positions (built once per forward pass for every layer). `mask` is
+    /// additive, broadcastable to (B, 1, L, S). With `shared` (classifier-free guidance), the rows also attend to
+    /// one shared prompt row's keys/values.
+    func callAsFunction(_ x: Tensor, mask: Tensor?, cache: KVCache?, rotary: RotaryTables, shared: SharedPromptLayer? = nil) -> Tensor {
+        // Heads come out of the projections already rotated, in the attention layout; attention writes its output
+        // with the heads side by side again, so no transpose runs between the projections.
+        let q = NN.splitHeads(qProj(x), heads: heads, rotary: rotary)
         let scale = 1 / Float(headDim).squareRoot()
         if let shared {
-            return oProj(merge(shared.attention(queries: q, keys: k, values: v, scale: scale)))
+            return oProj(shared.attention(queries: q, keyRows: kProj(x), valueRows: vProj(x), heads: kvHeads, rotary: rotary, scale: scale))
         }
+        var k = NN.splitHeads(kProj(x), heads: kvHeads, rotary: rotary)
+        var v = NN.splitHeads(vProj(x), heads: kvHeads)
+        if let cache { (k, v) = cache.update(keys: k, values: v) }
         let o = mask == nil
-            ? NN.attention(queries: q, keys: k, values: v, scale: scale, causal: l > 1)
-            : NN.attention(queries: q, keys: k, values: v, scale: scale, mask: mask)
-        return oProj(merge(o))
+            ? NN.attentionMergingHeads(queries: q, keys: k, values: v, scale: scale, causal: x.dim(1) > 1)
+            : NN.attentionMergingHeads(queries: q, keys: k, values: v, scale: scale, mask: mask)
+        return oProj(o)
     }
 }
 
@@ -90,10 +74,9 @@ public final class LlamaDecoderLayer: Module {
         postAttentionLayerNorm = RMSNorm(config.hiddenSize, eps: config.rmsNormEps)
     }
 
-    func callAsFunction(_ x: Tensor, mask: Tensor?, offset: Int, cache: KVCache?, rotary: RotaryTables? = nil,
-                        shared: SharedPromptLayer? = nil) -> Tensor {
-        let h = x + selfAttention(inputLayerNorm(x), mask: mask, offset: offset, cache: cache, rotary: rotary, shared: shared)
-        return h + mlp(postAttentionLayerNorm(h))
+    func callAsFunction(_ x: Tensor, mask: Tensor?, cache: KVCache?, rotary: RotaryTables, shared: SharedPromptLayer? = nil) -> Tensor {
+        let h = NN.add(x, selfAttention(inputLayerNorm(x), mask: mask, cache: cache, rotary: rotary, shared: shared))
+        return NN.add(h, mlp(postAttentionLayerNorm(h)))
     }
 }
 
@@ -115,7 +98,8 @@ public final class LlamaModel: Module {
 /// `conditionalRows` rows see the whole prompt, the others only its first `unconditionalKeys` positions.
 /// DeepSeek's unconditional rows are the prompt with every token after BOS replaced by padding and masked out;
 /// their BOS keys equal the conditional row's (position 0 attends only to itself), and masked keys weigh exactly
-/// zero, so attending to the visible keys alone gives the official result without computing the padded prompt.
+/// zero, so hiding the conditional row's later keys from them gives the official result without computing the
+/// padded prompt.
 ///
 /// With `promptLengths`, the caches hold one prompt per conditional row instead (right-padded to the longest):
 /// conditional row i sees the first `promptLengths[i]` keys of prompt i, unconditional row i its first
@@ -149,16 +133,25 @@ public struct SharedPrompt {
     /// prompts, the padded length.
     public var length: Int { caches.first?.offset ?? 0 }
 
-    /// Several prompts: each row's first position, (2n, L) positions for `l` new tokens, and the prompt keys each
-    /// row may see, additive (2n, 1, 1, P + l) (the rows' own keys all visible; causality is added by attention).
-    func rowLayout(newTokens l: Int, dtype: DType) -> (positions: Tensor, keyMask: Tensor)? {
-        guard let promptLengths else { return nil }
-        let n = promptLengths.count, p = length
-        let starts = Tensor((promptLengths + promptLengths).map(Int32.init), shape: [2 * n, 1])
-        let positions = starts + Tensor.arange(l).reshaped([1, l])
-        let visible = Tensor((promptLengths + Array(repeating: unconditionalKeys, count: n)).map(Int32.init), shape: [2 * n, 1])
-        let keep = concatenated([Tensor.arange(p).reshaped([1, p]) .< visible, Tensor.ones([2 * n, l], dtype: .bool)], axis: 1)
-        return (positions, NN.boolMaskToAdditive(keep, dtype: dtype).reshaped([2 * n, 1, 1, p + l]))
+    /// Where `rows` rows of `l` new tokens stand: their positions ((1, l) when every row continues the one prompt,
+    /// else (rows, l)) and the prompt keys each may see, additive (rows, 1, 1, P + l) (the rows' own keys all
+    /// visible; attention adds causality). Built once per forward pass for every layer.
+    func rowLayout(rows: Int, newTokens l: Int, dtype: DType) -> (positions: Tensor, mask: Tensor) {
+        let p = length
+        let positions: Tensor
+        let visibleKeys: [Int]
+        if let promptLengths {
+            let n = promptLengths.count
+            precondition(rows == 2 * n, "one conditional and one unconditional row per prompt (\(rows) rows for \(n) prompts)")
+            positions = Tensor((promptLengths + promptLengths).map(Int32.init), shape: [rows, 1]) + Tensor.arange(l).reshaped([1, l])
+            visibleKeys = promptLengths + Array(repeating: unconditionalKeys, count: n)
+        } else {
+            positions = Tensor.arange(Double(p), Double(p + l)).reshaped([1, l])
+            visibleKeys = Array(repeating: p, count: conditionalRows) + Array(repeating: unconditionalKeys, count: rows - conditionalRows)
+        }
+        let visible = Tensor(visibleKeys.map(Int32.init), shape: [rows, 1])
+        let keep = concatenated([Tensor.arange(p).reshaped([1, p]) .< visible, Tensor.ones([rows, l], dtype: .bool)], axis: 1)
+        return (positions, NN.boolMaskToAdditive(keep, dtype: dtype).reshaped([rows, 1, 1, p + l]))
     }
 }
 
@@ -166,32 +159,18 @@ public struct SharedPrompt {
 struct SharedPromptLayer {
     let keys: Tensor  // (1, Hkv, P, D), or (n, Hkv, P, D) with one prompt per conditional row
     let values: Tensor
-    let conditionalRows: Int
-    let unconditionalKeys: Int
-    /// Several prompts: which prompt keys each row sees (see `SharedPrompt.rowLayout`).
-    let keyMask: Tensor?
+    /// The keys each row may see (see `SharedPrompt.rowLayout`).
+    let mask: Tensor
 
-    /// Causal attention of the rows' queries over the shared prompt's visible keys followed by the rows' own keys.
-    func attention(queries q: Tensor, keys k: Tensor, values v: Tensor, scale: Float) -> Tensor {
-        if let keyMask {
-            // Conditional and unconditional row i both read prompt i; the mask hides what each may not see.
-            let keysAll = concatenated([concatenated([keys, keys], axis: 0).asType(k.dtype), k], axis: 2)
-            let valuesAll = concatenated([concatenated([values, values], axis: 0).asType(v.dtype), v], axis: 2)
-            return NN.attention(queries: q, keys: keysAll, values: valuesAll, scale: scale, causal: true, mask: keyMask)
-        }
-        let rows = q.dim(0)
-        var outputs: [Tensor] = []
-        for (range, visible) in [(0..<conditionalRows, keys.dim(2)), (conditionalRows..<rows, unconditionalKeys)] where !range.isEmpty {
-            let n = range.count
-            func joined(_ prompt: Tensor, _ own: Tensor) -> Tensor {
-                let p = prompt.slice(axis: 2, 0, visible)
-                let shape = [n, p.dim(1), visible, p.dim(3)]
-                return concatenated([p.broadcast(to: shape).asType(own.dtype), own.slice(axis: 0, range.lowerBound, range.upperBound)], axis: 2)
-            }
-            outputs.append(NN.attention(queries: q.slice(axis: 0, range.lowerBound, range.upperBound), keys: joined(keys, k),
-                                        values: joined(values, v), scale: scale, causal: true))
-        }
-        return outputs.count == 1 ? outputs[0] : concatenated(outputs, axis: 0)
+    /// Attention of the rows' queries q (B, H, L, D) over the prompt's keys followed by the rows' own keys, from the
+    /// key/value projections' rows (B, L, Hkv * D); the output is (B, L, H * D). Batch row i reads prompt row
+    /// i % prompts (one prompt: every row; one per conditional row: conditional and unconditional row i both read
+    /// prompt i), the mask hides the prompt keys it may not see, and causality the rows' later keys.
+    func attention(queries q: Tensor, keyRows: Tensor, valueRows: Tensor, heads: Int, rotary: RotaryTables, scale: Float) -> Tensor {
+        func prompt(_ t: Tensor) -> Tensor { t.dtype == keyRows.dtype ? t : t.asType(keyRows.dtype) }
+        let k = NN.splitHeads(keyRows, heads: heads, rotary: rotary, prefix: prompt(keys))
+        let v = NN.splitHeads(valueRows, heads: heads, prefix: prompt(values))
+        return NN.attentionMergingHeads(queries: q, keys: k, values: v, scale: scale, causal: true, mask: mask)
     }
 }
 
@@ -257,30 +236,24 @@ public final class LanguageModel: Module {
             }
         }
         var mask = LanguageModel.additiveMask(queries: l, offset: offset, keyMask: keyMask, dtype: inputsEmbeds.dtype)
-        var rotary: RotaryTables?
-        let promptRows = sharedPrompt?.rowLayout(newTokens: l, dtype: inputsEmbeds.dtype)
-        if let promptRows {
-            rotary = model.layers.first.map {
-                RotaryTables(positions: promptRows.positions, dims: $0.selfAttention.headDim, base: $0.selfAttention.ropeTheta,
-                             dtype: inputsEmbeds.dtype)
-            }
-        }
+        // The rows' positions: offset..<offset + l in every row, unless the prompts or packed samples say otherwise.
+        var positions = Tensor.arange(Double(offset), Double(offset + l)).reshaped([1, l])
+        let promptRows = sharedPrompt?.rowLayout(rows: inputsEmbeds.dim(0), newTokens: l, dtype: inputsEmbeds.dtype)
+        if let promptRows { positions = promptRows.positions }
         if let segments {
             let (m, p) = LanguageModel.packedMaskAndPositions(segments: segments, branches: branches, dtype: inputsEmbeds.dtype)
             mask = m
-            rotary = model.layers.first.map {
-                RotaryTables(positions: p, dims: $0.selfAttention.headDim, base: $0.selfAttention.ropeTheta, dtype: inputsEmbeds.dtype)
-            }
+            positions = p
         }
+        let rotary = RotaryTables(positions: positions, dims: config.headDim, base: config.ropeTheta, dtype: inputsEmbeds.dtype)
         var h = inputsEmbeds
         var states: [Tensor] = collectHiddenStates ? [h] : []
         let count = stopAfterLayer ?? model.layers.count
         for (i, layer) in model.layers.prefix(count).enumerated() {
             let shared = sharedPrompt.map {
-                SharedPromptLayer(keys: $0.caches[i].keys!, values: $0.caches[i].values!, conditionalRows: $0.conditionalRows,
-                                  unconditionalKeys: $0.unconditionalKeys, keyMask: promptRows?.keyMask)
+                SharedPromptLayer(keys: $0.caches[i].keys!, values: $0.caches[i].values!, mask: promptRows!.mask)
             }
-            h = layer(h, mask: mask, offset: offset, cache: cache?[i], rotary: rotary, shared: shared)
+            h = layer(h, mask: mask, cache: cache?[i], rotary: rotary, shared: shared)
             if collectHiddenStates && i < count - 1 { states.append(h) }
         }
         if stopAfterLayer != nil && count < model.layers.count {

@@ -13,6 +13,12 @@ public enum NN {
         Kernels.enabled ? Tensor.op(gate, up) { mlxs_fast_silu_mul($0[0], $0[1]) } : silu(gate) * up
     }
 
+    /// x + y, on both cores for float32 operands of one shape (a residual connection over many rows); any other
+    /// operands, or the kernels off, take MLX's add.
+    public static func add(_ x: Tensor, _ y: Tensor) -> Tensor {
+        Kernels.enabled ? Tensor.op(x, y) { mlxs_fast_add($0[0], $0[1]) } : x + y
+    }
+
     /// The shim's one-pass kernel (float32; it falls back to MLX ops otherwise), or MLX's ops with kernels off.
     private static func activation(_ op: mlxs_unary_op, _ x: Tensor) -> Tensor {
         Kernels.enabled ? Tensor.op(x) { mlxs_fast_activation(op, $0[0]) } : x.unary(op)
@@ -79,6 +85,34 @@ public enum NN {
         let half = tables.dims / 2
         let x1 = x.slice(axis: -1, 0, half), x2 = x.slice(axis: -1, half, tables.dims)
         return x * tables.cos + concatenated([-x2, x1], axis: -1) * tables.sin
+    }
+
+    /// Attention heads from a projection's rows: x (B, L, heads * D) -> (B, heads, P + L, D). With `rotary`, each
+    /// head vector is rotated as `rope(_:tables:)` does (tables for B rows or a divisor of B, row n % rows for
+    /// batch row n); with `prefix` (B or a divisor of B rows, heads, P, D), its P positions come first in every
+    /// plane (a shared prompt's cached keys or values). One multithreaded pass in the shim; without the fast
+    /// kernels, the transpose, rotation and concatenation as plain ops.
+    public static func splitHeads(_ x: Tensor, heads: Int, rotary: RotaryTables? = nil, prefix: Tensor? = nil) -> Tensor {
+        var inputs = [x]
+        if let rotary { inputs += [rotary.cos, rotary.sin] }
+        if let prefix { inputs.append(prefix) }
+        return Tensor.op(inputs) { h in
+            mlxs_split_heads(h[0], Int32(heads), rotary == nil ? nil : h[1], rotary == nil ? nil : h[2], prefix == nil ? nil : h[h.count - 1])
+        }
+    }
+
+    /// `attention` with its output as (B, Lq, Hq * D), the heads side by side as the output projection reads them
+    /// (the fast kernel writes that layout directly instead of a transpose afterwards). With `causal`, a mask is
+    /// added to the causal scores as it is, so a (B, 1, 1, Lk) mask of hidden keys stays one row per batch row.
+    public static func attentionMergingHeads(queries q: Tensor, keys k: Tensor, values v: Tensor, scale: Float,
+                                             causal: Bool = false, mask: Tensor? = nil) -> Tensor {
+        guard Kernels.enabled else {
+            let o = referenceAttention(queries: q, keys: k, values: v, scale: scale, causal: causal, mask: mask)
+            return o.transposed([0, 2, 1, 3]).reshaped([q.dim(0), q.dim(2), q.dim(1) * q.dim(3)])
+        }
+        var inputs = [q, k, v]
+        if let mask { inputs.append(mask.dtype == .bool ? boolMaskToAdditive(mask, dtype: q.dtype) : mask) }
+        return Tensor.op(inputs) { h in mlxs_fast_attention_merged(h[0], h[1], h[2], scale, causal, h.count > 3 ? h[3] : nil) }
     }
 
     /// Scaled dot-product attention. q (B, H, Lq, D), k/v (B, Hkv, Lk, D).
@@ -219,6 +253,15 @@ public struct RotaryTables {
         self.dims = dims
         cos = concatenated([angles.cos(), angles.cos()], axis: -1).expandedDims(axis: 1).asType(dtype)
         sin = concatenated([angles.sin(), angles.sin()], axis: -1).expandedDims(axis: 1).asType(dtype)
+    }
+
+    private init(dims: Int, cos: Tensor, sin: Tensor) {
+        (self.dims, self.cos, self.sin) = (dims, cos, sin)
+    }
+
+    /// The tables of batch rows lo..<hi (tables built for one row serve every row as they are).
+    public func rows(_ lo: Int, _ hi: Int) -> RotaryTables {
+        cos.dim(0) == 1 ? self : RotaryTables(dims: dims, cos: cos.slice(axis: 0, lo, hi), sin: sin.slice(axis: 0, lo, hi))
     }
 }
 

@@ -86,13 +86,14 @@ final class KernelTests: KernelTestCase {
         XCTAssertFalse(Kernels.profileReport().contains("FastLinear"), Kernels.profileReport())
     }
 
-    /// The blocked bf16 GEMM at its edges: row counts off the 6-row microkernel and across 192-row blocks, inner
+    /// The blocked bf16 GEMM at its edges: row counts off the 6-row microkernel and across its row blocks (up to
+    /// 240 rows, split evenly: 401 rows as 204 + 197, 1154 as 5 x 234 less 16), inner
     /// sizes across 512-position blocks and off the 8-wide transposes, output widths off the 16-column panels
     /// (fewer than one panel too); against MLX's float32 product and against the convert + OpenBLAS path.
     func testBlockedBf16GemmMatchesReference() throws {
         let original = Kernels.bf16Gemm
         defer { Kernels.profiling = false; Kernels.resetProfile(); Kernels.bf16Gemm = original }
-        for (m, k, n) in [(65, 64, 16), (200, 1100, 37), (401, 515, 5), (97, 8, 300), (193, 1031, 129)] {
+        for (m, k, n) in [(65, 64, 16), (200, 1100, 37), (401, 515, 5), (97, 8, 300), (193, 1031, 129), (1154, 72, 33), (481, 40, 20)] {
             let x = tensor([m, k], seed: UInt64(m + k), scale: 0.5), w = tensor([n, k], seed: UInt64(n + 3), scale: 0.5).asType(.bfloat16)
             Kernels.bf16Gemm = true
             Kernels.profiling = true
@@ -264,11 +265,11 @@ final class KernelTests: KernelTestCase {
 
     func testInt8LinearMatchesTheDequantizedProduct() throws {
         // Rows kernel (few rows) and, for many rows, the blocked GEMM or dequantise + sgemm; group 64 / 32 / 16, with a
-        // bias; inner sizes across the GEMM's 512-position blocks, rows across its 192-row blocks.
+        // bias; inner sizes across the GEMM's 512-position blocks, rows across its row blocks (241 rows: two of 126 and 115).
         let original = Kernels.bf16Gemm
         defer { Kernels.bf16Gemm = original }
         for (k, rows, gemm) in [(128, 1, true), (128, 3, true), (96, 5, true), (176, 2, true), (256, 70, true), (64, 200, true),
-                                (1088, 201, true), (560, 97, true), (256, 70, false), (1088, 201, false)] {
+                                (1088, 241, true), (560, 97, true), (256, 70, false), (1088, 201, false)] {
             Kernels.bf16Gemm = gemm
             let linear = Linear(k, 37)
             XCTAssertTrue(try linear.quantize(groupSize: 64))
@@ -399,6 +400,135 @@ final class KernelTests: KernelTestCase {
         let qb = tensor([1, 1, 8, 64], seed: 12), kb = tensor([1, 1, 1100, 64], seed: 13), vb = tensor([1, 1, 1100, 64], seed: 14)
         try assertGradientsMatchFallback([qb, kb, vb], "attention, large plane") {
             NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.125)
+        }
+    }
+
+    func testAddOnBothCoresIsMLXsAdd() throws {
+        // Past one 16K-value task, a tail off the 8-wide vectors; broadcasting and other dtypes take MLX's add.
+        let a = tensor([3, 50_001], seed: 1), b = tensor([3, 50_001], seed: 2)
+        assertClose(NN.add(a, b), values(a + b), atol: 0, rtol: 0, "same shapes")
+        let row = tensor([1, 50_001], seed: 3)
+        assertClose(NN.add(a, row), values(a + row), atol: 0, rtol: 0, "a broadcast row")
+        XCTAssertEqual(NN.add(a.asType(.bfloat16), b.asType(.bfloat16)).dtype, .bfloat16)
+        try assertGradientsMatchFallback([tensor([4, 9], seed: 4), tensor([4, 9], seed: 5)], "add") { NN.add($0[0], $0[1]) }
+    }
+
+    // MARK: attention heads
+
+    /// The heads as plain ops: (B, L, H * D) -> (B, H, L, D), rotated with the tables, after the prefix's rows
+    /// (row n % rows for batch row n).
+    func headsByPlainOps(_ x: Tensor, heads: Int, rotary: RotaryTables?, prefix: Tensor?) -> Tensor {
+        let (b, l) = (x.dim(0), x.dim(1))
+        var y = x.reshaped([b, l, heads, x.dim(2) / heads]).transposed([0, 2, 1, 3])
+        if let rotary {
+            let rows = (0..<b).map { rotary.rows($0 % rotary.cos.dim(0), $0 % rotary.cos.dim(0) + 1) }
+            y = concatenated((0..<b).map { NN.rope(y.slice(axis: 0, $0, $0 + 1), tables: rows[$0]) }, axis: 0)
+        }
+        guard let prefix else { return y }
+        let repeated = concatenated((0..<b).map { prefix.slice(axis: 0, $0 % prefix.dim(0), $0 % prefix.dim(0) + 1) }, axis: 0)
+        return concatenated([repeated, y], axis: 2)
+    }
+
+    func testSplitHeadsMatchesTransposeRotationAndConcatenation() throws {
+        // (b, l, heads, d, table rows (0: no rotation), prefix rows (0: none), prefix length)
+        let cases: [(Int, Int, Int, Int, Int, Int, Int)] = [
+            (1, 5, 2, 8, 1, 0, 0),       // one table row for every batch row
+            (2, 70, 4, 32, 2, 0, 0),     // a table per row, several 32-token tasks
+            (2, 33, 3, 6, 1, 1, 4),      // d off the 8-wide vectors, one prefix row for both batch rows
+            (4, 9, 2, 16, 4, 2, 7),      // prefix rows n % 2 (CFG: conditional and unconditional row i read prompt i)
+            (2, 40, 2, 128, 1, 2, 20),   // the 1.3B model's head size
+            (2, 12, 2, 10, 0, 1, 3),     // values: no rotation, prefix only
+            (1, 1, 4, 64, 1, 1, 5),      // one new position (decoding)
+            (3, 17, 1, 24, 0, 0, 0),     // a plain transpose
+        ]
+        for (b, l, heads, d, tableRows, prefixRows, p) in cases {
+            let seed = UInt64(b * 100 + l * 7 + d)
+            let x = tensor([b, l, heads * d], seed: seed, scale: 2)
+            let rotary = tableRows == 0 ? nil : RotaryTables(
+                positions: Tensor((0..<(tableRows * l)).map { Int32(3 * ($0 / l) + $0 % l + 11) }, shape: [tableRows, l]), dims: d)
+            let prefix = prefixRows == 0 ? nil : tensor([prefixRows, heads, p, d], seed: seed + 1)
+            let expected = values(headsByPlainOps(x, heads: heads, rotary: rotary, prefix: prefix))
+            let fast = NN.splitHeads(x, heads: heads, rotary: rotary, prefix: prefix)
+            XCTAssertEqual(fast.shape, [b, heads, p + l, d])
+            // The same products and sums as the plain ops, so the same floats.
+            assertClose(fast, expected, atol: 0, rtol: 0, "b\(b) l\(l) h\(heads) d\(d) tables \(tableRows) prefix \(prefixRows)x\(p)")
+        }
+    }
+
+    func testSplitHeadsReadsAStridedPrefixInPlace() throws {
+        // The shared prompt's keys: the first 3 positions of a longer cache buffer, and a transposed view.
+        let cache = tensor([1, 2, 10, 16], seed: 1)
+        let x = tensor([2, 5, 32], seed: 2)
+        let rotary = RotaryTables(positions: Tensor((3..<8).map(Int32.init), shape: [1, 5]), dims: 16)
+        for prefix in [cache.slice(axis: 2, 0, 3), tensor([1, 3, 2, 16], seed: 3).swappedAxes(1, 2),
+                       tensor([1, 2, 16, 4], seed: 4).swappedAxes(2, 3)] {
+            try prefix.eval()
+            let expected = values(headsByPlainOps(x, heads: 2, rotary: rotary, prefix: prefix))
+            assertClose(NN.splitHeads(x, heads: 2, rotary: rotary, prefix: prefix), expected, atol: 0, rtol: 0, "prefix \(prefix.shape)")
+        }
+    }
+
+    func testSplitHeadsRefusesShapesItCannotSplit() {
+        let x = tensor([2, 5, 30], seed: 1)
+        let cases: [(Tensor, String)] = [
+            (NN.splitHeads(x, heads: 4), "split_heads: x must be (B, L, heads * D)"),
+            (NN.splitHeads(x, heads: 3, rotary: RotaryTables(positions: Tensor.zeros([1, 4], dtype: .int32), dims: 10)),
+             "split_heads: rotary tables must be (B or a divisor of B, 1, L, D)"),
+            (NN.splitHeads(x, heads: 3, prefix: tensor([3, 3, 2, 10], seed: 2)),
+             "split_heads: prefix must be (B or a divisor of B, heads, P, D)"),
+        ]
+        for (result, message) in cases {
+            XCTAssertThrowsError(try result.eval()) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+    }
+
+    func testSplitHeadsGradients() throws {
+        let rotary = RotaryTables(positions: Tensor((0..<12).map { Int32($0 % 6 + 2) }, shape: [2, 6]), dims: 8)
+        try assertGradientsMatchFallback([tensor([2, 6, 16], seed: 1), tensor([1, 2, 3, 8], seed: 2)], "rotated heads after a prefix") {
+            NN.splitHeads($0[0], heads: 2, rotary: rotary, prefix: $0[1])
+        }
+        try assertGradientsMatchFallback([tensor([2, 6, 16], seed: 3)], "heads without rotation") { NN.splitHeads($0[0], heads: 4) }
+    }
+
+    func testAttentionMergingHeadsIsTheMergedAttention() throws {
+        // (b, hq, hkv, lq, lk, d, causal, mask shape): the direct path, tiled blocks, GQA, masks.
+        let cases: [(Int, Int, Int, Int, Int, Int, Bool, [Int]?)] = [
+            (2, 4, 2, 3, 40, 16, true, nil),
+            (1, 4, 4, 1, 33, 64, false, [1, 1, 1, 33]),
+            (2, 4, 2, 50, 70, 24, true, nil),
+            (2, 2, 1, 97, 130, 40, true, [2, 1, 97, 130]),
+            (1, 4, 1, 200, 230, 128, true, nil),
+            (2, 2, 2, 4, 30, 16, true, [2, 1, 1, 30]),   // causal plus one row of hidden keys per batch row (a prompt's)
+            (2, 4, 2, 60, 80, 32, true, [2, 1, 1, 80]),
+        ]
+        for (b, hq, hkv, lq, lk, d, causal, maskShape) in cases {
+            let seed = UInt64(b * 1000 + lq * 10 + lk + d)
+            let q = tensor([b, hq, lq, d], seed: seed, scale: 2)
+            let k = tensor([b, hkv, lk, d], seed: seed + 1), v = tensor([b, hkv, lk, d], seed: seed + 2)
+            let mask = maskShape.map { infMask($0, seed: seed + 3) }
+            let label = "b\(b) h\(hq)/\(hkv) lq\(lq) lk\(lk) d\(d) causal \(causal) mask \(maskShape ?? [])"
+            let heads = NN.attention(queries: q, keys: k, values: v, scale: 0.2, causal: causal, mask: mask)
+            let expected = values(heads.transposed([0, 2, 1, 3]).reshaped([b, lq, hq * d]))
+            // The kernel's own rows, written elsewhere: the same floats.
+            assertClose(NN.attentionMergingHeads(queries: q, keys: k, values: v, scale: 0.2, causal: causal, mask: mask), expected,
+                        atol: 0, rtol: 0, label)
+            assertMatchesFallback(label) { NN.attentionMergingHeads(queries: q, keys: k, values: v, scale: 0.2, causal: causal, mask: mask) }
+        }
+    }
+
+    func testAttentionMergingHeadsGradients() throws {
+        defer { Kernels.profiling = false; Kernels.resetProfile() }
+        let q = tensor([2, 4, 20, 16], seed: 1), k = tensor([2, 2, 24, 16], seed: 2), v = tensor([2, 2, 24, 16], seed: 3)
+        Kernels.profiling = true
+        Kernels.resetProfile()
+        try assertGradientsMatchFallback([q, k, v], "merged attention, causal GQA") {
+            NN.attentionMergingHeads(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.3, causal: true)
+        }
+        // The merged cotangent goes back to the heads' layout for the gradient kernel, not to MLX's vjp.
+        XCTAssertTrue(Kernels.profileReport().contains("FastAttentionGrad"), Kernels.profileReport())
+        let mask = infMask([2, 1, 20, 24], seed: 4)
+        try assertGradientsMatchFallback([q, k, v], "merged attention, masked") {
+            NN.attentionMergingHeads(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.3, mask: mask)
         }
     }
 

@@ -169,6 +169,14 @@ mlxs_array mlxs_depthwise_conv2d(mlxs_array x, mlxs_array w, int pad_h, int pad_
 // (B, Hq, Lq, Lk); causal aligns the last query with the last key.
 mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float scale, bool causal,
                                mlxs_array mask /* nullable */);
+// The same attention with its output as (B, Lq, Hq * D), the heads side by side (the output projection's input);
+// here causal and a mask may come together (the mask added to the causal scores).
+mlxs_array mlxs_fast_attention_merged(mlxs_array q, mlxs_array k, mlxs_array v, float scale, bool causal,
+                                      mlxs_array mask /* nullable */);
+// Attention heads from projection rows: x (B, L, heads * D) -> (B, heads, P + L, D), the P positions of `prefix`
+// (B or a divisor of B rows, heads, P, D; batch row n takes prefix row n % rows) first, then x's heads, rotated by
+// rotate-half RoPE with the tables cos/sin (B or a divisor of B rows, 1, L, D) when given. All nullable but x.
+mlxs_array mlxs_split_heads(mlxs_array x, int heads, mlxs_array cos, mlxs_array sin, mlxs_array prefix);
 // y = x @ w^T for x (..., K) float32 and w (N, K) float32 or bfloat16, tuned for few rows of x.
 mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w);
 // y = x @ w^T with int8 weights q (n, k) and float32 scales (n, k / group): w[j, t] = q[j, t] * scales[j, t / group].
@@ -183,6 +191,8 @@ mlxs_array mlxs_fast_rms_norm(mlxs_array x, mlxs_array weight, float eps);
 mlxs_array mlxs_cross_entropy(mlxs_array logits, mlxs_array targets);
 mlxs_array mlxs_fast_layer_norm(mlxs_array x, mlxs_array weight, mlxs_array bias, float eps);
 mlxs_array mlxs_fast_silu_mul(mlxs_array a, mlxs_array b);
+// a + b on both cores for float32 operands of one shape (others: MLX's add).
+mlxs_array mlxs_fast_add(mlxs_array a, mlxs_array b);
 mlxs_array mlxs_fast_activation(mlxs_unary_op op, mlxs_array x);
 // conv2d (NHWC input, OHWI weights) by banded im2col + sgemm for float32, groups 1, dilation 1; other cases run
 // MLX's convolution.

@@ -178,6 +178,11 @@ const float* mask_row(const AttentionArgs& a, int n, int h, int i) {
   return a.mask + plane * a.lk;
 }
 
+// Where query i of head h in batch row n writes its output (see AttentionArgs::out_by_position).
+inline float* out_row(const AttentionArgs& a, int n, int h, int i) {
+  return a.out + (a.out_by_position ? (size_t(n) * a.lq + i) * a.hq + h : (size_t(n) * a.hq + h) * a.lq + i) * a.d;
+}
+
 // Keys query i may see: all, or causally those j <= i + lk - lq (0 means none: the reference then averages
 // over every key with score -1e9 + mask).
 inline int visible_keys(const AttentionArgs& a, int i) {
@@ -220,7 +225,7 @@ void attention_direct(const AttentionArgs& a) {
     const size_t plane = a.kv_plane ? a.kv_plane : size_t(lk) * d;
     const float* K = a.k + (size_t(n) * a.hkv + h / group) * plane;
     const float* V = a.v + (size_t(n) * a.hkv + h / group) * plane;
-    float* out = a.out + ((size_t(n) * a.hq + h) * a.lq + i) * d;
+    float* out = out_row(a, n, h, i);
     thread_local AlignedBuffer scores_buf;
     float* s = scores_buf.get(size_t(lk) + 8);
     const float* mrow = mask_row(a, n, h, i);
@@ -414,10 +419,9 @@ void attention_tiled(const AttentionArgs& a) {
           }
         }
       }
-      float* out = a.out + ((size_t(n) * a.hq + h) * lq + i0) * d;
       for (int r = 0; r < rows; ++r) {
         const float* src = O + size_t(r) * ldo;
-        float* dst = out + size_t(r) * d;
+        float* dst = out_row(a, n, h, i0 + r);
         const __m256 vi = _mm256_set1_ps(inv[r]);
         int t = 0;
         for (; t + 8 <= d; t += 8) _mm256_storeu_ps(dst + t, _mm256_mul_ps(_mm256_load_ps(src + t), vi));

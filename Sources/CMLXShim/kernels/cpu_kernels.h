@@ -77,6 +77,8 @@ void rms_norm(const float* x, const float* w, float* y, int rows, int d, float e
 void layer_norm(const float* x, const float* w, const float* b, float* y, int rows, int d, float eps);
 // y = silu(a) * b (the SwiGLU gate), n values.
 void silu_mul(const float* a, const float* b, float* y, size_t n);
+// y = a + b elementwise on both cores (residual connections: MLX's add runs on one).
+void add(const float* a, const float* b, float* y, size_t n);
 enum class Activation { silu, gelu_erf, gelu_tanh };
 void activation(const float* x, float* y, size_t n, Activation kind);
 // Their gradients for a cotangent c: dx = c f'(x); for silu(a) * b, da = c b silu'(a) and db = c silu(a).
@@ -136,8 +138,27 @@ struct AttentionArgs {
   // Elements between consecutive (batch, head) planes of k and v; 0 means lk * d (contiguous). Larger values
   // read the first lk rows of longer planes (a KV cache's filled part) without a copy.
   size_t kv_plane = 0;
+  // Output layout: false (B, Hq, Lq, D); true (B, Lq, Hq, D), the heads already merged for the output projection.
+  bool out_by_position = false;
 };
 void attention(const AttentionArgs& a);
+
+// Attention heads from projection rows: out (b, h, p + l, d) takes, in each plane, p prefix positions and then the
+// l positions of x (b, l, h * d), rotate-half RoPE applied when cos/sin are given ((table_rows, l, d) each, row
+// n % table_rows for batch row n), copied as they are otherwise. The prefix (prefix_rows, h, p, d) is read through
+// its element strides (batch, head, position, feature), batch row n taking prefix row n % prefix_rows.
+struct HeadsArgs {
+  const float* x;
+  int b, l, h, d;
+  const float* cos = nullptr;
+  const float* sin = nullptr;
+  int table_rows = 1;
+  const float* prefix = nullptr;
+  int p = 0, prefix_rows = 1;
+  size_t prefix_strides[4] = {0, 0, 0, 1};
+  float* out;
+};
+void split_heads(const HeadsArgs& a);
 // Gradients of attention(a) for the cotangent dout (the layout of a.out): dq like q, dk and dv like k (contiguous
 // planes; a.kv_plane must be 0). One task per key/value head, in blocks of query rows (scores, softmax, then the
 // three products), for training's small heads whose K and V panels sit in cache; heads are the only parallelism.

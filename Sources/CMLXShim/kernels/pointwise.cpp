@@ -156,6 +156,14 @@ void silu_mul(const float* a, const float* b, float* y, size_t n) {
   });
 }
 
+void add(const float* a, const float* b, float* y, size_t n) {
+  elementwise(n, [&](size_t lo, size_t hi) {
+    size_t i = lo;
+    for (; i + 8 <= hi; i += 8) _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    for (; i < hi; ++i) y[i] = a[i] + b[i];
+  });
+}
+
 void activation(const float* x, float* y, size_t n, Activation kind) {
   switch (kind) {
     case Activation::silu: map1(x, y, n, silu_ps); break;
