@@ -140,13 +140,19 @@ mx::array fast_gemm(const mx::array& a, const mx::array& b, bool trans_a, bool t
   return mx::array(shape, mx::float32, std::make_shared<FastGemm>(cpu_stream(), trans_a, trans_b), {plain(a), plain(b)});
 }
 
+// y = x @ w^T (+ bias): inputs (x, w[, bias]), the bias float32 and added on both cores after the product (MLX's
+// broadcast add runs on one core, a tenth of a SigLIP layer's linear time).
 class FastLinear : public ReferencedPrimitive {
  public:
-  explicit FastLinear(mx::Stream s) : ReferencedPrimitive(s) {}
-  mx::array reference(const std::vector<mx::array>& in) const override { return linear_reference(in[0], in[1]); }
+  FastLinear(mx::Stream s, bool has_bias) : ReferencedPrimitive(s), has_bias_(has_bias) {}
+  mx::array reference(const std::vector<mx::array>& in) const override {
+    auto y = linear_reference(in[0], in[1]);
+    return has_bias_ ? mx::add(y, in[2]) : y;
+  }
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    dispatch(inputs, out, [x = inputs[0], w = inputs[1], out]() mutable {
+    dispatch(inputs, out, [inputs, out, has_bias = has_bias_]() mutable {
+      const auto &x = inputs[0], &w = inputs[1];
       const int k = int(x.shape(-1)), n = int(w.shape(0)), m = int(x.size() / size_t(k));
       const float* xp = x.data<float>();
       float* y = out.data<float>();
@@ -160,10 +166,11 @@ class FastLinear : public ReferencedPrimitive {
         mlxkernels::ProfileScope scope("FastLinear.sgemm");
         mlxkernels::sgemm(false, true, m, n, k, xp, k, w.data<float>(), k, y, n);
       }
+      if (has_bias) mlxkernels::add_rows(y, inputs[2].data<float>(), m, n);
     });
   }
   // float32: dx = dy w and dw = dy^T x, each one sgemm into its final layout (MLX's vjp of x w^T gives the
-  // transposed product of w^T, which then costs a strided copy).
+  // transposed product of w^T, which then costs a strided copy); the bias's gradient sums dy over the rows.
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
     const auto& x = primals[0];
@@ -174,29 +181,40 @@ class FastLinear : public ReferencedPrimitive {
     std::vector<mx::array> grads;
     for (int arg : argnums) {
       if (arg == 0) grads.push_back(mx::reshape(fast_gemm(dy, w, false, false), x.shape()));
-      else grads.push_back(fast_gemm(dy, mx::reshape(plain(x), {m, k}), true, false));
+      else if (arg == 1) grads.push_back(fast_gemm(dy, mx::reshape(plain(x), {m, k}), true, false));
+      else grads.push_back(mx::sum(dy, 0));
     }
     return grads;
   }
   const char* name() const override { return "FastLinear"; }
-  bool is_equivalent(const mx::Primitive& other) const override { return dynamic_cast<const FastLinear*>(&other) != nullptr; }
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto* o = dynamic_cast<const FastLinear*>(&other);
+    return o && o->has_bias_ == has_bias_;
+  }
   std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override {
     auto shape = inputs[0].shape();
     shape.back() = inputs[1].shape(0);
     return {shape};
   }
+
+ private:
+  bool has_bias_;
 };
 
-mx::array fast_linear(const mx::array& x, const mx::array& w) {
+mx::array fast_linear(const mx::array& x, const mx::array& w, std::optional<mx::array> bias = std::nullopt) {
   if (!fast_enabled || x.dtype() != mx::float32 || (w.dtype() != mx::float32 && w.dtype() != mx::bfloat16) || w.ndim() != 2 ||
       x.ndim() < 1 || x.shape(-1) != w.shape(1) || x.size() == 0 || w.size() == 0 ||
-      x.size() / size_t(x.shape(-1)) > size_t(INT32_MAX)) {
-    return linear_reference(x, w);
+      x.size() / size_t(x.shape(-1)) > size_t(INT32_MAX) ||
+      (bias && (bias->ndim() != 1 || bias->shape(0) != w.shape(0) || !mx::issubdtype(bias->dtype(), mx::floating)))) {
+    auto y = linear_reference(x, w);
+    return bias ? mx::add(y, mx::astype(*bias, y.dtype())) : y;
   }
   auto shape = x.shape();
   shape.back() = w.shape(0);
   // The primitive reads plain row-major buffers.
-  return mx::array(shape, mx::float32, std::make_shared<FastLinear>(cpu_stream()), {mx::contiguous(x), mx::contiguous(w)});
+  std::vector<mx::array> inputs = {mx::contiguous(x), mx::contiguous(w)};
+  if (bias) inputs.push_back(mx::contiguous(bias->dtype() == mx::float32 ? *bias : mx::astype(*bias, mx::float32)));
+  return mx::array(shape, mx::float32, std::make_shared<FastLinear>(cpu_stream(), bias.has_value()), inputs);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1434,8 +1452,12 @@ mlxs_array mlxs_cross_entropy(mlxs_array logits, mlxs_array targets) {
   return guard([&] { return cross_entropy(unwrap(logits), unwrap(targets)); });
 }
 
-mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w) {
-  return guard([&] { return fast_linear(unwrap(x), unwrap(w)); });
+mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w, mlxs_array bias) {
+  return guard([&] {
+    std::optional<mx::array> b;
+    if (bias) b = unwrap(bias);
+    return fast_linear(unwrap(x), unwrap(w), b);
+  });
 }
 
 mlxs_array mlxs_fast_rms_norm(mlxs_array x, mlxs_array weight, float eps) {

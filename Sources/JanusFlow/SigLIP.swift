@@ -33,11 +33,11 @@ public final class ViTAttention: Module {
     }
 
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let (b, n, c) = (x.dim(0), x.dim(1), x.dim(2))
-        let hd = c / heads
-        let parts = qkv(x).reshaped([b, n, 3, heads, hd]).transposed([2, 0, 3, 1, 4])
-        let o = NN.attention(queries: parts[0], keys: parts[1], values: parts[2], scale: 1 / Float(hd).squareRoot())
-        return proj(o.transposed([0, 2, 1, 3]).reshaped([b, n, c]))
+        let hd = x.dim(2) / heads
+        // qkv's rows are (3, heads, D) each: as 3 * heads heads, queries, keys and values are three runs of them.
+        let all = NN.splitHeads(qkv(x), heads: 3 * heads)
+        let (q, k, v) = (all.slice(axis: 1, 0, heads), all.slice(axis: 1, heads, 2 * heads), all.slice(axis: 1, 2 * heads, 3 * heads))
+        return proj(NN.attentionMergingHeads(queries: q, keys: k, values: v, scale: 1 / Float(hd).squareRoot()))
     }
 }
 

@@ -190,14 +190,13 @@ public enum NN {
 
     /// y = x @ w^T with w (out, in), float32 or bfloat16; the fast path for decode-sized inputs.
     public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
-        var y: Tensor
         if Kernels.enabled {
-            y = Tensor.op(x, weight) { mlxs_fast_linear($0[0], $0[1]) }
-        } else {
-            y = matmul(x, weight.asType(x.dtype).T)
+            // The bias goes into the primitive, which adds it on both cores.
+            if let bias { return Tensor.op(x, weight, bias) { mlxs_fast_linear($0[0], $0[1], $0[2]) } }
+            return Tensor.op(x, weight) { mlxs_fast_linear($0[0], $0[1], nil) }
         }
-        if let bias { y = y + bias.asType(y.dtype) }
-        return y
+        let y = matmul(x, weight.asType(x.dtype).T)
+        return bias.map { y + $0.asType(y.dtype) } ?? y
     }
 
     /// y = x @ w^T with int8 weights (out, in) and float32 scales (out, in / groupSize), as `Linear.quantize` makes

@@ -150,6 +150,21 @@ final class KernelTests: KernelTestCase {
         }
     }
 
+    func testFastLinearAddsItsBiasInside() throws {
+        // Rows kernel, OpenBLAS and the blocked GEMM; float32 and bf16 biases; 3-D input.
+        for (shape, n, dtype) in [([3, 40], 37, DType.float32), ([70, 64], 21, .float32), ([2, 50, 96], 40, .bfloat16), ([1, 33], 9, .bfloat16)] {
+            let x = tensor(shape, seed: UInt64(n)), w = tensor([n, shape.last!], seed: 2).asType(dtype), b = tensor([n], seed: 3).asType(dtype)
+            let expected = values(NN.linear(x, weight: w) + b.asType(.float32))
+            assertClose(NN.linear(x, weight: w, bias: b), expected, atol: 0, rtol: 0, "linear \(shape) -> \(n) \(dtype) + bias")
+            assertMatchesFallback("linear \(shape) -> \(n) \(dtype) + bias, against MLX ops") { NN.linear(x, weight: w, bias: b) }
+        }
+        let x = tensor([70, 12], seed: 4), w = tensor([10, 12], seed: 5), b = tensor([10], seed: 6)
+        try assertGradientsMatchFallback([x, w, b], "linear with bias", atol: 1e-4) { NN.linear($0[0], weight: $0[1], bias: $0[2]) }
+        try assertGradientsMatchFallback([b], "the bias alone", atol: 1e-4) { NN.linear(x, weight: w, bias: $0[0]) }
+        // A bias of the wrong length is MLX's broadcast error, not a kernel's read past its end.
+        XCTAssertThrowsError(try NN.linear(x, weight: w, bias: tensor([7], seed: 7)).eval())
+    }
+
     func testLinearGradientsOnSplitProducts() throws {
         // Products big enough for the shim's sgemm to split across cores: by rows (901 rows, not a multiple of the
         // 16-row shares), by columns (few rows, many outputs), batched 3D input; the weight gradient (130 x 96 over

@@ -177,8 +177,8 @@ mlxs_array mlxs_fast_attention_merged(mlxs_array q, mlxs_array k, mlxs_array v, 
 // (B or a divisor of B rows, heads, P, D; batch row n takes prefix row n % rows) first, then x's heads, rotated by
 // rotate-half RoPE with the tables cos/sin (B or a divisor of B rows, 1, L, D) when given. All nullable but x.
 mlxs_array mlxs_split_heads(mlxs_array x, int heads, mlxs_array cos, mlxs_array sin, mlxs_array prefix);
-// y = x @ w^T for x (..., K) float32 and w (N, K) float32 or bfloat16, tuned for few rows of x.
-mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w);
+// y = x @ w^T (+ bias (N)) for x (..., K) float32 and w (N, K) float32 or bfloat16.
+mlxs_array mlxs_fast_linear(mlxs_array x, mlxs_array w, mlxs_array bias /* nullable */);
 // y = x @ w^T with int8 weights q (n, k) and float32 scales (n, k / group): w[j, t] = q[j, t] * scales[j, t / group].
 mlxs_array mlxs_linear_q8(mlxs_array x, mlxs_array q, mlxs_array scales, int group);
 // One-pass fused kernels on float32 (other inputs take the plain MLX ops): RMSNorm / LayerNorm over the last axis

@@ -79,6 +79,8 @@ void layer_norm(const float* x, const float* w, const float* b, float* y, int ro
 void silu_mul(const float* a, const float* b, float* y, size_t n);
 // y = a + b elementwise on both cores (residual connections: MLX's add runs on one).
 void add(const float* a, const float* b, float* y, size_t n);
+// y (rows, n) += b (n) in every row, on both cores (a linear layer's bias).
+void add_rows(float* y, const float* b, int rows, int n);
 enum class Activation { silu, gelu_erf, gelu_tanh };
 void activation(const float* x, float* y, size_t n, Activation kind);
 // Their gradients for a cotangent c: dx = c f'(x); for silu(a) * b, da = c b silu'(a) and db = c silu(a).

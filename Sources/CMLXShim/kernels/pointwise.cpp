@@ -164,6 +164,15 @@ void add(const float* a, const float* b, float* y, size_t n) {
   });
 }
 
+void add_rows(float* y, const float* b, int rows, int n) {
+  by_rows(rows, n, [&](int r) {
+    float* row = y + size_t(r) * n;
+    int j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(row + j, _mm256_add_ps(_mm256_loadu_ps(row + j), _mm256_loadu_ps(b + j)));
+    for (; j < n; ++j) row[j] += b[j];
+  });
+}
+
 void activation(const float* x, float* y, size_t n, Activation kind) {
   switch (kind) {
     case Activation::silu: map1(x, y, n, silu_ps); break;
