@@ -87,13 +87,14 @@ final class KernelTests: KernelTestCase {
     }
 
     /// The blocked bf16 GEMM at its edges: row counts off the 6-row microkernel and across its row blocks (up to
-    /// 240 rows, split evenly: 401 rows as 204 + 197, 1154 as 5 x 234 less 16), inner
+    /// 240 rows, split evenly: 401 rows as 204 + 197, 1154 as 5 x 234 less 16), tasks by column groups (one panel
+    /// to 16 panels each: 33, 1100 and 4100 outputs) and, for an x over 16 MB (1040 x 4100), by row blocks, inner
     /// sizes across 512-position blocks and off the 8-wide transposes, output widths off the 16-column panels
     /// (fewer than one panel too); against MLX's float32 product and against the convert + OpenBLAS path.
     func testBlockedBf16GemmMatchesReference() throws {
         let original = Kernels.bf16Gemm
         defer { Kernels.profiling = false; Kernels.resetProfile(); Kernels.bf16Gemm = original }
-        for (m, k, n) in [(65, 64, 16), (200, 1100, 37), (401, 515, 5), (97, 8, 300), (193, 1031, 129), (1154, 72, 33), (481, 40, 20)] {
+        for (m, k, n) in [(65, 64, 16), (200, 1100, 37), (401, 515, 5), (97, 8, 300), (193, 1031, 129), (1154, 72, 33), (481, 40, 20), (1040, 4100, 40), (40, 2000, 1100), (40, 64, 4100)] {
             let x = tensor([m, k], seed: UInt64(m + k), scale: 0.5), w = tensor([n, k], seed: UInt64(n + 3), scale: 0.5).asType(.bfloat16)
             Kernels.bf16Gemm = true
             Kernels.profiling = true

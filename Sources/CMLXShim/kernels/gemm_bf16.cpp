@@ -1,6 +1,7 @@
 // y (m, n) = x (m, k) @ w^T for bfloat16 (or int8 with per-group scales) weights w (n, k) and many rows: a blocked
 // GEMM that packs each 16-row slice of w straight into a float32 panel (k, 16) in L1, and runs a 6x16 AVX2 FMA microkernel that
-// broadcasts x from its rows in place. Against converting w to float32 and calling OpenBLAS, this saves the
+// broadcasts x from its rows in place; each task packs its group of panels once and runs every row block over them
+// (or, for an x too large for L3, one row block). Against converting w to float32 and calling OpenBLAS, this saves the
 // conversion pass, OpenBLAS's own repacking of the converted weights and its zeroing of y. `janusflow bench kernels
 // --compare-bf16-gemm` (the 1.3B model's shapes, weights cold as in the model): 600-row prefill shapes 177-194
 // against 168-181 GFLOP/s (medians), the Euler step's 1154-row shapes equal or better (down 195 against 170).
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "cpu_kernels.h"
 #include "pool.h"
@@ -29,7 +31,8 @@ constexpr int MR = 6;    // rows of x per microkernel
 constexpr int NR = 16;   // weight rows (output columns) per panel
 constexpr int KC = 512;  // inner dimension per panel: 32 KB of float32
 constexpr int MC = 240;  // most rows of x per block: 240 x 512 floats (480 KB) stay in L2 across the panels
-constexpr int GROUP = 16;  // panels per task
+constexpr int GROUP = 16;  // panels per task (at most, for tasks by column groups)
+constexpr size_t COLUMN_GROUP_X_BYTES = size_t(16) << 20;  // x up to this size: tasks by column groups (x stays in L3)
 
 // Where the weights come from: bf16 rows, or int8 rows with one float32 scale per `group` inputs of a row.
 struct BF16Rows {
@@ -176,16 +179,72 @@ void block(const float* x, const W& w, float* y, int m0, int mc, int p0, int p1)
   }
 }
 
+// Output columns [16 p0, 16 p1) for all m rows: for each KC-deep slice, the group's panels are packed once into
+// `packed` (L2) and then serve every block of mc rows, each block's (mc x KC) slice of x staying in L2 across the
+// panels. The next slice's weights are asked for one panel per panel computed.
+template <typename W>
+void column_group(const float* x, const W& w, float* y, int m, int mc, int p0, int p1, float* packed) {
+  const int n = w.n, k = w.k, count = p1 - p0;
+  for (int k0 = 0; k0 < k; k0 += KC) {
+    const int kc = std::min(KC, k - k0);
+    for (int p = p0; p < p1; ++p) pack_panel(w, NR * p, k0, kc, packed + size_t(p - p0) * KC * NR);
+    const int next_k0 = k0 + KC;
+    int step = 0;
+    for (int m0 = 0; m0 < m; m0 += mc) {
+      const int rows = std::min(mc, m - m0);
+      const float* xb = x + size_t(m0) * k + k0;
+      for (int p = p0; p < p1; ++p, ++step) {
+        if (step < count && next_k0 < k) prefetch_panel(w, NR * (p0 + step), next_k0, std::min(KC, k - next_k0));
+        const int cols = std::min(NR, n - NR * p);
+        const float* panel = packed + size_t(p - p0) * KC * NR;
+        float* yb = y + size_t(m0) * n + NR * p;
+        for (int r = 0; r < rows; r += MR)
+          micro_rows(std::min(MR, rows - r), xb + size_t(r) * k, size_t(k), panel, kc, yb + size_t(r) * n, size_t(n), k0 > 0, cols);
+      }
+    }
+  }
+}
+
+// A thread's buffer for one group of packed panels, kept between calls.
+float* packed_panels(int panels) {
+  struct Buffer {
+    float* data = nullptr;
+    int panels = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.panels < panels) {
+    std::free(buffer.data);
+    buffer.data = static_cast<float*>(std::aligned_alloc(64, size_t(panels) * KC * NR * sizeof(float)));
+    if (!buffer.data) throw std::bad_alloc();
+    buffer.panels = panels;
+  }
+  return buffer.data;
+}
+
 template <typename W>
 void gemm(const float* x, const W& w, float* y, int m) {
-  // Tasks of MC rows by GROUP panels, handed out in turn: many more tasks than cores, so that a core that the host
-  // slows down (these are shared virtual machines) hands its share to the other instead of holding up the call
-  // (a static half each measured up to half speed in such moments).
-  // Row blocks of equal size (a multiple of MR): every block packs each weight panel again, so a short last block
-  // (1154 rows as 6 x 192 + 2) pays a whole packing for a few rows. Against fixed 192-row blocks, interleaved in one
-  // process: 1154-row shapes 204-211 against 201-209 GFLOP/s, 600-row shapes 207 against 204 (best of six rounds).
+  // Row blocks of equal size (a multiple of MR) up to MC rows: a short last block (1154 rows as 6 x 192 + 2) would
+  // pay for its rows a whole pass of the weights. Against fixed 192-row blocks, interleaved in one process: 1154-row
+  // shapes 204-211 against 201-209 GFLOP/s, 600-row shapes 207 against 204 (best of six rounds).
   const int blocks = (m + MC - 1) / MC, mc = ((m + blocks - 1) / blocks + MR - 1) / MR * MR;
-  const int panels = (w.n + NR - 1) / NR, groups = (panels + GROUP - 1) / GROUP, row_blocks = (m + mc - 1) / mc;
+  const int panels = (w.n + NR - 1) / NR;
+  if (size_t(m) * w.k * sizeof(float) <= COLUMN_GROUP_X_BYTES) {
+    // Tasks by groups of output columns over all rows: each weight panel is packed once instead of once per row
+    // block, and x (which fits in L3) is read again by every group. About eight groups per core. Against tasks of
+    // one row block, interleaved: step q/k/v/o and gate/up 212-213 against 204 GFLOP/s (medians), prefill
+    // 208-209 against 203, SigLIP +1%.
+    const int group = std::clamp(panels / (8 * pool_threads()), 1, GROUP), groups = (panels + group - 1) / group;
+    parallel_for(groups, [&](int t) {
+      const int p0 = t * group;
+      column_group(x, w, y, m, mc, p0, std::min(panels, p0 + group), packed_panels(group));
+    });
+    return;
+  }
+  // A larger x (the step's down projection, 26 MB) is not read again per group: tasks of one row block by GROUP
+  // panels, handed out in turn, many more than cores so that a core the host slows down hands its share to the
+  // other (a static half each measured up to half speed in such moments).
+  const int groups = (panels + GROUP - 1) / GROUP, row_blocks = (m + mc - 1) / mc;
   parallel_for(row_blocks * groups, [&](int t) {
     const int m0 = (t / groups) * mc, p0 = (t % groups) * GROUP;
     block(x, w, y, m0, std::min(mc, m - m0), p0, std::min(panels, p0 + GROUP));
