@@ -141,7 +141,7 @@ mx::array fast_gemm(const mx::array& a, const mx::array& b, bool trans_a, bool t
 }
 
 // y = x @ w^T (+ bias): inputs (x, w[, bias]), the bias float32 and added on both cores after the product (MLX's
-// broadcast add runs on one core, a tenth of a SigLIP layer's linear time).
+// broadcast add runs on one core).
 class FastLinear : public ReferencedPrimitive {
  public:
   FastLinear(mx::Stream s, bool has_bias) : ReferencedPrimitive(s), has_bias_(has_bias) {}
@@ -1414,27 +1414,16 @@ mlxs_array mlxs_depthwise_conv2d(mlxs_array x, mlxs_array w, int pad_h, int pad_
   return guard([&] { return depthwise_conv(unwrap(x), unwrap(w), pad_h, pad_w); });
 }
 
-mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float scale, bool causal,
-                               mlxs_array mask) {
+mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float scale, bool causal, mlxs_array mask,
+                               bool merged) {
   return guard([&] {
     std::optional<mx::array> m;
     if (mask) m = unwrap(mask);
-    if (causal && m) throw std::invalid_argument("fast_attention: give either causal or a mask, not both");
     if (!fast_enabled) {
-      return mx::fast::scaled_dot_product_attention(unwrap(q), unwrap(k), unwrap(v), scale, causal ? "causal" : (m ? "array" : ""), m);
+      auto o = attention_reference(unwrap(q), unwrap(k), unwrap(v), scale, causal, m);
+      return merged ? merge_heads(o) : o;
     }
-    return fast_attention(unwrap(q), unwrap(k), unwrap(v), scale, causal, m);
-  });
-}
-
-mlxs_array mlxs_fast_attention_merged(mlxs_array q, mlxs_array k, mlxs_array v, float scale, bool causal, mlxs_array mask) {
-  return guard([&] {
-    std::optional<mx::array> m;
-    if (mask) m = unwrap(mask);
-    // Causality and a mask together: the mask stays as small as the caller made it (one row of keys per batch
-    // row, say) instead of a full (Lq, Lk) plane per row.
-    if (!fast_enabled) return merge_heads(attention_reference(unwrap(q), unwrap(k), unwrap(v), scale, causal, m));
-    return fast_attention(unwrap(q), unwrap(k), unwrap(v), scale, causal, m, true);
+    return fast_attention(unwrap(q), unwrap(k), unwrap(v), scale, causal, m, merged);
   });
 }
 

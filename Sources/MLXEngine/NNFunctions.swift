@@ -102,35 +102,30 @@ public enum NN {
     }
 
     /// `attention` with its output as (B, Lq, Hq * D), the heads side by side as the output projection reads them
-    /// (the fast kernel writes that layout directly instead of a transpose afterwards). With `causal`, a mask is
-    /// added to the causal scores as it is, so a (B, 1, 1, Lk) mask of hidden keys stays one row per batch row.
+    /// (the fast kernel writes that layout directly instead of a transpose afterwards).
     public static func attentionMergingHeads(queries q: Tensor, keys k: Tensor, values v: Tensor, scale: Float,
                                              causal: Bool = false, mask: Tensor? = nil) -> Tensor {
         guard Kernels.enabled else {
             let o = referenceAttention(queries: q, keys: k, values: v, scale: scale, causal: causal, mask: mask)
             return o.transposed([0, 2, 1, 3]).reshaped([q.dim(0), q.dim(2), q.dim(1) * q.dim(3)])
         }
-        var inputs = [q, k, v]
-        if let mask { inputs.append(mask.dtype == .bool ? boolMaskToAdditive(mask, dtype: q.dtype) : mask) }
-        return Tensor.op(inputs) { h in mlxs_fast_attention_merged(h[0], h[1], h[2], scale, causal, h.count > 3 ? h[3] : nil) }
+        return fastAttention(q, k, v, scale: scale, causal: causal, mask: mask, merged: true)
     }
 
     /// Scaled dot-product attention. q (B, H, Lq, D), k/v (B, Hkv, Lk, D).
-    /// `mask` is additive (float, -inf hides) or boolean (true keeps), broadcastable to (B, H, Lq, Lk).
+    /// `mask` is additive (float, -inf hides) or boolean (true keeps), broadcastable to (B, H, Lq, Lk); with
+    /// `causal`, it is added to the causal scores as it is (a (B, 1, 1, Lk) mask of hidden keys stays that small).
     public static func attention(queries q: Tensor, keys k: Tensor, values v: Tensor, scale: Float,
                                  causal: Bool = false, mask: Tensor? = nil) -> Tensor {
-        if Kernels.enabled {
-            var inputs = [q, k, v]
-            if let mask { inputs.append(mask.dtype == .bool ? boolMaskToAdditive(mask, dtype: q.dtype) : mask) }
-            if causal && mask != nil {
-                let lq = q.dim(-2), lk = k.dim(-2)
-                let combined = causalAdditiveMask(queries: lq, keys: lk, dtype: q.dtype) + inputs[3]
-                inputs[3] = combined
-                return Tensor.op(inputs) { mlxs_fast_attention($0[0], $0[1], $0[2], scale, false, $0[3]) }
-            }
-            return Tensor.op(inputs) { h in mlxs_fast_attention(h[0], h[1], h[2], scale, causal, h.count > 3 ? h[3] : nil) }
-        }
-        return referenceAttention(queries: q, keys: k, values: v, scale: scale, causal: causal, mask: mask)
+        guard Kernels.enabled else { return referenceAttention(queries: q, keys: k, values: v, scale: scale, causal: causal, mask: mask) }
+        return fastAttention(q, k, v, scale: scale, causal: causal, mask: mask, merged: false)
+    }
+
+    private static func fastAttention(_ q: Tensor, _ k: Tensor, _ v: Tensor, scale: Float, causal: Bool, mask: Tensor?,
+                                      merged: Bool) -> Tensor {
+        var inputs = [q, k, v]
+        if let mask { inputs.append(mask.dtype == .bool ? boolMaskToAdditive(mask, dtype: q.dtype) : mask) }
+        return Tensor.op(inputs) { h in mlxs_fast_attention(h[0], h[1], h[2], scale, causal, h.count > 3 ? h[3] : nil, merged) }
     }
 
     /// Attention written with plain ops (the definition the kernels are tested against).
@@ -252,15 +247,6 @@ public struct RotaryTables {
         self.dims = dims
         cos = concatenated([angles.cos(), angles.cos()], axis: -1).expandedDims(axis: 1).asType(dtype)
         sin = concatenated([angles.sin(), angles.sin()], axis: -1).expandedDims(axis: 1).asType(dtype)
-    }
-
-    private init(dims: Int, cos: Tensor, sin: Tensor) {
-        (self.dims, self.cos, self.sin) = (dims, cos, sin)
-    }
-
-    /// The tables of batch rows lo..<hi (tables built for one row serve every row as they are).
-    public func rows(_ lo: Int, _ hi: Int) -> RotaryTables {
-        cos.dim(0) == 1 ? self : RotaryTables(dims: dims, cos: cos.slice(axis: 0, lo, hi), sin: sin.slice(axis: 0, lo, hi))
     }
 }
 

@@ -246,6 +246,15 @@ final class KernelTests: KernelTestCase {
         return Tensor(m, shape: shape)
     }
 
+    /// Queries, keys, values and mask of an attention case (b, hq, hkv, lq, lk, d, causal, mask shape), and its label.
+    func attentionInputs(_ c: (Int, Int, Int, Int, Int, Int, Bool, [Int]?)) -> (Tensor, Tensor, Tensor, Tensor?, String) {
+        let (b, hq, hkv, lq, lk, d, causal, maskShape) = c
+        let seed = UInt64(b * 1000 + lq * 10 + lk + d)
+        let q = tensor([b, hq, lq, d], seed: seed, scale: 2)
+        let k = tensor([b, hkv, lk, d], seed: seed + 1), v = tensor([b, hkv, lk, d], seed: seed + 2)
+        return (q, k, v, maskShape.map { infMask($0, seed: seed + 3) }, "b\(b) h\(hq)/\(hkv) lq\(lq) lk\(lk) d\(d) causal \(causal) mask \(maskShape ?? [])")
+    }
+
     func testAttentionMatchesReference() throws {
         // (b, hq, hkv, lq, lk, d, causal, mask shape)
         let cases: [(Int, Int, Int, Int, Int, Int, Bool, [Int]?)] = [
@@ -267,13 +276,10 @@ final class KernelTests: KernelTestCase {
             (1, 4, 1, 200, 230, 128, true, nil),         // 96-query blocks, one K/V head shared by every thread
             (2, 2, 2, 150, 150, 96, false, [2, 1, 150, 150]),
         ]
-        for (b, hq, hkv, lq, lk, d, causal, maskShape) in cases {
-            let seed = UInt64(b * 1000 + lq * 10 + lk + d)
-            let q = tensor([b, hq, lq, d], seed: seed, scale: 2)
-            let k = tensor([b, hkv, lk, d], seed: seed + 1), v = tensor([b, hkv, lk, d], seed: seed + 2)
-            let mask = maskShape.map { infMask($0, seed: seed + 3) }
-            let scale = 1 / Float(d).squareRoot()
-            assertMatchesFallback("b\(b) h\(hq)/\(hkv) lq\(lq) lk\(lk) d\(d) causal \(causal) mask \(maskShape ?? [])") {
+        for c in cases {
+            let (q, k, v, mask, label) = attentionInputs(c)
+            let (causal, scale) = (c.6, 1 / Float(c.5).squareRoot())
+            assertMatchesFallback(label) {
                 NN.attention(queries: q, keys: k, values: v, scale: scale, causal: causal, mask: mask)
             }
         }
@@ -395,6 +401,11 @@ final class KernelTests: KernelTestCase {
         try assertGradientsMatchFallback([ql, kl, vl], "attention LLM mask") {
             NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.2, mask: llmMask)
         }
+        // The same padding as a key mask beside causality (rows whose every key in view is padding included).
+        let padKeys = Tensor(pad, shape: [2, 1, 1, lk])
+        try assertGradientsMatchFallback([ql, kl, vl], "attention causal + padded keys") {
+            NN.attention(queries: $0[0], keys: $0[1], values: $0[2], scale: 0.2, causal: true, mask: padKeys)
+        }
         try assertGradientsMatchFallback([ql], "attention LLM mask, queries only") {
             NN.attention(queries: $0[0], keys: kl, values: vl, scale: 0.2, mask: llmMask)
         }
@@ -434,15 +445,15 @@ final class KernelTests: KernelTestCase {
     /// The heads as plain ops: (B, L, H * D) -> (B, H, L, D), rotated with the tables, after the prefix's rows
     /// (row n % rows for batch row n).
     func headsByPlainOps(_ x: Tensor, heads: Int, rotary: RotaryTables?, prefix: Tensor?) -> Tensor {
-        let (b, l) = (x.dim(0), x.dim(1))
-        var y = x.reshaped([b, l, heads, x.dim(2) / heads]).transposed([0, 2, 1, 3])
+        let (b, l, d) = (x.dim(0), x.dim(1), x.dim(2) / heads)
+        // Row n of t's rows for batch row n.
+        func repeated(_ t: Tensor) -> Tensor { concatenated((0..<b).map { t.slice(axis: 0, $0 % t.dim(0), $0 % t.dim(0) + 1) }, axis: 0) }
+        var y = x.reshaped([b, l, heads, d]).transposed([0, 2, 1, 3])
         if let rotary {
-            let rows = (0..<b).map { rotary.rows($0 % rotary.cos.dim(0), $0 % rotary.cos.dim(0) + 1) }
-            y = concatenated((0..<b).map { NN.rope(y.slice(axis: 0, $0, $0 + 1), tables: rows[$0]) }, axis: 0)
+            let rotated = concatenated([-y.slice(axis: -1, d / 2, d), y.slice(axis: -1, 0, d / 2)], axis: -1)
+            y = y * repeated(rotary.cos) + rotated * repeated(rotary.sin)
         }
-        guard let prefix else { return y }
-        let repeated = concatenated((0..<b).map { prefix.slice(axis: 0, $0 % prefix.dim(0), $0 % prefix.dim(0) + 1) }, axis: 0)
-        return concatenated([repeated, y], axis: 2)
+        return prefix.map { concatenated([repeated($0), y], axis: 2) } ?? y
     }
 
     func testSplitHeadsMatchesTransposeRotationAndConcatenation() throws {
@@ -517,12 +528,9 @@ final class KernelTests: KernelTestCase {
             (2, 2, 2, 4, 30, 16, true, [2, 1, 1, 30]),   // causal plus one row of hidden keys per batch row (a prompt's)
             (2, 4, 2, 60, 80, 32, true, [2, 1, 1, 80]),
         ]
-        for (b, hq, hkv, lq, lk, d, causal, maskShape) in cases {
-            let seed = UInt64(b * 1000 + lq * 10 + lk + d)
-            let q = tensor([b, hq, lq, d], seed: seed, scale: 2)
-            let k = tensor([b, hkv, lk, d], seed: seed + 1), v = tensor([b, hkv, lk, d], seed: seed + 2)
-            let mask = maskShape.map { infMask($0, seed: seed + 3) }
-            let label = "b\(b) h\(hq)/\(hkv) lq\(lq) lk\(lk) d\(d) causal \(causal) mask \(maskShape ?? [])"
+        for c in cases {
+            let (q, k, v, mask, label) = attentionInputs(c)
+            let (b, hq, lq, d, causal) = (c.0, c.1, c.3, c.5, c.6)
             let heads = NN.attention(queries: q, keys: k, values: v, scale: 0.2, causal: causal, mask: mask)
             let expected = values(heads.transposed([0, 2, 1, 3]).reshaped([b, lq, hq * d]))
             // The kernel's own rows, written elsewhere: the same floats.

@@ -166,13 +166,11 @@ const char* mlxs_mlx_sgemm_origin(void);
 // Depthwise 2D convolution: x NHWC (B, H, W, C), w (C, kh, kw) — same padding semantics as conv2d.
 mlxs_array mlxs_depthwise_conv2d(mlxs_array x, mlxs_array w, int pad_h, int pad_w);
 // Attention: q (B, Hq, Lq, D), k/v (B, Hkv, Lk, D), optional additive float mask broadcastable to
-// (B, Hq, Lq, Lk); causal aligns the last query with the last key.
+// (B, Hq, Lq, Lk); causal aligns the last query with the last key (with a mask too, the mask is added to the causal
+// scores, so a (B, 1, 1, Lk) mask of hidden keys stays one row per batch row). The output is (B, Hq, Lq, D), or with
+// `merged` (B, Lq, Hq * D), the heads side by side as the output projection reads them.
 mlxs_array mlxs_fast_attention(mlxs_array q, mlxs_array k, mlxs_array v, float scale, bool causal,
-                               mlxs_array mask /* nullable */);
-// The same attention with its output as (B, Lq, Hq * D), the heads side by side (the output projection's input);
-// here causal and a mask may come together (the mask added to the causal scores).
-mlxs_array mlxs_fast_attention_merged(mlxs_array q, mlxs_array k, mlxs_array v, float scale, bool causal,
-                                      mlxs_array mask /* nullable */);
+                               mlxs_array mask /* nullable */, bool merged);
 // Attention heads from projection rows: x (B, L, heads * D) -> (B, heads, P + L, D), the P positions of `prefix`
 // (B or a divisor of B rows, heads, P, D; batch row n takes prefix row n % rows) first, then x's heads, rotated by
 // rotate-half RoPE with the tables cos/sin (B or a divisor of B rows, 1, L, D) when given. All nullable but x.

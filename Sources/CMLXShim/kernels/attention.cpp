@@ -191,7 +191,8 @@ inline int visible_keys(const AttentionArgs& a, int i) {
 }
 
 // Keys row i must attend to: its causal view, less the trailing keys its mask hides (<= -1e8: the -1e9 of the
-// engine's masks, -inf, -FLT_MAX), whose weights underflow to exactly zero. 0: causality hides every key.
+// engine's masks, -inf, -FLT_MAX), whose weights underflow to exactly zero. 0: every key the row may see is hidden,
+// by causality or, with causality, by the mask too (see hidden_row).
 constexpr float MASK_HIDDEN = -1e8f;
 int row_keys(const AttentionArgs& a, const float* mrow, int i) {
   const int count = visible_keys(a, i);
@@ -207,12 +208,16 @@ int row_keys(const AttentionArgs& a, const float* mrow, int i) {
     c -= 8;
   }
   while (c > 0 && mrow[c - 1] <= MASK_HIDDEN) --c;
-  return c == 0 ? count : c;  // every key hidden by the mask: keep them all (the reference's uniform/NaN row)
+  if (c > 0) return c;
+  // Every key in view hidden by the mask: without causality, keep them all (the reference's uniform/NaN row over
+  // score + mask); with it, the reference also weighs the keys causality hides (-1e9 + mask), so hidden_row.
+  return a.causal && count < a.lk ? 0 : count;
 }
 
-// Row of numerators when causality hides every key: x_j = -1e9 + mask_j over all keys.
-float hidden_row(float* row, int lk, const float* mask) {
-  for (int j = 0; j < lk; ++j) row[j] = HIDDEN + (mask ? mask[j] : 0.0f);
+// Row of numerators when no key in view is visible: as the reference scores them, -1e9 + mask_j for the keys
+// causality hides (j >= visible) and mask_j for the others (score + mask_j, the score lost beside -1e9 or -inf).
+float hidden_row(float* row, int lk, const float* mask, int visible) {
+  for (int j = 0; j < lk; ++j) row[j] = (j < visible ? 0.0f : HIDDEN) + (mask ? mask[j] : 0.0f);
   return softmax_row(row, lk, 1.0f, nullptr);
 }
 
@@ -233,7 +238,7 @@ void attention_direct(const AttentionArgs& a) {
     float sum;
     if (count == 0) {
       count = lk;
-      sum = hidden_row(s, lk, mrow);
+      sum = hidden_row(s, lk, mrow, visible_keys(a, i));
     } else {
       const int d8 = d & ~7;
       int j = 0;
@@ -400,7 +405,7 @@ void attention_tiled(const AttentionArgs& a) {
         float sum;
         if (count == 0) {
           count = lk;
-          sum = hidden_row(row, lk, mrow);
+          sum = hidden_row(row, lk, mrow, visible_keys(a, i0 + r));
         } else {
           sum = softmax_row(row, count, a.scale, mrow);
         }
@@ -490,9 +495,9 @@ void attention_grad(const AttentionArgs& a, const float* dout, float* dq, float*
           const float* mrow = mask_row(a, n, h, i0 + r);
           int c = count[r];
           float sum;
-          if (c == 0) {  // causality hides every key: weights over -1e9 + mask, gradients for every score
+          if (c == 0) {  // no key in view visible: weights as hidden_row gives them, gradients for every score
             c = lk;
-            sum = hidden_row(pr, lk, mrow);
+            sum = hidden_row(pr, lk, mrow, visible_keys(a, i0 + r));
           } else {
             sum = softmax_row(pr, c, a.scale, mrow);
           }
