@@ -22,6 +22,8 @@ let package = Package(
         .library(name: "MLXEngine", targets: ["MLXEngine"]),
         .library(name: "JanusFlow", targets: ["JanusFlow"]),
         .library(name: "JanusFlowServer", targets: ["JanusFlowServer"]),
+        .library(name: "JanusFlowTraining", targets: ["JanusFlowTraining"]),
+        .library(name: "JanusFlowDemo", targets: ["JanusFlowDemo"]),
         .executable(name: "janusflow", targets: ["JanusFlowCLI"]),
     ],
     dependencies: [
@@ -56,6 +58,8 @@ let package = Package(
         .target(name: "JanusFlowTraining", dependencies: ["JanusFlow", "MLXEngine", "JanusFlowImageIO", "JanusFlowTokenizer"]),
         // The procedurally generated world of shapes and its GenEval/POPE-style scorers.
         .target(name: "ShapesWorld"),
+        // The embedded default as a Swift type: ShapesWorld data, pretraining, the three stages, scoring.
+        .target(name: "JanusFlowDemo", dependencies: ["JanusFlow", "JanusFlowTraining", "ShapesWorld", "MLXEngine", "JanusFlowImageIO", "JanusFlowTokenizer"]),
         // HTTP API over the pipeline (Hummingbird).
         .target(
             name: "JanusFlowServer",
@@ -64,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "JanusFlowCLI",
             dependencies: [
-                "JanusFlow", "JanusFlowServer", "MLXEngine", "JanusFlowTraining", "ShapesWorld", "JanusFlowImageIO", "JanusFlowTokenizer",
+                "JanusFlow", "JanusFlowServer", "MLXEngine", "JanusFlowTraining", "ShapesWorld", "JanusFlowDemo", "JanusFlowImageIO", "JanusFlowTokenizer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -75,6 +79,7 @@ let package = Package(
         .testTarget(name: "JanusFlowTests", dependencies: ["JanusFlow", "JanusFlowServer", "JanusFlowImageIO", "JanusFlowTokenizer", "JanusFlowTraining"], resources: [.copy("Fixtures")]),
         .testTarget(name: "JanusFlowTrainingTests", dependencies: ["JanusFlowTraining"]),
         .testTarget(name: "ShapesWorldTests", dependencies: ["ShapesWorld"]),
+        .testTarget(name: "JanusFlowDemoTests", dependencies: ["JanusFlowDemo", "JanusFlow"]),
     ],
     cxxLanguageStandard: .cxx20
 )

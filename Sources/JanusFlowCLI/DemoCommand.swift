@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import JanusFlowDemo
 
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -30,33 +31,30 @@ struct DemoCommand: ParsableCommand {
 
     func run() throws {
         var settings = quick ? ShapesDemo.Settings.quick : ShapesDemo.Settings()
-        if let path = self.settings { settings = try settings.overridden(byJSONFile: URL(fileURLWithPath: path)) }
+        if let path = self.settings {
+            do { settings = try settings.overridden(byJSONFile: URL(fileURLWithPath: path)) } catch let error as ShapesDemoError { throw ValidationError(error.message) }
+        }
         settings.seed = seed
         let root = URL(fileURLWithPath: out)
         let start = Date()
-        var demo = ShapesDemo(settings: settings, out: root)
+        var demo = ShapesDemo(settings: settings, outputDirectory: root)
+        // One bar per phase, as the phases arrive.
+        var bar: ProgressBar?
+        demo.progressHandler = { p in
+            if bar?.label != p.phase { bar = ProgressBar(p.phase, total: p.total) }
+            if p.step % 10 == 0 || p.step == p.total || p.phase == "GenEval prompts" { bar?.update(p.step, detail: p.detail) }
+            return true
+        }
         if evaluateOnly {
-            _ = try demo.run(evaluateOnly: true)
+            _ = try demo.evaluateOnly()
             return
         }
-        let scores = try demo.run()
-        guard let ablate else {
+        guard ablate != nil else {
+            _ = try demo.run()
             print(String(format: "demo finished in %.0f s; scores in %@", Date().timeIntervalSince(start), root.appendingPathComponent("report/scores.json").path))
             return
         }
-        var without = settings
-        without.repa = false
-        var ablation = ShapesDemo(settings: without, out: root.appendingPathComponent("ablation-no-repa"))
-        let other = try ablation.run()
-        func overall(_ s: [String: Any]) -> Double { (s["generation"] as? [String: Double])?["overall"] ?? .nan }
-        func accuracy(_ s: [String: Any]) -> Double { (s["understanding"] as? [String: Double])?["accuracy"] ?? .nan }
-        let table: [String: Any] = [
-            "with_repa": ["generation_overall": overall(scores), "understanding_accuracy": accuracy(scores)],
-            "without_repa": ["generation_overall": overall(other), "understanding_accuracy": accuracy(other)],
-            "difference": ["generation_overall": overall(scores) - overall(other), "understanding_accuracy": accuracy(scores) - accuracy(other)],
-        ]
-        let data = try JSONSerialization.data(withJSONObject: table, options: [.prettyPrinted, .sortedKeys])
-        try data.write(to: root.appendingPathComponent("report/ablation_repa.json"), options: .atomic)
-        print(String(data: data, encoding: .utf8)!)
+        let table = try demo.runWithREPAAblation().table
+        print(String(data: try JSONSerialization.data(withJSONObject: table, options: [.prettyPrinted, .sortedKeys]), encoding: .utf8)!)
     }
 }

@@ -4,6 +4,7 @@ import Foundation
 import JanusFlow
 import JanusFlowTraining
 import MLXEngine
+import JanusFlowDemo
 import ShapesWorld
 
 /// Where a training step of the demo's tiny model spends its time: each objective forward only and forward +

@@ -33,6 +33,8 @@ public final class Trainer {
     public private(set) var step = 0
     public private(set) var history: [[String: Double]] = []
     public var onProgress: ((TrainingProgress) -> Void)?
+    /// Asked after each step (after its progress report and checkpoint); true ends `run` early, the state intact.
+    public var shouldStop: (() -> Bool)?
 
     var optimizer: AdamW?
     var stageIndex = -1
@@ -117,6 +119,7 @@ public final class Trainer {
                                          etaSeconds: Double(end - step) / Swift.max(rate, 1e-9)))
             if step % config.logEvery == 0 || step == end { try appendMetrics(history.last!) }
             if config.checkpointEvery > 0 && step % config.checkpointEvery == 0 { try saveCheckpoint() }
+            if shouldStop?() == true { return }
         }
     }
 

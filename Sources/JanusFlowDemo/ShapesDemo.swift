@@ -1,4 +1,3 @@
-import ArgumentParser
 import Foundation
 import JanusFlow
 import JanusFlowImageIO
@@ -7,123 +6,63 @@ import JanusFlowTraining
 import MLXEngine
 import ShapesWorld
 
+/// How far a demo run is: `step` of `total` in `phase` ("VAE", "SigLIP", "LLM", "JanusFlow stages", "GenEval prompts",
+/// "questions"), with a short detail such as the latest loss.
+public struct DemoProgress: Sendable {
+    public let phase: String
+    public let step: Int
+    public let total: Int
+    public let detail: String
+}
+
 /// The embedded default: a tiny JanusFlow trained from scratch on ShapesWorld with the real three-stage recipe
 /// and all three losses, then scored GenEval-style (generation) and VQA/POPE-style (understanding).
-struct ShapesDemo {
-    struct Settings: Codable {
-        var seed: UInt64 = 0
-        var imageSize = 32
-        var trainScenes = 12000
-        /// Relative number of training captions per GenEval category, in GenEvalCategory order (single_object,
-        /// two_object, counting, colors, position, color_attr); held-out prompts stay equal per category.
-        /// Counting and position, the hardest, get twice the captions.
-        var captionMix = [1, 1, 2, 1, 2, 1]
-        /// Understanding conversations, one scene each, of `questionsPerImage` question-answer turns.
-        var trainQuestions = 12000
-        // Eight (with the scene heads below) measured understanding 0.97 where four without them gave 0.80.
-        var questionsPerImage = 8
-        /// The questions about one training image as independent single-turn samples sharing the prompt and image
-        /// block (`UnderstandingExample.sharingPrefix`), not as one multi-turn conversation where later questions
-        /// can read the earlier answers instead of the image.
-        var independentQuestions = true
-        /// Relative number of training questions per question type ("pope": 3, ...); types left out count 1.
-        /// Held-out questions stay uniform over the types.
-        var questionMix: [String: Int] = [:]
-        var trainTexts = 4000
-        var pretrainImages = 4800
-        var vaeSteps = 400
-        var siglipSteps = 800
-        /// SigLIP pretraining also learns each patch's colour-and-shape pair and, from the mean of the patch
-        /// features, the scene's object counts (false: per-patch colour, shape and position heads only).
-        var siglipSceneHeads = true
-        var llmSteps = 150
-        var stageSteps = [300, 1600, 500]
-        var batchSize = 32
-        var learningRate = 1e-3
-        // 60 prompts per category and 600 questions: with 20 and 300 a category's score moved by +-0.1 between
-        // rescorings of one model.
-        var evalPromptsPerCategory = 60
-        var evalQuestions = 600
-        var sampleSteps = 20
-        /// The official guidance weight (JanusFlow's demo and its MJHQ FID use w = 2).
-        var cfg = 2.0
-        /// Logit-normal time distribution of the rectified-flow loss (training config flow_time_logit_mean/std):
-        /// -0.5 trains more at high noise, where the layout (counts, positions) is decided.
-        var flowTimeLogitMean = -0.5
-        var flowTimeLogitStd = 1.0
-        var repa = true
-        var merges = 400
+///
+/// ```swift
+/// var demo = ShapesDemo(settings: .quick, outputDirectory: URL(fileURLWithPath: "demo-out"))
+/// demo.progressHandler = { p in print(p.phase, p.step, p.total); return true }   // false cancels
+/// let scores = try demo.run()
+/// print(scores.generation["overall"]!, scores.understanding["accuracy"]!)
+/// ```
+///
+/// A run writes `model/` and `vae/` (a JanusFlow checkpoint and VAE in the published layout, loadable by
+/// `JanusFlowPipeline`), `training/` (the trainer's metrics) and `report/` (grids, answers, loss curves, scores.json).
+/// It is a deterministic function of `settings` (seed included).
+public struct ShapesDemo {
+    public let settings: Settings
+    public let outputDirectory: URL
+    /// Where the run's log lines go (standard output by default).
+    public var log: (String) -> Void = { print($0) }
+    /// Called as each phase advances; returning false cancels the run, which then throws `CancellationError`.
+    public var progressHandler: (DemoProgress) -> Bool = { _ in true }
+    /// The three stages' per-step losses of the last run.
+    public private(set) var history: [[String: Double]] = []
 
-        /// These settings with the fields present in a JSON object file replaced (unknown keys are an error).
-        func overridden(byJSONFile url: URL) throws -> Settings {
-            let data: Data
-            do { data = try Data(contentsOf: url) } catch { throw ValidationError("\(url.path): cannot read the settings file") }
-            guard let patch = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw ValidationError("\(url.path): the settings file is not a JSON object")
-            }
-            var merged = try JSONSerialization.jsonObject(with: JSONEncoder().encode(self)) as! [String: Any]
-            for key in patch.keys.sorted() where merged[key] == nil {
-                throw ValidationError("\(url.path): unknown setting '\(key)' (known: \(merged.keys.sorted().joined(separator: ", ")))")
-            }
-            merged.merge(patch) { _, new in new }
-            let settings: Settings
-            do {
-                settings = try JSONDecoder().decode(Settings.self, from: JSONSerialization.data(withJSONObject: merged))
-            } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-                throw ValidationError("\(url.path): setting '\(context.codingPath.first?.stringValue ?? "?")' has the wrong type")
-            }
-            guard settings.captionMix.count == GenEvalCategory.allCases.count, settings.captionMix.allSatisfy({ $0 >= 0 }),
-                  settings.captionMix.contains(where: { $0 > 0 }) else {
-                throw ValidationError("\(url.path): setting 'captionMix' must be \(GenEvalCategory.allCases.count) counts >= 0, not all 0 (\(settings.captionMix))")
-            }
-            let types = Set(QuestionType.allCases.map(\.rawValue))
-            if let bad = settings.questionMix.keys.sorted().first(where: { !types.contains($0) }) {
-                throw ValidationError("\(url.path): setting 'questionMix' has an unknown question type '\(bad)' (known: \(types.sorted().joined(separator: ", ")))")
-            }
-            let standardTypes = QuestionType.allCases.filter { $0 != .size }
-            if settings.questionMix.values.contains(where: { $0 < 0 }) || !standardTypes.contains(where: { (settings.questionMix[$0.rawValue] ?? 1) > 0 }) {
-                throw ValidationError("\(url.path): setting 'questionMix' must have counts >= 0, not 0 for every type")
-            }
-            guard settings.flowTimeLogitStd > 0 else {
-                throw ValidationError("\(url.path): setting 'flowTimeLogitStd' must be > 0 (\(settings.flowTimeLogitStd))")
-            }
-            guard settings.questionsPerImage >= 1 else {
-                throw ValidationError("\(url.path): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
-            }
-            return settings
-        }
-
-        // Two questions per image in the short run: its 300 stage-2 steps learn less from four (held-out accuracy
-        // 0.37 with four, 0.52 with two, 0.50 with one).
-        static let quick = Settings(trainScenes: 600, trainQuestions: 600, questionsPerImage: 2, trainTexts: 600, pretrainImages: 1200, vaeSteps: 250, siglipSteps: 100, llmSteps: 120, stageSteps: [60, 300, 120],
-                                    evalPromptsPerCategory: 5, evalQuestions: 60, sampleSteps: 10)
+    public init(settings: Settings = Settings(), outputDirectory: URL) {
+        self.settings = settings
+        self.outputDirectory = outputDirectory
     }
 
-    let settings: Settings
-    let out: URL
-    var log: (String) -> Void = { print($0) }
-    var history: [[String: Double]] = []
-
-    init(settings: Settings, out: URL) {
-        self.settings = settings
-        self.out = out
+    /// Reports progress; throws `CancellationError` when the handler asks to stop.
+    func reportProgress(_ phase: String, _ step: Int, of total: Int, _ detail: String = "") throws {
+        guard progressHandler(DemoProgress(phase: phase, step: step, total: total, detail: detail)) else { throw CancellationError() }
     }
 
     /// The tiny JanusFlow the demo trains (4x4 image tokens for both paths).
-    static func vaeConfig(imageSize: Int) -> VAEConfig {
+    public static func vaeConfig(imageSize: Int) -> VAEConfig {
         VAEConfig(blockOutChannels: [16, 32, 32], layersPerBlock: 1, normNumGroups: 8, latentChannels: 4, scalingFactor: 1,
                   sampleSize: imageSize)
     }
 
     /// The VAE's pretraining loss: reconstruction of a sampled latent plus a small KL term.
-    static func vaeLoss(_ vae: AutoencoderKL, _ x: Tensor, noiseKey: RandomKey) -> Tensor {
+    public static func vaeLoss(_ vae: AutoencoderKL, _ x: Tensor, noiseKey: RandomKey) -> Tensor {
         let (mean, logvar) = vae.encode(x)
         let z = mean + (logvar * 0.5).exp() * Random.normal(mean.shape, key: noiseKey)
         let kl = ((mean.square() + logvar.exp() - logvar - 1) * 0.5).mean()
         return NN.mseLoss(vae.decode(z), x) + kl * 1e-4
     }
 
-    static func modelConfig(vocabularySize: Int, imageSize: Int) -> JanusFlowConfig {
+    public static func modelConfig(vocabularySize: Int, imageSize: Int) -> JanusFlowConfig {
         JanusFlowConfig(
             language: LanguageConfig(hiddenSize: 128, intermediateSize: 352, numAttentionHeads: 4, numHiddenLayers: 4,
                                      vocabSize: vocabularySize),
@@ -144,18 +83,25 @@ struct ShapesDemo {
     func fit(_ name: String, module: Module, steps: Int, lr: Double, loss: @escaping (Int) -> Tensor) throws -> [Double] {
         let opt = AdamW(schedule: WarmupCosineSchedule(peak: lr, warmupSteps: Swift.min(50, steps / 10), totalSteps: steps, final: lr * 0.1),
                         beta1: 0.9, beta2: 0.95, weightDecay: 0)
-        let bar = ProgressBar(name, total: steps)
         var losses: [Double] = []
         for step in 0..<steps {
             let (values, grads) = try Autograd.valueAndGrad(model: module) { [loss(step)] }
             try opt.apply(gradients: grads, gradientScale: gradientClipping(grads, maxNorm: 1).scale, to: module)
             losses.append(Double(try values[0].item(Float.self)))
-            if step % 10 == 0 || step == steps - 1 { bar.update(step + 1, detail: String(format: "loss %.4f", losses.last!)) }
+            try reportProgress(name, step + 1, of: steps, String(format: "loss %.4f", losses.last!))
         }
         return losses
     }
 
-    mutating func run(evaluateOnly: Bool = false) throws -> [String: Any] {
+    /// Trains and scores; returns what `report/scores.json` holds.
+    public mutating func run() throws -> DemoScores { try run(evaluateOnly: false) }
+
+    /// Re-scores the `model/` and `vae/` an earlier run left in `outputDirectory` with these settings (another cfg or
+    /// number of sampling steps, say) into `rescored/`, training nothing.
+    public mutating func evaluateOnly() throws -> DemoScores { try run(evaluateOnly: true) }
+
+    mutating func run(evaluateOnly: Bool) throws -> DemoScores {
+        let out = outputDirectory
         let s = settings
         let fm = FileManager.default
         try fm.createDirectory(at: out, withIntermediateDirectories: true)
@@ -198,7 +144,7 @@ struct ShapesDemo {
             try JSONSerialization.data(withJSONObject: scores, options: [.prettyPrinted, .sortedKeys])
                 .write(to: out.appendingPathComponent("rescored/scores.json"), options: .atomic)
             logScores(generation, understanding)
-            return scores
+            return DemoScores(json: scores)
         }
 
         // 2. Tokenizer: byte-level BPE learned on the corpus and the chat templates.
@@ -339,14 +285,15 @@ struct ShapesDemo {
                                             logEvery: 20, stages: stages)
         let modules = TrainingModules(model: model, repaHidden: 128)
         let trainer = try Trainer(config: trainingConfig, modules: modules, data: data, outputDirectory: out.appendingPathComponent("training"))
-        let bar = ProgressBar("JanusFlow stages", total: trainingConfig.totalSteps)
-        trainer.onProgress = { p in
-            if p.step % 10 == 0 || p.step == p.totalSteps {
-                let losses = p.losses.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f", $0.key, $0.value) }.joined(separator: " ")
-                bar.update(p.step, detail: "\(p.stage) lr \(String(format: "%.1e", p.learningRate)) \(losses)")
-            }
+        var cancelled = false
+        trainer.onProgress = { [self] p in
+            let losses = p.losses.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f", $0.key, $0.value) }.joined(separator: " ")
+            do { try reportProgress("JanusFlow stages", p.step, of: p.totalSteps, "\(p.stage) lr \(String(format: "%.1e", p.learningRate)) \(losses)") }
+            catch { cancelled = true }
         }
+        trainer.shouldStop = { cancelled }
         try trainer.run()
+        if cancelled { throw CancellationError() }
         try trainer.exportModel(to: modelDir, parameters: trainer.emaModelParameters)
         history = trainer.history
 
@@ -389,71 +336,6 @@ struct ShapesDemo {
         try json.write(to: report.appendingPathComponent("scores.json"), options: .atomic)
         logScores(generation, understanding)
         log("report: \(report.path); model: \(modelDir.path); vae: \(vaeDir.path)")
-        return scores
-    }
-
-    /// Held-out prompts generated together in evaluation.
-    static let evaluationBatch = 40
-
-    /// Scores a trained model through the public pipeline on held-out prompts (GenEval rules applied to the
-    /// detector's findings) and questions (exact match), and writes the image grids and samples into `report`.
-    func evaluate(modelDirectory: URL, vaeDirectory: URL, prompts: [GenerationSample], questions: [QuestionSample], world: WorldConfig,
-                  report: URL) throws -> (generation: [String: Double], understanding: [String: Double]) {
-        let s = settings
-        let pipeline = try JanusFlowPipeline(modelDirectory: modelDirectory, vaeDirectory: vaeDirectory, dtype: .float32)
-        let detector = Detector(config: world)
-        var genResults: [(GenEvalCategory, Bool)] = []
-        var grids: [GenEvalCategory: [RGBImage]] = [:]
-        var promptLines: [String] = []
-        let evalBar = ProgressBar("GenEval prompts", total: prompts.count)
-        // Prompts in batches (each image still from its own seed, as if generated alone): the tiny model's rows
-        // are far too small to keep the cores busy one prompt at a time.
-        var images: [RGBImage] = []
-        for start in stride(from: 0, to: prompts.count, by: Self.evaluationBatch) {
-            let range = start..<Swift.min(start + Self.evaluationBatch, prompts.count)
-            images += try pipeline.generate(prompts: prompts[range].map(\.prompt), seeds: range.map { s.seed &+ UInt64($0) },
-                                            steps: s.sampleSteps, cfg: s.cfg, imagesPerPass: range.count)
-            evalBar.update(range.upperBound)
-        }
-        for (i, sample) in prompts.enumerated() {
-            let image = images[i]
-            let ok = GenEvalScorer.isCorrect(detector.detect(Self.toShape(image)), sample.requirements)
-            genResults.append((sample.requirements.category, ok))
-            grids[sample.requirements.category, default: []].append(image)
-            promptLines.append("\(sample.requirements.category.rawValue)\t\(ok ? "correct" : "wrong")\t\(sample.prompt)")
-        }
-        var qaRows: [(type: String, expected: String, predicted: String)] = []
-        var qaLines = ["| question | expected | answer |", "|---|---|---|"]
-        let qaBar = ProgressBar("questions", total: questions.count)
-        for (i, q) in questions.enumerated() {
-            let answer = try pipeline.understand(image: Self.toRGB(q.scene.render(size: s.imageSize)), question: q.question,
-                                                 parameters: SamplingParameters(maxNewTokens: 40))
-            qaRows.append((q.type, q.answer, answer))
-            if i < 40 { qaLines.append("| \(q.question) | \(q.answer) | \(answer) |") }
-            qaBar.update(i + 1)
-        }
-        try FileManager.default.createDirectory(at: report, withIntermediateDirectories: true)
-        for (category, images) in grids {
-            try RGBImage.grid(images, columns: Swift.min(10, images.count)).writePNG(to: report.appendingPathComponent("generation_\(category.rawValue).png"))
-        }
-        try (promptLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("generation_prompts.tsv"), atomically: true, encoding: .utf8)
-        try (qaLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("understanding_samples.md"), atomically: true, encoding: .utf8)
-        return (GenEvalScorer.summarize(genResults), UnderstandingScorer.summarize(qaRows))
-    }
-
-    func logScores(_ generation: [String: Double], _ understanding: [String: Double]) {
-        log("generation (GenEval-style): " + generation.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "))
-        log("understanding: " + understanding.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "))
-    }
-
-    /// Accuracy of always answering the most common answer of each question type.
-    func chanceAccuracy(_ qs: [QuestionSample]) -> Double {
-        var correct = 0
-        for type in Set(qs.map(\.type)) {
-            let answers = qs.filter { $0.type == type }.map(\.answer)
-            let counts = Dictionary(answers.map { ($0, 1) }, uniquingKeysWith: +)
-            correct += counts.values.max() ?? 0
-        }
-        return Double(correct) / Double(Swift.max(qs.count, 1))
+        return DemoScores(json: scores)
     }
 }

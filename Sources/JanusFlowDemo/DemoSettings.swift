@@ -1,0 +1,111 @@
+import Foundation
+import ShapesWorld
+
+/// A bad demo setting or settings file; the message names the file and the key.
+public struct ShapesDemoError: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+    public var errorDescription: String? { message }
+}
+
+extension ShapesDemo {
+    /// Everything a run depends on besides the code: the world's size, each phase's steps, the evaluation. Encoded
+    /// as `report/config.json`; `overridden(byJSONFile:)` reads a partial file of the same keys.
+    public struct Settings: Codable, Sendable {
+        public var seed: UInt64 = 0
+        public var imageSize = 32
+        public var trainScenes = 12000
+        /// Relative number of training captions per GenEval category, in GenEvalCategory order (single_object,
+        /// two_object, counting, colors, position, color_attr); held-out prompts stay equal per category.
+        /// Counting and position, the hardest, get twice the captions.
+        public var captionMix = [1, 1, 2, 1, 2, 1]
+        /// Understanding conversations, one scene each, of `questionsPerImage` question-answer turns.
+        public var trainQuestions = 12000
+        // Eight (with the scene heads below) measured understanding 0.97 where four without them gave 0.80.
+        public var questionsPerImage = 8
+        /// The questions about one training image as independent single-turn samples sharing the prompt and image
+        /// block (`UnderstandingExample.sharingPrefix`), not as one multi-turn conversation where later questions
+        /// can read the earlier answers instead of the image.
+        public var independentQuestions = true
+        /// Relative number of training questions per question type ("pope": 3, ...); types left out count 1.
+        /// Held-out questions stay uniform over the types.
+        public var questionMix: [String: Int] = [:]
+        public var trainTexts = 4000
+        public var pretrainImages = 4800
+        public var vaeSteps = 400
+        public var siglipSteps = 800
+        /// SigLIP pretraining also learns each patch's colour-and-shape pair and, from the mean of the patch
+        /// features, the scene's object counts (false: per-patch colour, shape and position heads only).
+        public var siglipSceneHeads = true
+        public var llmSteps = 150
+        public var stageSteps = [300, 1600, 500]
+        public var batchSize = 32
+        public var learningRate = 1e-3
+        // 60 prompts per category and 600 questions: with 20 and 300 a category's score moved by +-0.1 between
+        // rescorings of one model.
+        public var evalPromptsPerCategory = 60
+        public var evalQuestions = 600
+        public var sampleSteps = 20
+        /// The official guidance weight (JanusFlow's demo and its MJHQ FID use w = 2).
+        public var cfg = 2.0
+        /// Logit-normal time distribution of the rectified-flow loss (training config flow_time_logit_mean/std):
+        /// -0.5 trains more at high noise, where the layout (counts, positions) is decided.
+        public var flowTimeLogitMean = -0.5
+        public var flowTimeLogitStd = 1.0
+        public var repa = true
+        public var merges = 400
+
+        /// The default run (`janusflow demo`).
+        public init() {}
+
+        /// These settings with the fields present in a JSON object file replaced (unknown keys are an error).
+        public func overridden(byJSONFile url: URL) throws -> Settings {
+            let data: Data
+            do { data = try Data(contentsOf: url) } catch { throw ShapesDemoError("\(url.path): cannot read the settings file") }
+            guard let patch = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+                throw ShapesDemoError("\(url.path): the settings file is not a JSON object")
+            }
+            var merged = try JSONSerialization.jsonObject(with: JSONEncoder().encode(self)) as! [String: Any]
+            for key in patch.keys.sorted() where merged[key] == nil {
+                throw ShapesDemoError("\(url.path): unknown setting '\(key)' (known: \(merged.keys.sorted().joined(separator: ", ")))")
+            }
+            merged.merge(patch) { _, new in new }
+            let settings: Settings
+            do {
+                settings = try JSONDecoder().decode(Settings.self, from: JSONSerialization.data(withJSONObject: merged))
+            } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
+                throw ShapesDemoError("\(url.path): setting '\(context.codingPath.first?.stringValue ?? "?")' has the wrong type")
+            }
+            guard settings.captionMix.count == GenEvalCategory.allCases.count, settings.captionMix.allSatisfy({ $0 >= 0 }),
+                  settings.captionMix.contains(where: { $0 > 0 }) else {
+                throw ShapesDemoError("\(url.path): setting 'captionMix' must be \(GenEvalCategory.allCases.count) counts >= 0, not all 0 (\(settings.captionMix))")
+            }
+            let types = Set(QuestionType.allCases.map(\.rawValue))
+            if let bad = settings.questionMix.keys.sorted().first(where: { !types.contains($0) }) {
+                throw ShapesDemoError("\(url.path): setting 'questionMix' has an unknown question type '\(bad)' (known: \(types.sorted().joined(separator: ", ")))")
+            }
+            let standardTypes = QuestionType.allCases.filter { $0 != .size }
+            if settings.questionMix.values.contains(where: { $0 < 0 }) || !standardTypes.contains(where: { (settings.questionMix[$0.rawValue] ?? 1) > 0 }) {
+                throw ShapesDemoError("\(url.path): setting 'questionMix' must have counts >= 0, not 0 for every type")
+            }
+            guard settings.flowTimeLogitStd > 0 else {
+                throw ShapesDemoError("\(url.path): setting 'flowTimeLogitStd' must be > 0 (\(settings.flowTimeLogitStd))")
+            }
+            guard settings.questionsPerImage >= 1 else {
+                throw ShapesDemoError("\(url.path): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
+            }
+            return settings
+        }
+
+        // Two questions per image in the short run: its 300 stage-2 steps learn less from four (held-out accuracy
+        // 0.37 with four, 0.52 with two, 0.50 with one).
+        public static let quick: Settings = {
+            var q = Settings()
+            (q.trainScenes, q.trainQuestions, q.questionsPerImage, q.trainTexts, q.pretrainImages) = (600, 600, 2, 600, 1200)
+            (q.vaeSteps, q.siglipSteps, q.llmSteps, q.stageSteps) = (250, 100, 120, [60, 300, 120])
+            (q.evalPromptsPerCategory, q.evalQuestions, q.sampleSteps) = (5, 60, 10)
+            return q
+        }()
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import JanusFlow
+import JanusFlowDemo
+import XCTest
+
+/// The demo as a library type: a very short run from Swift reports every phase in order, writes a model the public
+/// pipeline loads, returns the scores it wrote, and stops when the progress handler says so.
+final class ShapesDemoTests: XCTestCase {
+    static func tinySettings() -> ShapesDemo.Settings {
+        var s = ShapesDemo.Settings()
+        (s.trainScenes, s.trainQuestions, s.trainTexts, s.vaeSteps, s.siglipSteps, s.llmSteps) = (96, 96, 96, 12, 6, 6)
+        (s.stageSteps, s.batchSize, s.evalPromptsPerCategory, s.evalQuestions, s.sampleSteps, s.merges) = ([6, 8, 6], 8, 2, 16, 3, 60)
+        s.seed = 3
+        return s
+    }
+
+    func temporaryDirectory(_ name: String) -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return url
+    }
+
+    func testShortRunReportsPhasesAndWritesALoadableModel() throws {
+        let out = temporaryDirectory("shapes-demo")
+        var demo = ShapesDemo(settings: Self.tinySettings(), outputDirectory: out)
+        var lines: [String] = []
+        var events: [DemoProgress] = []
+        demo.log = { lines.append($0) }
+        demo.progressHandler = { events.append($0); return true }
+        let scores = try demo.run()
+
+        // Phases in the order the run does them, each counting up to its total.
+        var phases: [String] = []
+        for e in events where phases.last != e.phase { phases.append(e.phase) }
+        XCTAssertEqual(phases, ["VAE", "SigLIP", "LLM", "JanusFlow stages", "GenEval prompts", "questions"])
+        for phase in phases {
+            let steps = events.filter { $0.phase == phase }
+            XCTAssertEqual(steps.last?.step, steps.last?.total, phase)
+            XCTAssertEqual(steps.map(\.step), steps.map(\.step).sorted(), phase)
+        }
+        XCTAssertEqual(events.filter { $0.phase == "VAE" }.count, 12)
+        XCTAssertEqual(events.last { $0.phase == "JanusFlow stages" }?.total, 20)
+        XCTAssertEqual(events.last { $0.phase == "GenEval prompts" }?.total, 12)
+        XCTAssertEqual(events.last { $0.phase == "questions" }?.total, 16)
+        XCTAssertTrue(lines.first?.hasPrefix("== ShapesWorld (seed 3)") == true, "\(lines.first ?? "no log")")
+
+        // The returned scores are the ones written to report/scores.json (compared as written: the file's numbers
+        // have JSONSerialization's precision).
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("report/scores.json"))) as! [String: Any]
+        let returned = try JSONSerialization.jsonObject(with: JSONSerialization.data(withJSONObject: scores.json, options: [.sortedKeys])) as! [String: Any]
+        XCTAssertEqual(written as NSDictionary, returned as NSDictionary)
+        XCTAssertEqual(scores.generation.keys.sorted(), ["color_attr", "colors", "counting", "overall", "position", "single_object", "two_object"])
+        XCTAssertTrue((0...1).contains(scores.generationOverall) && (0...1).contains(scores.understandingAccuracy))
+        XCTAssertEqual(Set(scores.losses.keys), ["understanding", "rf", "repa", "text", "vae", "siglip", "llm"])
+        XCTAssertNotNil(scores.chanceAccuracy)
+        XCTAssertEqual(demo.history.count, 20)
+
+        // The model folder is a JanusFlow checkpoint the public pipeline runs.
+        let pipeline = try JanusFlowPipeline(modelDirectory: out.appendingPathComponent("model"), vaeDirectory: out.appendingPathComponent("vae"),
+                                             dtype: .float32)
+        let images = try pipeline.generate(prompts: ["a red circle"], seeds: [1], steps: 2, cfg: 2, imagesPerPass: 1)
+        XCTAssertEqual(images.count, 1)
+        XCTAssertEqual(images[0].width, 32)
+
+        // Re-scoring with other sampling settings trains nothing and writes rescored/.
+        let before = try Data(contentsOf: out.appendingPathComponent("model/model.safetensors"))
+        var settings = Self.tinySettings()
+        settings.sampleSteps = 2
+        var rescore = ShapesDemo(settings: settings, outputDirectory: out)
+        rescore.log = { _ in }
+        var rescorePhases = Set<String>()
+        rescore.progressHandler = { rescorePhases.insert($0.phase); return true }
+        let again = try rescore.evaluateOnly()
+        XCTAssertEqual(rescorePhases, ["GenEval prompts", "questions"])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: out.appendingPathComponent("rescored/scores.json").path))
+        XCTAssertEqual(again.generation.count, scores.generation.count)
+        XCTAssertEqual(try Data(contentsOf: out.appendingPathComponent("model/model.safetensors")), before)
+    }
+
+    func testProgressHandlerCancelsInEachPhase() throws {
+        for phase in ["VAE", "JanusFlow stages", "questions"] {
+            let out = temporaryDirectory("shapes-demo-cancel")
+            var demo = ShapesDemo(settings: Self.tinySettings(), outputDirectory: out)
+            demo.log = { _ in }
+            var seen: [DemoProgress] = []
+            demo.progressHandler = { p in
+                seen.append(p)
+                return !(p.phase == phase && p.step == 2)
+            }
+            XCTAssertThrowsError(try demo.run(), phase) { XCTAssertTrue($0 is CancellationError, "\(phase): \($0)") }
+            // Nothing after the cancelled step was run.
+            XCTAssertEqual(seen.last?.phase, phase)
+            XCTAssertEqual(seen.last?.step, 2)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("report/scores.json").path), phase)
+        }
+    }
+
+    func testBadSettingsFileNamesTheFileAndKey() throws {
+        let dir = temporaryDirectory("shapes-demo-settings")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let file = dir.appendingPathComponent("s.json")
+        try #"{"vaeSteps": 3, "stageStep": [1, 1, 1]}"#.write(to: file, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try ShapesDemo.Settings().overridden(byJSONFile: file)) { error in
+            XCTAssertTrue((error as? ShapesDemoError)?.message.hasPrefix("\(file.path): unknown setting 'stageStep' (known: ") == true, "\(error)")
+        }
+        try #"{"vaeSteps": 3}"#.write(to: file, atomically: true, encoding: .utf8)
+        let s = try ShapesDemo.Settings.quick.overridden(byJSONFile: file)
+        XCTAssertEqual(s.vaeSteps, 3)
+        XCTAssertEqual(s.trainScenes, 600)  // the rest as the base settings
+    }
+}
