@@ -25,6 +25,11 @@ struct ServeCommand: AsyncParsableCommand {
     var maxSteps = 200
     @Option(help: "Most new tokens one answer may ask for.")
     var maxTokens = 2048
+    @Option(help: "Require 'Authorization: Bearer KEY' on every endpoint but /health (default: $JANUSFLOW_API_KEY; the variable keeps the key out of process listings).")
+    var apiKey: String?
+
+    /// --api-key, else $JANUSFLOW_API_KEY, else none.
+    var resolvedAPIKey: String? { apiKey ?? ProcessInfo.processInfo.environment["JANUSFLOW_API_KEY"] }
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be from 0 to 65535 (got \(port))") }
@@ -33,6 +38,10 @@ struct ServeCommand: AsyncParsableCommand {
         guard maxImages >= 1 else { throw ValidationError("--max-images must be at least 1 (got \(maxImages))") }
         guard maxSteps >= 1 else { throw ValidationError("--max-steps must be at least 1 (got \(maxSteps))") }
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1 (got \(maxTokens))") }
+        if apiKey?.isEmpty == true { throw ValidationError("--api-key must not be empty") }
+        if apiKey == nil, ProcessInfo.processInfo.environment["JANUSFLOW_API_KEY"]?.isEmpty == true {
+            throw ValidationError("JANUSFLOW_API_KEY is set but empty (unset it to serve without a key)")
+        }
         if let vae, !FileManager.default.fileExists(atPath: vae) { throw ValidationError("--vae \(vae): no such folder") }
     }
 
@@ -40,12 +49,13 @@ struct ServeCommand: AsyncParsableCommand {
         let pipeline = try modelOptions.loadPipeline(vae: vae)
         let configuration = ServerConfiguration(
             host: host, port: port, maxQueued: maxQueued, maxBodyBytes: maxBodyMb << 20, maxImagesPerRequest: maxImages,
-            maxSteps: maxSteps, maxNewTokens: maxTokens, modelName: URL(fileURLWithPath: modelOptions.model).lastPathComponent)
+            maxSteps: maxSteps, maxNewTokens: maxTokens, modelName: URL(fileURLWithPath: modelOptions.model).lastPathComponent,
+            apiKey: resolvedAPIKey)
         let server = JanusFlowServer(pipeline: pipeline, configuration: configuration)
         let host = self.host
         let generation = vae == nil ? "off (no --vae)" : "on"
         try await server.run { port in
-            note("janusflow serving on http://\(host):\(port) (image generation \(generation)); Ctrl-C stops")
+            note("janusflow serving on http://\(host):\(port) (image generation \(generation); \(configuration.apiKey == nil ? "no API key" : "API key required")); Ctrl-C stops")
         }
         // Shut down cleanly: leave without running the C++ static destructors. With SwiftNIO's and Dispatch's threads
         // still alive they raced the exit (1 in 20-30 SIGTERMs under load aborted with "malloc(): unsorted double

@@ -17,9 +17,11 @@ public struct ServerConfiguration: Sendable {
     public var maxNewTokens: Int
     /// Shown by `/health` (the model folder's name, say).
     public var modelName: String
+    /// When set, every endpoint but `/health` requires `Authorization: Bearer <apiKey>`.
+    public var apiKey: String?
 
     public init(host: String = "127.0.0.1", port: Int = 8080, maxQueued: Int = 8, maxBodyBytes: Int = 32 << 20,
-                maxImagesPerRequest: Int = 8, maxSteps: Int = 200, maxNewTokens: Int = 2048, modelName: String = "janusflow") {
+                maxImagesPerRequest: Int = 8, maxSteps: Int = 200, maxNewTokens: Int = 2048, modelName: String = "janusflow", apiKey: String? = nil) {
         self.host = host
         self.port = port
         self.maxQueued = maxQueued
@@ -28,6 +30,7 @@ public struct ServerConfiguration: Sendable {
         self.maxSteps = maxSteps
         self.maxNewTokens = maxNewTokens
         self.modelName = modelName
+        self.apiKey = apiKey
     }
 }
 
@@ -52,6 +55,7 @@ public final class JanusFlowServer: Sendable {
     /// (useful with port 0, which picks a free one).
     public func run(onListening: @escaping @Sendable (Int) -> Void = { _ in }) async throws {
         let port = configuration.port
+        if let warning = configuration.exposureWarning { logger.warning("\(warning)") }
         let app = Application(
             router: makeRouter(),
             configuration: .init(address: .hostname(configuration.host, port: port), serverName: "janusflow"),
@@ -64,6 +68,7 @@ public final class JanusFlowServer: Sendable {
         let router = Router()
         router.add(middleware: LogRequestsMiddleware(.info))
         router.add(middleware: JSONErrorMiddleware())
+        if let key = configuration.apiKey { router.add(middleware: BearerKeyMiddleware(key: key)) }
         router.get("health") { _, _ in self.health() }
         router.post("v1/understand") { request, _ in await self.answering("understand") { try await self.understand(request) } }
         router.post("v1/generate") { request, _ in await self.answering("generate") { try await self.generate(request) } }
