@@ -40,6 +40,7 @@ build: setup
 test: setup
 	swift build $(SWIFT_FLAGS) --build-tests
 	swift test $(SWIFT_FLAGS) --skip-build --disable-swift-testing
+	$(PYTHON) scripts/check-readme-commands
 
 demo: build
 	$(CLI) demo --out demo-out
