@@ -25,7 +25,9 @@ public enum Safetensors {
             throw SafetensorsError("\(path): file not found or not readable")
         }
         defer { try? handle.close() }
-        let fileSize = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+        // The open file's own size: the path may be a symlink (the Hugging Face cache links snapshots to blobs).
+        let fileSize = Int((try? handle.seekToEnd()) ?? 0)
+        try handle.seek(toOffset: 0)
         let prefix = handle.readData(ofLength: 8)
         guard prefix.count == 8 else { throw SafetensorsError("\(path): truncated file (\(fileSize) bytes, no header)") }
         let headerLength = prefix.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
