@@ -17,7 +17,7 @@ func parseWeightDType(_ text: String) throws -> DType {
 
 /// Options every command that loads the model shares.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Model folder (config.json, model.safetensors, tokenizer.json) as published on Hugging Face.")
+    @Option(help: "Model folder (config.json, model.safetensors, tokenizer.json) as published on Hugging Face, or its Hub name (deepseek-ai/JanusFlow-1.3B[@REVISION]) found in the Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub).")
     var model: String
 
     @Option(help: "Weight dtype for inference: bfloat16 (default, as released), float32, or int8 (the language model's linear layers in int8 with per-group scales, the rest bfloat16).")
@@ -26,18 +26,20 @@ struct ModelOptions: ParsableArguments {
     func weightDType() throws -> DType { try parseWeightDType(dtype) }
 
     func loadPipeline(vae: String? = nil) throws -> JanusFlowPipeline {
-        let dir = URL(fileURLWithPath: model)
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: dir.path, isDirectory: &isDir), isDir.boolValue else {
-            throw ValidationError("--model \(model): no such folder")
-        }
+        let dir = try resolveModelFolder("--model", model)
+        let vaeDir = try vae.map { try resolveModelFolder("--vae", $0) }
         var bar: ProgressBar?
-        return try JanusFlowPipeline(modelDirectory: dir, vaeDirectory: vae.map { URL(fileURLWithPath: $0) },
+        return try JanusFlowPipeline(modelDirectory: dir, vaeDirectory: vaeDir,
                                      dtype: try weightDType()) { done, total in
             if bar == nil { bar = ProgressBar("loading weight files", total: total) }
             bar!.update(done)
         }
     }
+}
+
+/// A folder given as a path or as a Hub name in the Hugging Face cache; an error names the option.
+func resolveModelFolder(_ option: String, _ value: String) throws -> URL {
+    do { return try HuggingFaceCache.resolve(value) } catch let error as HuggingFaceCache.NotFound { throw ValidationError("\(option) \(error.message)") }
 }
 
 struct SamplingOptions: ParsableArguments {
@@ -90,7 +92,7 @@ struct GenerateCommand: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
-    @Option(help: "The SDXL-VAE folder (config.json, diffusion_pytorch_model.safetensors).")
+    @Option(help: "The SDXL-VAE folder (config.json, diffusion_pytorch_model.safetensors), or its Hub name (stabilityai/sdxl-vae) in the Hugging Face cache.")
     var vae: String
 
     @Option(help: "Images per prompt.")

@@ -9,7 +9,7 @@ struct ServeCommand: AsyncParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
-    @Option(help: "The SDXL-VAE folder; without it /v1/generate and /v1/images/generations answer 501.")
+    @Option(help: "The SDXL-VAE folder or Hub name (stabilityai/sdxl-vae, in the Hugging Face cache); without it /v1/generate and /v1/images/generations answer 501.")
     var vae: String?
     @Option(help: "Address to listen on (0.0.0.0 for every interface).")
     var host = "127.0.0.1"
@@ -42,7 +42,7 @@ struct ServeCommand: AsyncParsableCommand {
         if apiKey == nil, ProcessInfo.processInfo.environment["JANUSFLOW_API_KEY"]?.isEmpty == true {
             throw ValidationError("JANUSFLOW_API_KEY is set but empty (unset it to serve without a key)")
         }
-        if let vae, !FileManager.default.fileExists(atPath: vae) { throw ValidationError("--vae \(vae): no such folder") }
+        if let vae { _ = try resolveModelFolder("--vae", vae) }
     }
 
     func run() async throws {

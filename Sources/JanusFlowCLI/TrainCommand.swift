@@ -15,7 +15,12 @@ struct TrainingSetup {
 
     init(configPath: String) throws {
         let config = try TrainingConfig.load(URL(fileURLWithPath: configPath))
-        let modelDir = URL(fileURLWithPath: config.model)
+        // A path, or a Hub name found in the Hugging Face cache ("model": "deepseek-ai/JanusFlow-1.3B").
+        func folder(_ field: String, _ value: String) throws -> URL {
+            guard !FileManager.default.fileExists(atPath: value), HuggingFaceCache.parse(value) != nil else { return URL(fileURLWithPath: value) }
+            do { return try HuggingFaceCache.snapshot(value) } catch let error as HuggingFaceCache.NotFound { throw TrainingError("\(configPath): '\(field)': \(error.message)") }
+        }
+        let modelDir = try folder("model", config.model)
         let model: JanusFlowModel
         if config.initFromWeights {
             note("loading \(modelDir.path) ...")
@@ -26,7 +31,7 @@ struct TrainingSetup {
         }
         try model.evalParameters()
         let tokenizer = try config.tokenizer.map { try Tokenizer(tokenizerJSON: URL(fileURLWithPath: $0)) } ?? Tokenizer(directory: modelDir)
-        let vae = try config.vae.map { try AutoencoderKL.load(directory: URL(fileURLWithPath: $0)) }
+        let vae = try config.vae.map { try AutoencoderKL.load(directory: try folder("vae", $0)) }
         let output = URL(fileURLWithPath: config.output)
         var preparation = DataPreparation(model: model, vae: vae, tokenizer: tokenizer, maxSequenceLength: config.maxSequenceLength)
         var bars: [String: ProgressBar] = [:]

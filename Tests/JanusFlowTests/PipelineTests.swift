@@ -137,10 +137,11 @@ final class PipelineTests: XCTestCase {
 let cliBinary = Bundle.module.bundleURL.deletingLastPathComponent().appendingPathComponent("janusflow")
 
 /// Runs the CLI; standard error goes to a file so a chatty command cannot block on a full pipe.
-func runCLI(_ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+func runCLI(_ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String, error: String) {
     let process = Process()
     process.executableURL = cliBinary
     process.arguments = arguments
+    if let environment { process.environment = environment }
     let out = Pipe()
     let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("cli-stderr-\(UUID().uuidString)")
     FileManager.default.createFile(atPath: errURL.path, contents: nil)
