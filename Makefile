@@ -1,14 +1,19 @@
 # Two commands for a new user: `make demo` and `make test`. Everything else is pulled in on demand.
 MLX_VERSION   := 0.32.4
 DEPS          := .deps
-MLX_DIR       := $(DEPS)/mlx-cpu
+# BACKEND=cuda: MLX's CUDA build (mlx-cuda-13) in .deps/mlx-cuda and a build in .build-cuda; the default is the CPU.
+BACKEND       ?= cpu
+MLX_WHEEL     := $(if $(filter cuda,$(BACKEND)),mlx-cuda-13,mlx-cpu)
+MLX_DIR       := $(DEPS)/mlx-$(BACKEND)
+export JANUSFLOW_BACKEND := $(BACKEND)
 MLX_STAMP     := $(MLX_DIR)/.installed-$(MLX_VERSION)
 APT_PACKAGES  := libopenblas-dev libpng-dev libjpeg62-turbo-dev
 APT_STAMP     := $(DEPS)/.apt-ok
 PYTHON        ?= python3
 SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-SWIFT_FLAGS   := -c release
-CLI           := .build/release/janusflow
+BUILD_DIR     := $(if $(filter cuda,$(BACKEND)),.build-cuda,.build)
+SWIFT_FLAGS   := -c release --build-path $(BUILD_DIR)
+CLI           := $(BUILD_DIR)/release/janusflow
 # OpenBLAS workers spin (yielding) for about 0.1 s after every sgemm by default; training's thousands of small sgemms
 # then keep one of the two cores busy yielding beside MLX's own thread. Sleeping after 2^4 cycles cut the demo's
 # system time 90 -> 11 s and its wall time 7% (same numbers: BLAS threading does not change results).
@@ -25,12 +30,14 @@ $(APT_STAMP):
 	else $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(APT_PACKAGES); fi
 	@touch $@
 
-# The pinned mlx-cpu wheel (libmlx.so + headers) into a project-local folder.
+# The pinned MLX wheel (libmlx.so + headers) into a project-local folder. The CUDA build's NVIDIA libraries are
+# not installed: the GPU machine brings them (scripts/gpu-check).
 $(MLX_STAMP):
+	@case "$(BACKEND)" in cpu|cuda) ;; *) echo "BACKEND must be cpu or cuda (got '$(BACKEND)')"; exit 1;; esac
 	@mkdir -p $(DEPS)
 	rm -rf $(MLX_DIR)
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(MLX_DIR) mlx-cpu==$(MLX_VERSION)
-	@test -f $(MLX_DIR)/mlx/lib/libmlx.so || { echo "mlx-cpu wheel has no mlx/lib/libmlx.so"; exit 1; }
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps --target $(MLX_DIR) $(MLX_WHEEL)==$(MLX_VERSION)
+	@test -f $(MLX_DIR)/mlx/lib/libmlx.so || { echo "$(MLX_WHEEL) wheel has no mlx/lib/libmlx.so"; exit 1; }
 	@touch $@
 
 build: setup
@@ -52,4 +59,4 @@ bench: build
 	$(CLI) bench kernels
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-cuda

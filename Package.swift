@@ -1,10 +1,18 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// The pinned mlx-cpu wheel is installed by `make setup` into .deps/mlx-cpu (git-ignored).
-let mlxRoot = Context.packageDirectory + "/.deps/mlx-cpu/mlx"
+// The pinned MLX wheel is installed by `make setup` into .deps (git-ignored): mlx-cpu by default, MLX's CUDA build
+// (mlx-cuda-13, the same version and C++ API) with `make setup BACKEND=cuda`, which builds with JANUSFLOW_BACKEND=cuda.
+let backend = Context.environment["JANUSFLOW_BACKEND"] ?? "cpu"
+let mlxRoot = Context.packageDirectory + "/.deps/mlx-\(backend)/mlx"
 let mlxInclude = mlxRoot + "/include"
 let mlxLib = mlxRoot + "/lib"
+// The CUDA build's libmlx needs NVIDIA's libraries (cuBLAS, cuDNN, NVRTC, NCCL), which the GPU machine has and a
+// build machine need not: they are resolved when the program starts there. A binary packed beside its libmlx.so
+// (scripts/pack-gpu) finds it through $ORIGIN.
+let backendLinkFlags: [String] = backend == "cuda"
+    ? ["-Xlinker", "--allow-shlib-undefined", "-Xlinker", "-rpath", "-Xlinker", "$ORIGIN"]
+    : []
 
 // OpenBLAS must come before libmlx on the link line (and must not be dropped as unneeded) so that the
 // process-wide cblas_sgemm binds to OpenBLAS rather than the reference BLAS bundled with the wheel.
@@ -13,7 +21,7 @@ let engineLinkFlags: [String] = [
     "-lopenblas",
     "-L", mlxLib, "-lmlx",
     "-Xlinker", "-rpath", "-Xlinker", mlxLib,
-]
+] + backendLinkFlags
 
 let package = Package(
     name: "JanusFlow",

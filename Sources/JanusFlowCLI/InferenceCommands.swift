@@ -20,12 +20,15 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Model folder (config.json, model.safetensors, tokenizer.json) as published on Hugging Face, or its Hub name (deepseek-ai/JanusFlow-1.3B[@REVISION]) found in the Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub or ~/.cache/huggingface/hub).")
     var model: String
 
+    @OptionGroup var deviceOption: DeviceOption
+
     @Option(help: "Weight dtype for inference: bfloat16 (default, as released), float32, or int8 (the language model's linear layers in int8 with per-group scales, the rest bfloat16).")
     var dtype = "bfloat16"
 
     func weightDType() throws -> DType { try parseWeightDType(dtype) }
 
     func loadPipeline(vae: String? = nil) throws -> JanusFlowPipeline {
+        try deviceOption.select()
         let dir = try resolveModelFolder("--model", model)
         let vaeDir = try vae.map { try resolveModelFolder("--vae", $0) }
         var bar: ProgressBar?
@@ -230,5 +233,26 @@ struct ChatCommand: ParsableCommand {
             images += attached
             attached = []
         }
+    }
+}
+
+/// `--device`: where the model runs.
+struct DeviceOption: ParsableArguments {
+    @Option(help: "Where to run: gpu (MLX's CUDA build, `make setup BACKEND=cuda`), cpu, or auto (the GPU when MLX has one).")
+    var device = "auto"
+
+    func validate() throws {
+        guard ["auto", "cpu", "gpu"].contains(device) else { throw ValidationError("--device must be cpu, gpu or auto (got '\(device)')") }
+    }
+
+    /// Makes the chosen device MLX's default; an unavailable GPU is an error saying why and what to do.
+    func select() throws {
+        let chosen = device == "auto" ? Device.preferred : Device(rawValue: device)!
+        // The CPU is the default already; leaving it untouched keeps --no-fast-kernels and the like as set.
+        guard chosen == .gpu else { return }
+        do { try Device.use(.gpu) } catch let error as Device.Unavailable {
+            throw ValidationError("--device gpu: \(error.message)" + (Device.isCUDABuild ? "" : "; build with `make setup BACKEND=cuda` on a machine with an NVIDIA GPU, or use --device cpu"))
+        }
+        note("running on the GPU (\(Device.gpuName ?? "unnamed"))")
     }
 }

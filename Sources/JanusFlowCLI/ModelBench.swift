@@ -43,6 +43,7 @@ struct ModelBenchOptions: ParsableArguments {
     var noFastKernels = false
 
     @OptionGroup var profiling: ProfileOption
+    @OptionGroup var deviceOption: DeviceOption
 
     @Flag(help: "After the rows: the compute-bound stages again with the shim's bf16 GEMM and with float32 conversion + OpenBLAS, alternating over three rounds in this one process, so the host's drift between processes does not blur the comparison.")
     var compareBf16Gemm = false
@@ -74,6 +75,7 @@ struct ModelBenchOptions: ParsableArguments {
     /// A model with random weights, materialised in the requested dtype.
     func makeModel() throws -> JanusFlowModel {
         Kernels.enabled = !noFastKernels
+        try deviceOption.select()
         let cfg = try loadConfig()
         let start = Date()
         note("building \(config) with random \(dtype) weights ...")

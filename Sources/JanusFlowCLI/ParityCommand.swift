@@ -14,7 +14,10 @@ struct ParityCommand: ParsableCommand {
     @Option(help: "Weight dtype: float32 (exact parity), bfloat16 (release precision, looser bounds) or int8 (int8 language-model linears, bounds twice bf16's).")
     var dtype = "float32"
 
+    @OptionGroup var deviceOption: DeviceOption
+
     func run() throws {
+        try deviceOption.select()
         let url = URL(fileURLWithPath: directory)
         let weights = try parseWeightDType(dtype)
         let report = try Parity.run(fixtureDirectory: url, weights: weights) { print($0) }

@@ -28,9 +28,11 @@ struct TrainBench: ParsableCommand {
     var vaeOnly = false
 
     @OptionGroup var profiling: ProfileOption
+    @OptionGroup var deviceOption: DeviceOption
 
     func run() throws {
         Kernels.enabled = !noFastKernels
+        try deviceOption.select()
         if vaeOnly { return try vaeStep() }
         Initializer.seed(0)
         let vocab = 533

@@ -156,6 +156,19 @@ void mlxs_clear_cache(void);
 // arena); 1 if every setting took. Process-wide: call before the model loads.
 int mlxs_keep_freed_memory(void);
 
+// ---- devices
+// 1 when this MLX build has a usable GPU (the CUDA build on a machine with an NVIDIA GPU), else 0.
+int mlxs_gpu_available(void);
+// 1 for the CUDA build of MLX, whatever the machine has; 0 for the CPU build.
+int mlxs_cuda_build(void);
+// Makes the GPU (gpu = 1) or the CPU the default device of every op that names none; -1 with an error when asked
+// for a GPU this build or machine does not have.
+int mlxs_set_default_device(int gpu);
+// 1 when the default device is the GPU.
+int mlxs_default_device_is_gpu(void);
+// The GPU's name as MLX reports it (device_name), "" without one; the full length is returned.
+size_t mlxs_gpu_name(char* buf, size_t size);
+
 // ---- diagnostics
 // The shared object that defines `symbol` as the process resolves it (dladdr), or "" if unresolved.
 const char* mlxs_symbol_origin(const char* symbol);
