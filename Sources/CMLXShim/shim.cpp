@@ -90,19 +90,6 @@ std::vector<int> all_axes(const mx::array& a) {
 }
 
 template <typename F>
-mlxs_array guard(F&& f) {
-  try {
-    return wrap(f());
-  } catch (const std::exception& e) {
-    set_error(e.what());
-    return nullptr;
-  } catch (...) {
-    set_error("unknown C++ exception in MLX");
-    return nullptr;
-  }
-}
-
-template <typename F>
 int guard_status(F&& f) {
   try {
     f();

@@ -31,16 +31,6 @@ using namespace mlxshim;
 // On unless the environment says MLXS_FAST_KERNELS=0 (handy to compare a whole run against plain MLX); controls.cpp.
 extern std::atomic<int> fast_enabled;
 
-template <typename F>
-mlxs_array guard(F&& f) {
-  try {
-    return wrap(f());
-  } catch (const std::exception& e) {
-    set_error(e.what());
-    return nullptr;
-  }
-}
-
 inline mx::Stream cpu_stream() { return mx::default_stream(mx::Device::cpu); }
 
 // The gradients a vjp was asked for, in argnums order.
