@@ -7,7 +7,7 @@ struct JanusFlowCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "janusflow",
         abstract: "JanusFlow in Swift: image understanding and rectified-flow image generation on MLX.",
-        subcommands: [DemoCommand.self, ShapesCommand.self, TrainCommand.self, PrepareCommand.self, UnderstandCommand.self, GenerateCommand.self, ChatCommand.self, TokenizeCommand.self, ParityCommand.self, BenchCommand.self, ServeCommand.self]
+        subcommands: [DemoCommand.self, ShapesCommand.self, TrainCommand.self, LaunchCommand.self, PrepareCommand.self, UnderstandCommand.self, GenerateCommand.self, ChatCommand.self, TokenizeCommand.self, ParityCommand.self, BenchCommand.self, ServeCommand.self]
     )
 
     static func main() async {

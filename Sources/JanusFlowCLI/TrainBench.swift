@@ -30,9 +30,18 @@ struct TrainBench: ParsableCommand {
     @OptionGroup var profiling: ProfileOption
     @OptionGroup var deviceOption: DeviceOption
 
+    @Option(help: "Processes of a data-parallel run on this machine (MLX ring backend over 127.0.0.1), each at --batch-size: the whole step with its gradient all-reduce, the all-reduce alone, bytes per step, and the scaling against one process measured in the same run.")
+    var processes = 1
+
+    func validate() throws {
+        guard processes >= 1 else { throw ValidationError("--processes must be at least 1 (got \(processes))") }
+    }
+
     func run() throws {
         Kernels.enabled = !noFastKernels
         try deviceOption.select()
+        if processes > 1 && ProcessInfo.processInfo.environment["MLX_RANK"] == nil { return try compareProcessCounts() }
+        let group = processes > 1 ? try ProcessGroup.join(backend: "ring") : .single
         if vaeOnly { return try vaeStep() }
         Initializer.seed(0)
         let vocab = 533
@@ -85,7 +94,7 @@ struct TrainBench: ParsableCommand {
             print(row(name, String(format: "%.1f ms", forward * 1e3), String(format: "forward + backward %.1f ms", backward * 1e3)))
             profiling.print()
         }
-        if !stepOnly {
+        if !stepOnly && group.size == 1 {
         try time("understanding (L_AR)") { [Objectives.understandingLoss(model, uBatch)] }
         try time("generation (L_RF + REPA)") {
             let (rf, repa) = Objectives.generationLoss(modules, gBatch, key: key, repaLayer: 2)
@@ -117,12 +126,14 @@ struct TrainBench: ParsableCommand {
             }
         }
         let step = try bestTime(repeats: repeats) {
-            let (values, grads) = try! lossAndGradients()
+            let (values, local) = try! lossAndGradients()
+            let grads = group.allSum(local)  // as the trainer sums them over the processes (nothing for one)
             try! optimizer.apply(gradients: grads, gradientScale: gradientClipping(grads, maxNorm: 1).scale, to: modules)
             try! modules.evalParameters()  // the update itself, not only the loss
             return values[0]
         }
         print(row("whole step (all three + clip + AdamW)", String(format: "%.1f ms", step * 1e3), ""))
+        if processes > 1 || ProcessInfo.processInfo.environment["JANUSFLOW_BENCH_CHILD"] != nil { return try reportProcessStep(group: group, step: step, modules: modules, gradients: try lossAndGradients().grads) }
         // Two parts of it: building the graph (forward and backward) before MLX computes anything, and the update
         // from evaluated gradients as the trainer makes it (clipping, AdamW, EMA).
         var building = Double.infinity

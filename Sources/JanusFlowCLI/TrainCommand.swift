@@ -82,20 +82,51 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Stop after this many steps in total (the run can be resumed).")
     var until: Int?
 
+    @OptionGroup var deviceOption: DeviceOption
+
+    @Option(help: "Join a data-parallel run: the JSON host file of MLX's ring backend (one list of \"ip:port\" per rank, as mlx.launch writes it); this process's rank from $MLX_RANK. `janusflow launch -n N -- train ...` does both for a run on this machine.")
+    var hosts: String?
+
+    /// The process group: one process, or the ring the host file (or mlx.launch's environment) describes.
+    func processGroup() throws -> ProcessGroup {
+        let env = ProcessInfo.processInfo.environment
+        if let hosts {
+            guard FileManager.default.fileExists(atPath: hosts) else { throw ValidationError("--hosts \(hosts): no such file") }
+            setenv("MLX_HOSTFILE", hosts, 1)
+        }
+        guard hosts != nil || env["MLX_HOSTFILE"] != nil else { return .single }
+        guard let rank = ProcessInfo.processInfo.environment["MLX_RANK"], Int(rank) != nil else {
+            throw ValidationError("--hosts: set MLX_RANK to this process's rank (0 on the first host), or start the run with `janusflow launch`")
+        }
+        // A peer that dies closes its sockets: writing to them must be an error MLX reports, not a silent SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
+        do {
+            let group = try ProcessGroup.join(backend: "ring")
+            note("process \(group.rank) of \(group.size) (ring backend)")
+            return group
+        } catch let error as ProcessGroup.Failure {
+            throw ValidationError("--hosts: could not join the run: \(error.message)")
+        }
+    }
+
     func run() throws {
+        try deviceOption.select()
+        let group = try processGroup()
         let setup = try TrainingSetup(configPath: config)
         let modules = TrainingModules(model: setup.model, repaHidden: setup.config.repaHidden)
-        let trainer = try Trainer(config: setup.config, modules: modules, data: setup.data, outputDirectory: setup.output)
+        let trainer = try Trainer(config: setup.config, modules: modules, data: setup.data, outputDirectory: setup.output,
+                                  processGroup: group)
         if resume {
             if try trainer.resume() { note("resumed at step \(trainer.step)") } else { note("no checkpoint to resume from; starting at step 0") }
         }
         let bar = ProgressBar("training", total: until ?? setup.config.totalSteps)
-        trainer.onProgress = { p in
+        trainer.onProgress = !group.isWriter ? nil : { p in
             let losses = p.losses.sorted { $0.key < $1.key }.map { String(format: "%@ %.4f", $0.key, $0.value) }.joined(separator: " ")
             bar.update(p.step, detail: String(format: "%@ lr %.2e %.2f steps/s %@", p.stage, p.learningRate, p.stepsPerSecond, losses))
         }
         try trainer.run(until: until)
         try trainer.saveCheckpoint()
+        guard group.isWriter else { return }  // the other processes hold the same weights; rank 0 writes them
         let final = setup.output.appendingPathComponent("final"), ema = setup.output.appendingPathComponent("final-ema")
         try trainer.exportModel(to: final, parameters: modules.model.parameters())
         try trainer.exportModel(to: ema, parameters: trainer.emaModelParameters)

@@ -35,13 +35,20 @@ public final class Trainer {
     public var onProgress: ((TrainingProgress) -> Void)?
     /// Asked after each step (after its progress report and checkpoint); true ends `run` early, the state intact.
     public var shouldStop: (() -> Bool)?
+    /// The processes of a data-parallel run. A step's batch is split into `processes x gradientAccumulation`
+    /// micro-batches, drawn exactly as one process accumulating that many would draw them; rank r computes its own,
+    /// the gradients are summed over the processes before clipping, and every process applies the same update.
+    /// Only the writer (rank 0) writes metrics and checkpoints.
+    public let processGroup: ProcessGroup
 
     var optimizer: AdamW?
     var stageIndex = -1
     public private(set) var ema: EMA?
     let imageTokens: Int
 
-    public init(config: TrainingConfig, modules: TrainingModules, data: TrainingData, outputDirectory: URL) throws {
+    public init(config: TrainingConfig, modules: TrainingModules, data: TrainingData, outputDirectory: URL,
+                processGroup: ProcessGroup = .single) throws {
+        self.processGroup = processGroup
         self.config = config
         self.modules = modules
         self.data = data
@@ -55,6 +62,12 @@ public final class Trainer {
     }
 
     func validate() throws {
+        for stage in config.stages where processGroup.size > 1 {
+            let parts = stage.gradientAccumulation * processGroup.size
+            guard stage.batchSize % parts == 0 else {
+                throw TrainingError("stage '\(stage.name)': batch_size \(stage.batchSize) does not split into \(processGroup.size) processes x gradient_accumulation \(stage.gradientAccumulation)")
+            }
+        }
         for stage in config.stages {
             let names = ["understanding", "generation", "text"]
             let counts = [data.understanding.count, data.generation.count, data.text.count]
@@ -129,12 +142,15 @@ public final class Trainer {
         if stage != stageIndex { enterStage(stage) }
         let sc = config.stages[stage]
         let ratio = sc.ratio(atStep: local)
-        let micro = sc.batchSize / sc.gradientAccumulation
+        let world = processGroup.size, microBatches = sc.gradientAccumulation * world
+        let micro = sc.batchSize / microBatches
         var summed: [String: Tensor] = [:]
         var sums: [String: Double] = [:]
         var counts: [String: Double] = [:]
         let lr = optimizer!.currentLearningRate
-        for m in 0..<sc.gradientAccumulation {
+        for local in 0..<sc.gradientAccumulation {
+            // This process's share of the step's micro-batches (all of them in a run of one process).
+            let m = processGroup.rank * sc.gradientAccumulation + local
             var rng = random(forStep: step, micro: m)
             var kinds = [0, 0, 0]
             let total = ratio.reduce(0, +)
@@ -185,10 +201,10 @@ public final class Trainer {
                 }
                 return [total] + parts
             }
-            if sc.gradientAccumulation == 1 {
+            if microBatches == 1 {
                 summed = grads
             } else {
-                let scale = 1.0 / Double(sc.gradientAccumulation)
+                let scale = 1.0 / Double(microBatches)
                 for (k, g) in grads { summed[k] = summed[k].map { $0 + g * scale } ?? g * scale }
             }
             try Tensor.eval(Array(summed.values) + values)
@@ -199,6 +215,16 @@ public final class Trainer {
                 let w = Double(perTaskCount[name]!)
                 sums[name, default: 0] += try v.item(Float.self).asDouble * w
                 counts[name, default: 0] += w
+            }
+        }
+        if world > 1 {
+            // Gradients summed over the processes in buckets, so clipping sees the global norm; the losses too.
+            summed = processGroup.allSum(summed)
+            let keys = ["loss", "understanding", "rf", "repa", "text"]
+            let local = Tensor(keys.flatMap { [Float(sums[$0] ?? 0), Float(counts[$0] ?? 0)] })
+            let global = try processGroup.allSum(local).values(Float.self)
+            for (i, key) in keys.enumerated() where global[2 * i + 1] > 0 {
+                (sums[key], counts[key]) = (Double(global[2 * i]), Double(global[2 * i + 1]))
             }
         }
         let (clipScale, norm) = gradientClipping(summed, maxNorm: sc.clipNorm)
@@ -224,6 +250,7 @@ public final class Trainer {
     var metricsURL: URL { outputDirectory.appendingPathComponent("metrics.jsonl") }
 
     func appendMetrics(_ row: [String: Double]) throws {
+        guard processGroup.isWriter else { return }
         try FileManager.default.createDirectory(at: outputDirectory, withIntermediateDirectories: true)
         var line = try JSONSerialization.data(withJSONObject: row.merging(["stage_index": Double(stageIndex)]) { a, _ in a }, options: [.sortedKeys])
         line.append(UInt8(ascii: "\n"))
@@ -248,6 +275,7 @@ public final class Trainer {
         try fm.createDirectory(at: checkpointsDirectory, withIntermediateDirectories: true)
         let name = String(format: "step-%08d", step)
         let final = checkpointsDirectory.appendingPathComponent(name)
+        guard processGroup.isWriter else { return final }  // every process holds the same state; one writes it
         let tmp = checkpointsDirectory.appendingPathComponent(".tmp-\(name)-\(ProcessInfo.processInfo.processIdentifier)")
         try? fm.removeItem(at: tmp)
         try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
@@ -275,6 +303,7 @@ public final class Trainer {
 
     /// config.json + model.safetensors in the published layout (loadable by `JanusFlowModel.load`).
     public func exportModel(to directory: URL, parameters: [String: Tensor]) throws {
+        guard processGroup.isWriter else { return }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -169,6 +169,17 @@ int mlxs_default_device_is_gpu(void);
 // The GPU's name as MLX reports it (device_name), "" without one; the full length is returned.
 size_t mlxs_gpu_name(char* buf, size_t size);
 
+// ---- distributed (MLX's ring, MPI and NCCL backends)
+// 1 when `backend` ("ring", "mpi", "nccl" or "any") can be used by this build.
+int mlxs_distributed_available(const char* backend);
+// Joins the process group the environment describes (ring: MLX_RANK and MLX_HOSTFILE, as mlx.launch sets them);
+// once per process, later calls report the same group. Writes this process's rank and the group's size.
+int mlxs_distributed_init(const char* backend, int* rank, int* size);
+// The element-wise sum of x over every process of the group (lazy, like any op); all_gather concatenates along
+// the first axis in rank order.
+mlxs_array mlxs_all_sum(mlxs_array x);
+mlxs_array mlxs_all_gather(mlxs_array x);
+
 // ---- diagnostics
 // The shared object that defines `symbol` as the process resolves it (dladdr), or "" if unresolved.
 const char* mlxs_symbol_origin(const char* symbol);
