@@ -32,6 +32,9 @@ let package = Package(
         .library(name: "JanusFlowServer", targets: ["JanusFlowServer"]),
         .library(name: "JanusFlowTraining", targets: ["JanusFlowTraining"]),
         .library(name: "JanusFlowDemo", targets: ["JanusFlowDemo"]),
+        // What the library types take and give: RGBImage (PNG/JPEG), the tokenizer and chat template.
+        .library(name: "JanusFlowImageIO", targets: ["JanusFlowImageIO"]),
+        .library(name: "JanusFlowTokenizer", targets: ["JanusFlowTokenizer"]),
         .executable(name: "janusflow", targets: ["JanusFlowCLI"]),
     ],
     dependencies: [
