@@ -23,11 +23,9 @@ struct LaunchCommand: ParsableCommand {
 
     func validate() throws {
         guard n >= 1 else { throw ValidationError("-n must be at least 1 (got \(n))") }
-        guard !arguments.isEmpty else { throw ValidationError("give the command to run after --, e.g. launch -n 2 -- train --config FILE") }
-        guard arguments.first == "train" else { throw ValidationError("launch runs train (got '\(arguments[0])')") }
+        guard !command.isEmpty else { throw ValidationError("give the command to run after --, e.g. launch -n 2 -- train --config FILE") }
+        guard command.first == "train" else { throw ValidationError("launch runs train (got '\(command[0])')") }
     }
-
-    var arguments: [String] { command.first == "--" ? Array(command.dropFirst()) : command }
 
     func run() throws {
         let folder = URL(fileURLWithPath: hostfileDirectory ?? NSTemporaryDirectory()).appendingPathComponent("janusflow-launch-\(getpid())")
@@ -41,7 +39,7 @@ struct LaunchCommand: ParsableCommand {
         for rank in 0..<n {
             let process = Process()
             process.executableURL = executable
-            process.arguments = arguments
+            process.arguments = command
             var env = ProcessGroup.sharedCoreEnvironment(processes: n, base: ProcessInfo.processInfo.environment)
             env["MLX_RANK"] = "\(rank)"
             env["MLX_HOSTFILE"] = hostfile.path

@@ -63,7 +63,7 @@ extension TrainBench {
         let reduce = try bestTime(repeats: repeats) { concatenated(group.allSum(gradients).values.map { $0.reshaped([-1]) }) }
         let elements = gradients.values.reduce(0) { $0 + $1.size }
         let bytes = Double(4 * elements)
-        let buckets = (Double(elements) / Double(1 << 24)).rounded(.up)
+        let buckets = (Double(elements) / Double(ProcessGroup.defaultBucketElements)).rounded(.up)
         // A ring all-reduce sends 2 (N - 1) / N of the data from each process.
         let sent = bytes * 2 * Double(group.size - 1) / Double(group.size)
         if group.isWriter {

@@ -95,9 +95,10 @@ struct TrainCommand: ParsableCommand {
             setenv("MLX_HOSTFILE", hosts, 1)
         }
         guard hosts != nil || env["MLX_HOSTFILE"] != nil else { return .single }
-        guard let rank = ProcessInfo.processInfo.environment["MLX_RANK"], Int(rank) != nil else {
+        guard let rank = env["MLX_RANK"], Int(rank) != nil else {
             throw ValidationError("--hosts: set MLX_RANK to this process's rank (0 on the first host), or start the run with `janusflow launch`")
         }
+        guard ProcessGroup.isAvailable("ring") else { throw ValidationError("--hosts: this MLX build has no ring backend") }
         // A peer that dies closes its sockets: writing to them must be an error MLX reports, not a silent SIGPIPE.
         signal(SIGPIPE, SIG_IGN)
         do {

@@ -12,6 +12,9 @@ public struct ProcessGroup: Sendable, Equatable {
     public let rank: Int
     public let size: Int
 
+    /// Values per all-reduce of `allSum(_:bucketElements:)` (64 MB of float32).
+    public static let defaultBucketElements = 1 << 24
+
     /// A run of one process (no communication).
     public static let single = ProcessGroup(rank: 0, size: 1)
 
@@ -51,7 +54,7 @@ public struct ProcessGroup: Sendable, Equatable {
     /// The sum over every process of each tensor (e.g. gradients), as float32 in buckets of up to `bucketElements`
     /// values: one all-reduce per bucket instead of one per tensor. Tensors go in name order, so every process packs
     /// the same buckets.
-    public func allSum(_ tensors: [String: Tensor], bucketElements: Int = 1 << 24) -> [String: Tensor] {
+    public func allSum(_ tensors: [String: Tensor], bucketElements: Int = ProcessGroup.defaultBucketElements) -> [String: Tensor] {
         guard size > 1 else { return tensors }
         let names = tensors.keys.sorted()
         var out: [String: Tensor] = [:]
