@@ -24,6 +24,9 @@ struct KernelsBench: ParsableCommand {
     @Flag(help: "After the rows: the 1.3B model's linear shapes (bf16 weights) with the shim's bf16 GEMM and with float32 conversion + OpenBLAS, interleaved over six rounds in this one process (best and median).")
     var compareBf16Gemm = false
 
+    @Flag(help: "After the rows: the 1.3B model's linear shapes (bf16 weights) on every kernel path this CPU supports (avx2, avx512, avx512_bf16, amx), interleaved over six rounds in this one process (best and median).")
+    var compareCpuPaths = false
+
     func validate() throws {
         if let compareSplitLimits, splitLimits == nil {
             throw ValidationError("--compare-split-limits must be comma-separated flop counts >= 0 (got '\(compareSplitLimits)')")
@@ -46,8 +49,11 @@ struct KernelsBench: ParsableCommand {
         let operands = try shapes.map { shape in
             (try randn([shape.rows, shape.inputs], .float32), try (0..<layers).map { _ in try randn([shape.outputs, shape.inputs], .bfloat16) })
         }
-        let (originalLimit, originalGemm) = (Kernels.gemmSplitLimit, Kernels.bf16Gemm)
-        defer { (Kernels.gemmSplitLimit, Kernels.bf16Gemm) = (originalLimit, originalGemm) }
+        let (originalLimit, originalGemm, originalPath) = (Kernels.gemmSplitLimit, Kernels.bf16Gemm, Kernels.cpuPath)
+        defer {
+            (Kernels.gemmSplitLimit, Kernels.bf16Gemm) = (originalLimit, originalGemm)
+            Kernels.useCPUPath(originalPath)
+        }
         // Settings interleaved within each shape, many rounds: the host's speed moves within seconds here.
         let rounds = 6
         var rates = [[[Double]]](repeating: [[Double]](repeating: [], count: settings.count), count: shapes.count)
@@ -78,16 +84,16 @@ struct KernelsBench: ParsableCommand {
         let peak = PeakMeter(repeats: repeats)
         let bandwidth = MachineFigures.readBandwidth(bytes: 1 << 30, repeats: 10)
         emit(machineLine(peak: peak.first, bandwidth: bandwidth, extra: "MLX \(mlxVersion); fast kernels \(Kernels.enabled ? "on" : "off")"))
-        print("kernel                                   figure          fraction")
+        print("kernel                                       figure          fraction")
         defer { print(peak.summary) }
 
         func row(_ name: String, gflop: Double, seconds: Double) {
             let rate = gflop / seconds
-            emit("\(name.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(rate).leftPad(8)) GFLOP/s  \(pct(peak.fraction(of: rate, row: name).fraction)) of sgemm peak")
+            emit("\(name.padding(toLength: 44, withPad: " ", startingAt: 0)) \(fmt(rate).leftPad(8)) GFLOP/s  \(pct(peak.fraction(of: rate, row: name).fraction)) of sgemm peak")
         }
         func rowBandwidth(_ name: String, gigabytes: Double, seconds: Double) {
             let rate = gigabytes / seconds
-            emit("\(name.padding(toLength: 40, withPad: " ", startingAt: 0)) \(fmt(rate).leftPad(8)) GB/s     \(pct(rate / bandwidth)) of read bandwidth")
+            emit("\(name.padding(toLength: 44, withPad: " ", startingAt: 0)) \(fmt(rate).leftPad(8)) GB/s     \(pct(rate / bandwidth)) of read bandwidth")
         }
         let key = RandomKey(seed: 0)
         func randn(_ shape: [Int], _ dtype: DType = .float32) throws -> Tensor {
@@ -102,7 +108,14 @@ struct KernelsBench: ParsableCommand {
         let x = try randn([1200, 2048]), w = try randn([5632, 2048])
         row("linear 1200x2048 -> 5632 (f32)", gflop: 2 * 1200 * 2048 * 5632 / 1e9, seconds: try bestTime(repeats: repeats) { NN.linear(x, weight: w) })
         let wb = try randn([5632, 2048], .bfloat16)
-        row("linear 1200x2048 -> 5632 (bf16 W)", gflop: 2 * 1200 * 2048 * 5632 / 1e9, seconds: try bestTime(repeats: repeats) { NN.linear(x, weight: wb) })
+        // Every path this CPU supports, the one in use first (the others are what MLXS_CPU_PATH would choose).
+        let inUse = Kernels.cpuPath
+        for path in [inUse] + Kernels.supportedCPUPaths.reversed().filter({ $0 != inUse }) {
+            Kernels.useCPUPath(path)
+            defer { Kernels.useCPUPath(inUse) }
+            row("linear 1200x2048 -> 5632 (bf16 W, \(path.rawValue))", gflop: 2 * 1200 * 2048 * 5632 / 1e9,
+                seconds: try bestTime(repeats: repeats) { NN.linear(x, weight: wb) })
+        }
 
         let v = try randn([1, 2048])
         rowBandwidth("matvec 5632x2048 (f32 W)", gigabytes: 5632 * 2048 * 4 / 1e9, seconds: try bestTime(repeats: repeats * 4) { NN.linear(v, weight: w) })
@@ -139,6 +152,11 @@ struct KernelsBench: ParsableCommand {
         if compareBf16Gemm {
             try compareLinear("bf16 weight path", settings: [("shim GEMM", { Kernels.bf16Gemm = true }),
                                                              ("f32 + OpenBLAS", { Kernels.bf16Gemm = false })], randn: randn)
+        }
+        if compareCpuPaths {
+            try compareLinear("kernel path", settings: Kernels.supportedCPUPaths.map { path in
+                (path.rawValue, { Kernels.useCPUPath(path); Kernels.bf16Gemm = true })
+            }, randn: randn)
         }
     }
 }
@@ -186,7 +204,16 @@ final class PeakMeter {
 /// The machine line every benchmark starts with.
 func machineLine(peak: Double, bandwidth: Double? = nil, extra: String) -> String {
     let memory = bandwidth.map { String(format: ", read bandwidth %@ GB/s", fmt($0)) } ?? ""
-    return "machine: sgemm peak \(fmt(peak)) GFLOP/s (2048^3, OpenBLAS core \(BLASInfo.coreName))\(memory); \(extra)"
+    return "machine: sgemm peak \(fmt(peak)) GFLOP/s (2048^3, OpenBLAS core \(BLASInfo.coreName))\(memory); \(extra)\n"
+        + cpuLine()
+}
+
+/// The CPU's instruction sets, the kernel path the large products take, and the environment's OpenBLAS pin (reported,
+/// never changed).
+func cpuLine() -> String {
+    let pin = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"].map { "OPENBLAS_CORETYPE=\($0)" } ?? "no OPENBLAS_CORETYPE pin"
+    let path = Kernels.cpuPath == Kernels.bestCPUPath ? Kernels.cpuPath.rawValue : "\(Kernels.cpuPath.rawValue) (best \(Kernels.bestCPUPath.rawValue))"
+    return "cpu: \(Kernels.cpuFeatures); kernel path \(path); \(pin)"
 }
 
 /// A benchmark option's comma-separated values, nil unless every one parses and is at least `minimum`.

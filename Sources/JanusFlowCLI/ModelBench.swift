@@ -48,14 +48,33 @@ struct ModelBenchOptions: ParsableArguments {
     @Flag(help: "After the rows: the compute-bound stages again with the shim's bf16 GEMM and with float32 conversion + OpenBLAS, alternating over three rounds in this one process, so the host's drift between processes does not blur the comparison.")
     var compareBf16Gemm = false
 
-    /// `body(label)` three times with each bf16 weight path, alternating.
-    func alternatingBf16Gemm(_ body: (String) throws -> Void) rethrows {
-        let original = Kernels.bf16Gemm
-        defer { Kernels.bf16Gemm = original }
+    @Flag(help: "After the rows: the compute-bound stages again on every kernel path this CPU supports (amx, avx512_bf16, avx512, avx2), alternating over three rounds in this one process.")
+    var compareCpuPaths = false
+
+    var comparing: Bool { compareBf16Gemm || compareCpuPaths }
+
+    /// `body(label)` three times with each compared setting (--compare-bf16-gemm, --compare-cpu-paths), alternating.
+    func alternatingSettings(_ body: (String) throws -> Void) rethrows {
+        let (originalGemm, originalPath) = (Kernels.bf16Gemm, Kernels.cpuPath)
+        defer {
+            Kernels.bf16Gemm = originalGemm
+            Kernels.useCPUPath(originalPath)
+        }
+        var settings: [(label: String, apply: () -> Void)] = []
+        if compareBf16Gemm {
+            settings += [true, false].map { on in
+                (on ? "shim bf16 GEMM" : "f32 + OpenBLAS", { Kernels.useCPUPath(originalPath); Kernels.bf16Gemm = on })
+            }
+        }
+        if compareCpuPaths {
+            settings += Kernels.supportedCPUPaths.reversed().map { path in
+                ("path \(path.rawValue)", { Kernels.bf16Gemm = originalGemm; Kernels.useCPUPath(path) })
+            }
+        }
         for round in 1...3 {
-            for on in [true, false] {
-                Kernels.bf16Gemm = on
-                try body("\(on ? "shim bf16 GEMM" : "f32 + OpenBLAS") (round \(round))")
+            for setting in settings {
+                setting.apply()
+                try body("\(setting.label) (round \(round))")
             }
         }
     }
@@ -178,8 +197,8 @@ struct UnderstandBench: ParsableCommand {
                          pct(bytes / perToken / 1e9 / bandwidth), bandwidth)))
         print(decodeProfile, terminator: "")
         print(row("peak memory", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
-        if options.compareBf16Gemm {
-            try options.alternatingBf16Gemm { label in
+        if options.comparing {
+            try options.alternatingSettings { label in
                 report("SigLIP encode, \(label)", seconds: try bestTime(repeats: 1) { model.encodeImages(pixels) }, gflop: vitFlops / 1e9, peak: peak)
                 report("LLM prefill, \(label)", seconds: try bestTime(repeats: 1, prefillPass), gflop: prefillFlops / 1e9, peak: peak)
             }
@@ -263,11 +282,11 @@ struct GenerateBench: ParsableCommand {
                 print(String(format: "  fresh pages faulted in: %.1f MB a step", Double(freshPages) * 4096 / 1e6))
             }
             options.profiling.print()
-            if images == 1 && options.compareBf16Gemm {
-                try options.alternatingBf16Gemm { label in
+            if options.comparing && (images == 1 || options.compareCpuPaths) {
+                try options.alternatingSettings { label in
                     let start = DispatchTime.now().uptimeNanoseconds
                     _ = try sampler.sample(model: model, guidance: guidance, initialNoise: z)
-                    report("Euler step, 1 image, \(label)", seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9,
+                    report("Euler step, \(images) image(s), \(label)", seconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9,
                            gflop: flops / 1e9, peak: peak)
                 }
             }

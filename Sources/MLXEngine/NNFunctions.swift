@@ -281,6 +281,44 @@ public enum Kernels {
         set { mlxs_set_bf16_gemm(newValue ? 1 : 0) }
     }
 
+    /// Instruction-set paths of the large products, each needing what the one before needs.
+    public enum CPUPath: String, CaseIterable, Comparable, Sendable {
+        /// AVX2 + FMA: float32 arithmetic throughout.
+        case avx2
+        /// AVX-512 F/BW/VL/DQ: float32 arithmetic throughout.
+        case avx512
+        /// AVX512_BF16 (`vdpbf16ps`): bfloat16 weights times activations rounded to bfloat16, float32 sums.
+        case avx512BF16 = "avx512_bf16"
+        /// AMX BF16 tiles: the same rounding as avx512_bf16.
+        case amx
+
+        public static func < (a: CPUPath, b: CPUPath) -> Bool {
+            allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+        }
+    }
+
+    /// The path in use: the best this CPU has (`bestCPUPath`), or lower as set here or by MLXS_CPU_PATH. Setting a
+    /// path the CPU lacks keeps the current one and returns false.
+    public static var cpuPath: CPUPath { CPUPath(rawValue: String(cString: mlxs_cpu_path())) ?? .avx2 }
+    public static var bestCPUPath: CPUPath { CPUPath(rawValue: String(cString: mlxs_best_cpu_path())) ?? .avx2 }
+    @discardableResult
+    public static func useCPUPath(_ path: CPUPath) -> Bool { mlxs_set_cpu_path(path.rawValue) == 0 }
+
+    /// Every path up to `bestCPUPath`, the ones this CPU can run.
+    public static var supportedCPUPaths: [CPUPath] { CPUPath.allCases.filter { $0 <= bestCPUPath } }
+
+    /// Whether linear layers with bfloat16 weights round their inputs to bfloat16 before the product (float32 sums), at
+    /// every row count: on the avx512_bf16 and amx paths with `bf16Gemm` on. Elsewhere those products take float32 inputs.
+    public static var bf16RoundsActivations: Bool { mlxs_bf16_rounds_activations() != 0 }
+
+    /// The instruction sets the kernels found on this CPU (those that matter to them), e.g. "avx2 fma avx512f ...".
+    public static var cpuFeatures: String {
+        let size = mlxs_cpu_features(nil, 0)
+        var buffer = [CChar](repeating: 0, count: size + 1)
+        mlxs_cpu_features(&buffer, buffer.count)
+        return String(cString: buffer)
+    }
+
     /// Products (in flops) up to which the kernels' sgemm runs one single-threaded OpenBLAS call per core on a share
     /// of the rows or columns instead of OpenBLAS's own threading (or MLXS_GEMM_SPLIT_LIMIT; 0: never split).
     /// `janusflow bench kernels --compare-split-limits` measures values against each other in one process.

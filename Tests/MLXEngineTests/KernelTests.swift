@@ -4,9 +4,41 @@ import XCTest
 /// The shim's fast kernels (MLX custom primitives) against the same computation in plain MLX ops
 /// (`Kernels.enabled = false`), forward and through autograd.
 class KernelTestCase: XCTestCase {
+    private var startingCPUPath = Kernels.CPUPath.avx2
+
+    override func setUp() {
+        super.setUp()
+        startingCPUPath = Kernels.cpuPath
+    }
+
     override func tearDown() {
         Kernels.enabled = true
+        Kernels.useCPUPath(startingCPUPath)
         super.tearDown()
+    }
+
+    /// `NN.linear(x, weight: w, bias:)` with the kernels on against MLX's product of what the kernel multiplies: x
+    /// itself, or x rounded to bfloat16 where the path rounds it (bfloat16 weights on avx512_bf16 / amx).
+    func assertLinearMatchesFallback(_ x: Tensor, _ w: Tensor, bias: Tensor? = nil, _ message: String, atol: Float = 2e-5,
+                                     rtol: Float = 1e-4, file: StaticString = #filePath, line: UInt = #line) {
+        let rounds = w.dtype == .bfloat16 && Kernels.bf16RoundsActivations
+        let input = rounds ? x.asType(.bfloat16).asType(.float32) : x
+        Kernels.enabled = false
+        let expected = values(NN.linear(input, weight: w, bias: bias))
+        Kernels.enabled = true
+        let fast = NN.linear(x, weight: w, bias: bias)
+        XCTAssertFalse(expected.isEmpty, "fallback gave nothing: \(message)", file: file, line: line)
+        assertClose(fast, expected, atol: atol, rtol: rtol, "\(message) on \(Kernels.cpuPath.rawValue)", file: file, line: line)
+    }
+
+    /// Runs `body` on every kernel path this CPU supports, the path in use restored after.
+    func forEachCPUPath(_ body: (Kernels.CPUPath) throws -> Void) rethrows {
+        let current = Kernels.cpuPath
+        defer { Kernels.useCPUPath(current) }
+        for path in Kernels.supportedCPUPaths {
+            XCTAssertTrue(Kernels.useCPUPath(path), "\(path) is supported but could not be set")
+            try body(path)
+        }
     }
 
     /// Builds `body` with the fast kernels off and on and compares the results.
@@ -49,87 +81,38 @@ final class KernelTests: KernelTestCase {
 
     func testFastLinearMatchesReference() throws {
         // Up to 64 (f32) or 32 (bf16) rows: the AVX2 rows kernel; beyond: OpenBLAS (f32) or the blocked bf16 GEMM.
-        for rows in [1, 2, 3, 8, 17, 33, 40, 70] {
-            for k in [5, 16, 64, 77, 300] {
-                for (n, dtype) in [(37, DType.float32), (37, .bfloat16), (13, .bfloat16), (8, .float32)] {
-                    let x = tensor([rows, k], seed: UInt64(rows * 100 + k))
-                    let w = tensor([n, k], seed: UInt64(9 + n)).asType(dtype)
-                    // bf16: the reference is float32 math on the same bf16-rounded weights.
-                    assertMatchesFallback("rows \(rows) k \(k) n \(n) \(dtype)") { NN.linear(x, weight: w) }
+        forEachCPUPath { _ in
+            for rows in [1, 2, 3, 8, 17, 33, 40, 70] {
+                for k in [5, 16, 64, 77, 300] {
+                    for (n, dtype) in [(37, DType.float32), (37, .bfloat16), (13, .bfloat16), (8, .float32)] {
+                        let x = tensor([rows, k], seed: UInt64(rows * 100 + k))
+                        let w = tensor([n, k], seed: UInt64(9 + n)).asType(dtype)
+                        // bf16: the reference is float32 math on the same bf16-rounded weights.
+                        assertLinearMatchesFallback(x, w, "rows \(rows) k \(k) n \(n) \(dtype)")
+                    }
                 }
             }
         }
-    }
-
-    func testProfileCountsKernelCallsOnlyWhileOn() throws {
-        let original = Kernels.bf16Gemm
-        defer { Kernels.profiling = false; Kernels.resetProfile(); Kernels.bf16Gemm = original }
-        let x = tensor([100, 64], seed: 1), w = tensor([48, 64], seed: 2).asType(.bfloat16)
-        // 100 rows take the many-rows path: the shim's bf16 GEMM, or convert + sgemm with its two parts.
-        for (gemm, names) in [(true, ["FastLinear", "FastLinear.bf16_gemm"]), (false, ["FastLinear", "FastLinear.sgemm", "FastLinear.bf16_to_f32"])] {
-            Kernels.bf16Gemm = gemm
-            Kernels.profiling = true
-            Kernels.resetProfile()
-            try NN.linear(x, weight: w).eval()
-            try NN.linear(x, weight: w).eval()
-            let report = Kernels.profileReport()
-            for name in names {
-                let line = report.split(separator: "\n").first { $0.split(separator: " ").first == Substring(name) }
-                XCTAssertNotNil(line, "\(name) missing from:\n\(report)")
-                XCTAssertTrue(line?.hasSuffix(" 2 calls") ?? false, "\(name): \(line ?? "")")
-            }
-            XCTAssertEqual(report.contains("FastLinear.bf16_gemm"), gemm, report)
-        }
-        Kernels.profiling = false
-        Kernels.resetProfile()
-        try NN.linear(x, weight: w).eval()
-        XCTAssertFalse(Kernels.profileReport().contains("FastLinear"), Kernels.profileReport())
-    }
-
-    /// The blocked bf16 GEMM at its edges: row counts off the 6-row microkernel and across its row blocks (up to
-    /// 240 rows, split evenly: 401 rows as 204 + 197, 1154 as 5 x 234 less 16), tasks by column groups (one panel
-    /// to 16 panels each: 33, 1100 and 4100 outputs) and, for an x over 16 MB (1040 x 4100), by row blocks, inner
-    /// sizes across 512-position blocks and off the 8-wide transposes, output widths off the 16-column panels
-    /// (fewer than one panel too); against MLX's float32 product and against the convert + OpenBLAS path.
-    func testBlockedBf16GemmMatchesReference() throws {
-        let original = Kernels.bf16Gemm
-        defer { Kernels.profiling = false; Kernels.resetProfile(); Kernels.bf16Gemm = original }
-        for (m, k, n) in [(65, 64, 16), (200, 1100, 37), (401, 515, 5), (97, 8, 300), (193, 1031, 129), (1154, 72, 33), (481, 40, 20), (1040, 4100, 40), (40, 2000, 1100), (40, 64, 4100)] {
-            let x = tensor([m, k], seed: UInt64(m + k), scale: 0.5), w = tensor([n, k], seed: UInt64(n + 3), scale: 0.5).asType(.bfloat16)
-            Kernels.bf16Gemm = true
-            Kernels.profiling = true
-            Kernels.resetProfile()
-            assertMatchesFallback("bf16 GEMM \(m)x\(k) -> \(n)", atol: 1e-4) { NN.linear(x, weight: w) }
-            XCTAssertTrue(Kernels.profileReport().contains("FastLinear.bf16_gemm"), "the blocked GEMM did not run for \(m)x\(k) -> \(n)")
-            Kernels.profiling = false
-            let blocked = values(NN.linear(x, weight: w))
-            Kernels.bf16Gemm = false
-            assertClose(NN.linear(x, weight: w), blocked, atol: 1e-4, rtol: 1e-4, "bf16 GEMM against OpenBLAS \(m)x\(k) -> \(n)")
-        }
-        // Batched input: the rows of every batch entry are one matrix.
-        Kernels.bf16Gemm = true
-        let xb = tensor([3, 70, 96], seed: 11), wb = tensor([50, 96], seed: 12).asType(.bfloat16)
-        assertMatchesFallback("bf16 GEMM batched") { NN.linear(xb, weight: wb) }
     }
 
     func testFastLinearShapesAndLayouts() throws {
         let x = tensor([2, 3, 45], seed: 1), w = tensor([29, 45], seed: 2)
         for dtype in [DType.float32, .bfloat16] {
             let wd = w.asType(dtype)
-            assertMatchesFallback("batched \(dtype)") { NN.linear(x, weight: wd) }
+            assertLinearMatchesFallback(x, wd, "batched \(dtype)")
             XCTAssertEqual(NN.linear(x, weight: wd).shape, [2, 3, 29])
             // Non-contiguous inputs: a transposed x and a transposed weight.
             let xt = tensor([45, 3], seed: 3).T, wt = tensor([45, 29], seed: 4).asType(dtype).T
-            assertMatchesFallback("transposed \(dtype)") { NN.linear(xt, weight: wt) }
+            assertLinearMatchesFallback(xt, wt, "transposed \(dtype)")
             // A single vector.
             let v = tensor([45], seed: 5)
-            assertMatchesFallback("vector \(dtype)") { NN.linear(v, weight: wd) }
+            assertLinearMatchesFallback(v, wd, "vector \(dtype)")
         }
         // Several weight blocks per core (rows kernel), and two conversion blocks on the bf16 -> sgemm path.
         let xb = tensor([40, 300], seed: 1), wb = tensor([700, 300], seed: 2).asType(.bfloat16)
-        assertMatchesFallback("rows kernel bf16 700x300") { NN.linear(xb, weight: wb) }
+        assertLinearMatchesFallback(xb, wb, "rows kernel bf16 700x300")
         let xg = tensor([70, 2048], seed: 3, scale: 0.1), wg = tensor([2100, 2048], seed: 4, scale: 0.1).asType(.bfloat16)
-        assertMatchesFallback("blocked bf16 sgemm") { NN.linear(xg, weight: wg) }
+        assertLinearMatchesFallback(xg, wg, "blocked bf16 sgemm")
         let v = tensor([1, 1000], seed: 6), wv = tensor([3000, 1000], seed: 7, scale: 0.1)
         // With and without the software prefetch (its default depends on the CPU).
         let prefetch = Kernels.matvecPrefetchBytes
@@ -139,7 +122,7 @@ final class KernelTests: KernelTestCase {
             XCTAssertEqual(Kernels.matvecPrefetchBytes, distance)
             for dtype in [DType.float32, .bfloat16] {
                 let wd = wv.asType(dtype)
-                assertMatchesFallback("matvec 3000x1000 \(dtype), prefetch \(distance)") { NN.linear(v, weight: wd) }
+                assertLinearMatchesFallback(v, wd, "matvec 3000x1000 \(dtype), prefetch \(distance)")
             }
         }
     }
@@ -157,7 +140,7 @@ final class KernelTests: KernelTestCase {
             let x = tensor(shape, seed: UInt64(n)), w = tensor([n, shape.last!], seed: 2).asType(dtype), b = tensor([n], seed: 3).asType(dtype)
             let expected = values(NN.linear(x, weight: w) + b.asType(.float32))
             assertClose(NN.linear(x, weight: w, bias: b), expected, atol: 0, rtol: 0, "linear \(shape) -> \(n) \(dtype) + bias")
-            assertMatchesFallback("linear \(shape) -> \(n) \(dtype) + bias, against MLX ops") { NN.linear(x, weight: w, bias: b) }
+            assertLinearMatchesFallback(x, w, bias: b, "linear \(shape) -> \(n) \(dtype) + bias, against MLX ops")
         }
         let x = tensor([70, 12], seed: 4), w = tensor([10, 12], seed: 5), b = tensor([10], seed: 6)
         try assertGradientsMatchFallback([x, w, b], "linear with bias", atol: 1e-4) { NN.linear($0[0], weight: $0[1], bias: $0[2]) }

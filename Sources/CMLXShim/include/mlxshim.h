@@ -256,6 +256,14 @@ void mlxs_set_matvec_prefetch_bytes(int bytes);
 int mlxs_matvec_prefetch_bytes(void);
 // Linear layers with bf16 or int8 weights and many rows: 1 = the shim's blocked GEMM (default), 0 = weights
 // converted to float32 and OpenBLAS sgemm.
+// Kernel path of the large products: "avx2", "avx512", "avx512_bf16" or "amx" (cpu_kernels.h says what each
+// needs). Set returns 0, -1 for an unknown name, -2 for a path this CPU lacks; features: the instruction sets found.
+const char* mlxs_cpu_path(void);
+const char* mlxs_best_cpu_path(void);
+int mlxs_set_cpu_path(const char* name);
+size_t mlxs_cpu_features(char* buf, size_t size);
+// 1 where products with bf16 weights round their activations to bf16 (avx512_bf16 or amx, the bf16 GEMM on).
+int mlxs_bf16_rounds_activations(void);
 void mlxs_set_bf16_gemm(int enabled);
 int mlxs_bf16_gemm(void);
 // Largest product (flops) that the kernels' sgemm splits into one single-threaded OpenBLAS call per core.

@@ -31,6 +31,31 @@ class ProfileScope {
   double start_;
 };
 
+// The host's instruction sets (cpuid + what the OS saves; AMX only once Linux granted the tile state).
+struct CpuFeatures {
+  bool avx2, fma, f16c, avx512f, avx512dq, avx512bw, avx512vl, avx512_vnni, avx512_bf16, amx_tile, amx_bf16, amx_int8;
+  bool amx_permitted;
+};
+const CpuFeatures& cpu_features();
+std::string cpu_feature_list();
+// Kernel paths for the large products, each needing what the one before needs: avx2 (+FMA, F16C); avx512 (F, BW,
+// VL, DQ; float32 arithmetic); avx512_bf16 (vdpbf16ps: bf16 weights times activations rounded to bf16, float32
+// sums); amx (BF16 tiles, the same rounding). The one in use: the best the host has, capped by MLXS_CPU_PATH.
+enum class CpuPath { avx2 = 0, avx512 = 1, avx512_bf16 = 2, amx = 3 };
+CpuPath best_cpu_path();
+extern std::atomic<int> cpu_path_in_use;
+inline CpuPath cpu_path() { return CpuPath(cpu_path_in_use.load(std::memory_order_relaxed)); }
+bool set_cpu_path(CpuPath path);  // false (and unchanged) above best_cpu_path()
+const char* cpu_path_name(CpuPath path);
+bool parse_cpu_path(const char* name, CpuPath* path);
+
+// y (m, n) = x (m, k) @ w^T for bf16 w (n, k), x rounded to bf16 (round to nearest even) and products summed in
+// float32: by AMX tiles (tiles: only where cpu_path() is amx) or vdpbf16ps (where it is at least avx512_bf16).
+void gemm_bf16_avx512(const float* x, const uint16_t* w, float* y, int m, int n, int k, bool tiles);
+// Whether products with bf16 weights (any row count: GEMM, rows kernel, fused decode) round their activations to
+// bf16 first: on the avx512_bf16 and amx paths with the shim's bf16 GEMM on.
+bool bf16_rounds_activations();
+
 // c (m, n) = op(a) @ op(b) + beta c, row-major, op transposing when asked (lda/ldb: the stored rows' lengths).
 // OpenBLAS with its threads above 1 GFLOP (MLXS_GEMM_SPLIT_LIMIT), else one single-threaded call per core on a
 // share of the rows (or columns). Must be called from MLX's CPU stream thread (it switches OpenBLAS's thread

@@ -164,8 +164,19 @@ void rows_parallel(const float* x, const W* w, float* y, int m, int n, int k) {
 }
 
 // x rows reordered to match load16 on bfloat16 weights: within each full group of 16, even elements then odd.
+// x to the nearest bfloat16 (ties to even), kept as float32; NaN stays NaN.
+inline float round_to_bf16(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, 4);
+  if ((bits & 0x7F800000u) != 0x7F800000u) bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+  std::memcpy(&v, &bits, 4);
+  return v;
+}
+
+// Rounded to bf16 where the GEMM path rounds (so that a product's value does not depend on its row count).
 void prepare_x_bf16(const float* x, float* xp, int m, int k) {
   const int k16 = k & ~15;
+  const bool round = bf16_rounds_activations();
   for (int r = 0; r < m; ++r) {
     const float* src = x + size_t(r) * k;
     float* dst = xp + size_t(r) * k;
@@ -176,6 +187,8 @@ void prepare_x_bf16(const float* x, float* xp, int m, int k) {
       }
     }
     for (int i = k16; i < k; ++i) dst[i] = src[i];
+    if (round)
+      for (int i = 0; i < k; ++i) dst[i] = round_to_bf16(dst[i]);
   }
 }
 
@@ -212,7 +225,15 @@ void linear_rows_bf16(const float* x, const uint16_t* w, float* y, int m, int n,
   rows_parallel(xp.data(), w, y, m, n, k);
 }
 
+bool bf16_rounds_activations() {
+  return bf16_gemm_enabled.load(std::memory_order_relaxed) && cpu_path() >= CpuPath::avx512_bf16;
+}
+
 void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k) {
+  if (bf16_rounds_activations()) {
+    gemm_bf16_avx512(x, w, y, m, n, k, cpu_path() >= CpuPath::amx);
+    return;
+  }
   if (bf16_gemm_enabled.load(std::memory_order_relaxed)) {
     ProfileScope scope("FastLinear.bf16_gemm");
     gemm_bf16(x, w, y, m, n, k);

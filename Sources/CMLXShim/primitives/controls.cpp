@@ -39,4 +39,22 @@ int mlxs_bf16_gemm(void) { return mlxkernels::bf16_gemm_enabled.load(); }
 void mlxs_set_gemm_split_limit(double flops) { mlxkernels::gemm_split_limit = flops < 0 ? 0 : flops; }
 double mlxs_gemm_split_limit(void) { return mlxkernels::gemm_split_limit.load(); }
 
+const char* mlxs_cpu_path(void) { return mlxkernels::cpu_path_name(mlxkernels::cpu_path()); }
+const char* mlxs_best_cpu_path(void) { return mlxkernels::cpu_path_name(mlxkernels::best_cpu_path()); }
+int mlxs_set_cpu_path(const char* name) {
+  mlxkernels::CpuPath path;
+  if (!name || !mlxkernels::parse_cpu_path(name, &path)) return -1;
+  return mlxkernels::set_cpu_path(path) ? 0 : -2;
+}
+int mlxs_bf16_rounds_activations(void) { return mlxkernels::bf16_rounds_activations() ? 1 : 0; }
+size_t mlxs_cpu_features(char* buf, size_t size) {
+  std::string text = mlxkernels::cpu_feature_list();
+  if (buf && size > 0) {
+    size_t n = std::min(size - 1, text.size());
+    std::memcpy(buf, text.data(), n);
+    buf[n] = 0;
+  }
+  return text.size();
+}
+
 }  // extern "C"
