@@ -28,6 +28,9 @@ public final class JanusFlowPipeline: @unchecked Sendable {
     public let tokenizer: Tokenizer
     public let processor: ChatProcessor
     public let preprocessor: ImagePreprocessor
+    /// The last generation prompts' keys/values, reused by `generate(prompt:)` and `sampleLatents` for the same
+    /// prompt (another seed, count or CFG weight). Clear it after changing the model's weights.
+    public let promptCaches = PromptCacheStore()
 
     public init(model: JanusFlowModel, vae: AutoencoderKL?, tokenizer: Tokenizer) throws {
         self.model = model
@@ -265,8 +268,8 @@ public final class JanusFlowPipeline: @unchecked Sendable {
     /// The sampler's final latents for `prompt` from given initial noise (NCHW), before the VAE.
     public func sampleLatents(prompt: String, initialNoise z0: Tensor, steps: Int, cfg: Double,
                               progress: ProgressHandler? = nil) throws -> Tensor {
-        try RectifiedFlowSampler(steps: steps, cfgWeight: cfg).sample(model: model, guidance: guidance(for: prompt), initialNoise: z0,
-                                                                     progress: progress)
+        try RectifiedFlowSampler(steps: steps, cfgWeight: cfg, promptStore: promptCaches)
+            .sample(model: model, guidance: guidance(for: prompt), initialNoise: z0, progress: progress)
     }
 
     /// Progress events and the final images of `generate`, as an asynchronous stream (cancel by ending it).

@@ -50,13 +50,17 @@ public struct RectifiedFlowSampler {
     /// the CPU a larger batch buys no sgemm efficiency (1154 and 5770 rows run at the same rate), so one image per
     /// pass gives the same result and speed with a fifth of a 5-image batch's activations (peak 6.2 -> 4.9 GB).
     public var imagesPerPass: Int
+    /// Where the shared prompt's keys/values are kept between generations (nil: computed for each one).
+    public var promptStore: PromptCacheStore?
 
-    public init(steps: Int = 30, cfgWeight: Double = 2.0, reusePromptCache: Bool = true, imagesPerPass: Int = 1) {
+    public init(steps: Int = 30, cfgWeight: Double = 2.0, reusePromptCache: Bool = true, imagesPerPass: Int = 1,
+                promptStore: PromptCacheStore? = nil) {
         precondition(imagesPerPass >= 1, "imagesPerPass must be at least 1")
         self.steps = steps
         self.cfgWeight = cfgWeight
         self.reusePromptCache = reusePromptCache
         self.imagesPerPass = imagesPerPass
+        self.promptStore = promptStore
     }
 
     /// Integrates `z0` (NCHW (B, 4, h, w)) for the prompt; returns the final latents (not yet divided by the VAE
@@ -76,12 +80,16 @@ public struct RectifiedFlowSampler {
         var promptCache: [KVCache]? = nil
         var prefixRows: Tensor? = nil
         if reusePromptCache {
-            // One conditional row, computed once; the unconditional rows see only its BOS (see SharedPrompt).
-            let ids = Tensor(guidance.promptIDs.prefix(prefixLength).map(Int32.init), shape: [1, prefixLength])
-            let cache = lm.makeCache()
-            _ = lm.forward(inputsEmbeds: lm.embed(ids), cache: cache)
-            try Tensor.eval(cache.flatMap { [$0.keys!, $0.values!] })
-            promptCache = cache
+            // One conditional row, computed once (or found in the store); the unconditional rows see only its BOS
+            // (see SharedPrompt).
+            let prefix = Array(guidance.promptIDs.prefix(prefixLength))
+            let prefill = { () throws -> [KVCache] in
+                let cache = lm.makeCache()
+                _ = lm.forward(inputsEmbeds: lm.embed(Tensor(prefix.map(Int32.init), shape: [1, prefixLength])), cache: cache)
+                try Tensor.eval(cache.flatMap { [$0.keys!, $0.values!] })
+                return cache
+            }
+            promptCache = try promptStore.map { try $0.caches(for: prefix, compute: prefill) } ?? prefill()
         } else {
             // The official loop: 2B full rows, the unconditional prompt masked, recomputed at every step.
             let distinct = Tensor([guidance.promptIDs, guidance.unconditionalIDs].flatMap { $0.map(Int32.init) },

@@ -88,7 +88,9 @@ public final class JanusFlowServer: Sendable {
         let finished = worker.finished
         return json(HealthResponse(status: "ok", model: configuration.modelName, imageSize: pipeline.imageSize, generation: pipeline.vae != nil,
                                    queued: worker.queued, maxQueued: configuration.maxQueued, completed: finished.completed,
-                                   cancelled: finished.cancelled))
+                                   cancelled: finished.cancelled,
+                                   promptCache: PromptCacheHealth(prompts: pipeline.promptCaches.count, bytes: pipeline.promptCaches.bytes,
+                                                                  hits: pipeline.promptCaches.hits, misses: pipeline.promptCaches.misses)))
     }
 
     func understand(_ request: Request) async throws -> Response {

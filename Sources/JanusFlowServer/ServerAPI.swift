@@ -234,9 +234,19 @@ struct HealthResponse: Encodable {
     var maxQueued: Int
     var completed: Int
     var cancelled: Int
+    /// Generation prompts whose keys/values were kept from an earlier request, found (hits) or computed (misses).
+    var promptCache: PromptCacheHealth
     enum CodingKeys: String, CodingKey {
         case status, model, imageSize = "image_size", generation, queued, maxQueued = "max_queued", completed, cancelled
+        case promptCache = "prompt_cache"
     }
+}
+
+struct PromptCacheHealth: Encodable {
+    var prompts: Int
+    var bytes: Int
+    var hits: Int
+    var misses: Int
 }
 
 struct ErrorResponse: Encodable {

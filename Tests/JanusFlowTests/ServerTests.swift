@@ -63,10 +63,19 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(try json(dataURL)["answer"] as? String, expected.text)
     }
 
+    func promptCacheCounts() throws -> [Int] {
+        let health = try json(try HTTPReply.fetch(port: Self.server.port(), method: "GET", path: "/health"))
+        let cache = try XCTUnwrap(health["prompt_cache"] as? [String: Int], "\(health)")
+        return [cache["hits"] ?? -1, cache["misses"] ?? -1]
+    }
+
     func testGenerateReturnsTheLibrarysImages() throws {
         let expected = try pipeline.generate(prompt: "a red circle", count: 2, steps: 2, seed: 7)
+        let before = try promptCacheCounts()
         let reply = try post("/v1/generate", ["prompt": "a red circle", "count": 2, "steps": 2, "seed": 7])
         XCTAssertEqual(reply.status, 200)
+        // The prompt's keys/values the library call kept: found, not computed again.
+        XCTAssertEqual(try promptCacheCounts(), [before[0] + 1, before[1]])
         let body = try json(reply)
         let images = try XCTUnwrap(body["images"] as? [String]).map { try RGBImage(data: Data(base64Encoded: $0)!) }
         XCTAssertEqual(images, expected)
