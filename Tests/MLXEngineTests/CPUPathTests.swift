@@ -15,7 +15,8 @@ final class CPUPathTests: KernelTestCase {
     /// The profile name of the many-rows bf16 product on each path with the shim's GEMM on.
     private func gemmKernelName(_ path: Kernels.CPUPath) -> String {
         switch path {
-        case .avx2, .avx512: return "FastLinear.bf16_gemm"
+        case .avx2: return "FastLinear.bf16_gemm"
+        case .avx512: return "FastLinear.bf16_gemm_avx512"
         case .avx512BF16: return "FastLinear.dpbf16_gemm"
         case .amx: return "FastLinear.amx_gemm"
         }

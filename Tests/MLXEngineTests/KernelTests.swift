@@ -269,23 +269,26 @@ final class KernelTests: KernelTestCase {
     }
 
     func testInt8LinearMatchesTheDequantizedProduct() throws {
-        // Rows kernel (few rows) and, for many rows, the blocked GEMM or dequantise + sgemm; group 64 / 32 / 16, with a
-        // bias; inner sizes across the GEMM's 512-position blocks, rows across its row blocks (241 rows: two of 126 and 115).
+        // On every CPU path: rows kernel (few rows) and, for many rows, the blocked GEMM (AVX2 or AVX-512 microkernel) or
+        // dequantise + sgemm; group 64 / 32 / 16, with a bias; inner sizes across the GEMM's 512- (AVX2) and 256-position
+        // (AVX-512) blocks, rows across its row blocks (241 rows: two of 126 and 115 on AVX2, 132 and 109 on AVX-512).
         let original = Kernels.bf16Gemm
         defer { Kernels.bf16Gemm = original }
-        for (k, rows, gemm) in [(128, 1, true), (128, 3, true), (96, 5, true), (176, 2, true), (256, 70, true), (64, 200, true),
-                                (1088, 241, true), (560, 97, true), (256, 70, false), (1088, 201, false)] {
-            Kernels.bf16Gemm = gemm
-            let linear = Linear(k, 37)
-            XCTAssertTrue(try linear.quantize(groupSize: 64))
-            let group = linear.quantizationGroup
-            XCTAssertEqual(group, [64, 32, 16].first { k % $0 == 0 })
-            let q = try linear.weight.values(Float.self), s = try linear.scales!.values(Float.self)
-            let dequantized = Tensor((0..<(37 * k)).map { q[$0] * s[($0 / k) * (k / group) + ($0 % k) / group] }, shape: [37, k])
-            let x = tensor([rows, k], seed: UInt64(k + rows))
-            let expected = values(matmul(x, dequantized.T) + linear.bias!)
-            assertClose(linear(x), expected, atol: 2e-5, rtol: 1e-4, "k \(k) rows \(rows) gemm \(gemm)")
-            assertMatchesFallback("k \(k) rows \(rows) gemm \(gemm) against MLX ops") { linear(x) }
+        try forEachCPUPath { path in
+            for (k, rows, gemm) in [(128, 1, true), (128, 3, true), (96, 5, true), (176, 2, true), (256, 70, true), (64, 200, true),
+                                    (1088, 241, true), (560, 97, true), (256, 70, false), (1088, 201, false)] {
+                Kernels.bf16Gemm = gemm
+                let linear = Linear(k, 37)
+                XCTAssertTrue(try linear.quantize(groupSize: 64))
+                let group = linear.quantizationGroup
+                XCTAssertEqual(group, [64, 32, 16].first { k % $0 == 0 })
+                let q = try linear.weight.values(Float.self), s = try linear.scales!.values(Float.self)
+                let dequantized = Tensor((0..<(37 * k)).map { q[$0] * s[($0 / k) * (k / group) + ($0 % k) / group] }, shape: [37, k])
+                let x = tensor([rows, k], seed: UInt64(k + rows))
+                let expected = values(matmul(x, dequantized.T) + linear.bias!)
+                assertClose(linear(x), expected, atol: 2e-5, rtol: 1e-4, "\(path) k \(k) rows \(rows) gemm \(gemm)")
+                assertMatchesFallback("\(path) k \(k) rows \(rows) gemm \(gemm) against MLX ops") { linear(x) }
+            }
         }
     }
 

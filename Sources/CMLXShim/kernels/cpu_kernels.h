@@ -78,7 +78,11 @@ void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n,
 extern std::atomic<int> bf16_gemm_enabled;
 void gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k);
 // The same GEMM on int8 weights with float32 scales per `group` inputs (group a multiple of 16 dividing k).
+// Both run the 12x32 AVX-512 microkernel where cpu_path() is avx512 or above.
 void gemm_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group);
+// y rows [0, rows) x columns [0, cols) (+)= x (rows <= 12 of stride ldx, kc positions) @ a (kc, 32) float32 panel.
+void micro_f32_avx512(int rows, const float* x, size_t ldx, const float* panel, int kc, float* y, size_t ldy,
+                      bool accumulate, int cols);
 // Rows of x up to which linear_rows_* is used (k: the inner dimension).
 int linear_rows_limit(bool bf16, int k);
 

@@ -235,7 +235,7 @@ void linear_gemm_bf16(const float* x, const uint16_t* w, float* y, int m, int n,
     return;
   }
   if (bf16_gemm_enabled.load(std::memory_order_relaxed)) {
-    ProfileScope scope("FastLinear.bf16_gemm");
+    ProfileScope scope(cpu_path() >= CpuPath::avx512 ? "FastLinear.bf16_gemm_avx512" : "FastLinear.bf16_gemm");
     gemm_bf16(x, w, y, m, n, k);
     return;
   }
