@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import JanusFlowDemo
+import MLXEngine
 
 struct DemoCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,8 +26,15 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Ablation: 'repa' runs the same budget without REPA and reports the difference (paper Table 6).")
     var ablate: String?
 
+    @Option(help: "Processes of one data-parallel run on this machine (MLX ring backend over 127.0.0.1): every batch split between them in rank order, gradients averaged; rank 0 writes --out and scores the model.")
+    var processes = 1
+
     func validate() throws {
         if let ablate, ablate != "repa" { throw ValidationError("--ablate supports 'repa' (got '\(ablate)')") }
+        guard processes >= 1 else { throw ValidationError("--processes must be at least 1 (got \(processes))") }
+        if processes > 1 && (evaluateOnly || ablate != nil) {
+            throw ValidationError("--processes trains one model; it does not combine with --evaluate-only or --ablate")
+        }
     }
 
     func run() throws {
@@ -35,12 +43,32 @@ struct DemoCommand: ParsableCommand {
             do { settings = try settings.overridden(byJSONFile: URL(fileURLWithPath: path)) } catch let error as ShapesDemoError { throw ValidationError(error.message) }
         }
         settings.seed = seed
+        for (name, batch) in [("batchSize", settings.batchSize), ("the VAE's batch", 16)] where batch % processes != 0 {
+            throw ValidationError("--processes \(processes): \(name) \(batch) does not split into \(processes) processes")
+        }
         let root = URL(fileURLWithPath: out)
         let start = Date()
+        if processes > 1 && ProcessInfo.processInfo.environment["MLX_RANK"] == nil {
+            // The launcher: this same command line again as `processes` ranks, which join below.
+            guard ProcessGroup.isAvailable("ring") else { throw ValidationError("--processes: this MLX build has no ring backend") }
+            try LaunchCommand.runLocally(processes: processes, command: Array(CommandLine.arguments.dropFirst()))
+            print(String(format: "demo on %d processes finished in %.0f s; scores in %@", processes, Date().timeIntervalSince(start),
+                         root.appendingPathComponent("report/scores.json").path))
+            return
+        }
         var demo = ShapesDemo(settings: settings, outputDirectory: root)
-        // One bar per phase, as the phases arrive.
+        if processes > 1 {
+            let group = try ProcessGroup.join(backend: "ring")
+            guard group.size == processes else {
+                throw ValidationError("--processes \(processes): the run this process joined has \(group.size) processes")
+            }
+            demo.processGroup = group
+        }
+        // One bar per phase, as the phases arrive (rank 0's only).
         var bar: ProgressBar?
+        let showsProgress = demo.processGroup.isWriter
         demo.progressHandler = { p in
+            guard showsProgress else { return true }
             if bar?.label != p.phase { bar = ProgressBar(p.phase, total: p.total) }
             if p.step % 10 == 0 || p.step == p.total || p.phase == "GenEval prompts" { bar?.update(p.step, detail: p.detail) }
             return true
@@ -51,7 +79,9 @@ struct DemoCommand: ParsableCommand {
         }
         guard ablate != nil else {
             _ = try demo.run()
-            print(String(format: "demo finished in %.0f s; scores in %@", Date().timeIntervalSince(start), root.appendingPathComponent("report/scores.json").path))
+            if processes == 1 {
+                print(String(format: "demo finished in %.0f s; scores in %@", Date().timeIntervalSince(start), root.appendingPathComponent("report/scores.json").path))
+            }
             return
         }
         let table = try demo.runWithREPAAblation().table

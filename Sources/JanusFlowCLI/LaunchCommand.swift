@@ -10,7 +10,7 @@ import Glibc
 struct LaunchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "launch",
-        abstract: "Run a janusflow command as N local processes of one data-parallel run (MLX ring backend over 127.0.0.1), e.g. launch -n 2 -- train --config FILE.")
+        abstract: "Run a janusflow command (train or demo) as N local processes of one data-parallel run (MLX ring backend over 127.0.0.1), e.g. launch -n 2 -- train --config FILE.")
 
     @Option(name: .short, help: "Number of processes.")
     var n = 2
@@ -24,10 +24,14 @@ struct LaunchCommand: ParsableCommand {
     func validate() throws {
         guard n >= 1 else { throw ValidationError("-n must be at least 1 (got \(n))") }
         guard !command.isEmpty else { throw ValidationError("give the command to run after --, e.g. launch -n 2 -- train --config FILE") }
-        guard command.first == "train" else { throw ValidationError("launch runs train (got '\(command[0])')") }
+        guard ["train", "demo"].contains(command[0]) else { throw ValidationError("launch runs train or demo (got '\(command[0])')") }
     }
 
-    func run() throws {
+    func run() throws { try Self.runLocally(processes: n, command: command, hostfileDirectory: hostfileDirectory) }
+
+    /// Starts `command` (arguments of this program) as `n` ranks over 127.0.0.1 and waits for all of them; the first
+    /// to fail stops the others and its status is thrown. Rank 0's standard output is this process's.
+    static func runLocally(processes n: Int, command: [String], hostfileDirectory: String? = nil) throws {
         let folder = URL(fileURLWithPath: hostfileDirectory ?? NSTemporaryDirectory()).appendingPathComponent("janusflow-launch-\(getpid())")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }

@@ -37,6 +37,10 @@ public struct ShapesDemo {
     public var progressHandler: (DemoProgress) -> Bool = { _ in true }
     /// The three stages' per-step losses of the last run.
     public private(set) var history: [[String: Double]] = []
+    /// The processes of a data-parallel run (`janusflow demo --processes N`): every phase's batches are drawn as one
+    /// process would draw them and split between the processes in rank order, gradients averaged over them; only
+    /// rank 0 writes the output folder and scores the model (the others return empty scores).
+    public var processGroup: ProcessGroup = .single
 
     public init(settings: Settings = Settings(), outputDirectory: URL) {
         self.settings = settings
@@ -54,10 +58,14 @@ public struct ShapesDemo {
                   sampleSize: imageSize)
     }
 
-    /// The VAE's pretraining loss: reconstruction of a sampled latent plus a small KL term.
-    public static func vaeLoss(_ vae: AutoencoderKL, _ x: Tensor, noiseKey: RandomKey) -> Tensor {
+    /// The VAE's pretraining loss: reconstruction of a sampled latent plus a small KL term. `x` may be one process's
+    /// share (`share.rank` of `share.of` equal parts) of a batch: its noise is then that share of the whole batch's.
+    public static func vaeLoss(_ vae: AutoencoderKL, _ x: Tensor, noiseKey: RandomKey, share: (rank: Int, of: Int) = (0, 1)) -> Tensor {
         let (mean, logvar) = vae.encode(x)
-        let z = mean + (logvar * 0.5).exp() * Random.normal(mean.shape, key: noiseKey)
+        let rows = mean.shape[0]
+        let noise = share.of == 1 ? Random.normal(mean.shape, key: noiseKey)
+            : Random.normal([rows * share.of] + mean.shape.dropFirst(), key: noiseKey).slice(axis: 0, share.rank * rows, (share.rank + 1) * rows)
+        let z = mean + (logvar * 0.5).exp() * noise
         let kl = ((mean.square() + logvar.exp() - logvar - 1) * 0.5).mean()
         return NN.mseLoss(vae.decode(z), x) + kl * 1e-4
     }
@@ -79,13 +87,19 @@ public struct ShapesDemo {
         ImagePreprocessor(size: settings.imageSize).pixelValues(Self.toRGB(scene.render(size: settings.imageSize)))
     }
 
-    /// A small training loop for the pretraining phases.
+    /// A small training loop for the pretraining phases (`loss` on this process's share of the step's batch).
     func fit(_ name: String, module: Module, steps: Int, lr: Double, loss: @escaping (Int) -> Tensor) throws -> [Double] {
         let opt = AdamW(schedule: WarmupCosineSchedule(peak: lr, warmupSteps: Swift.min(50, steps / 10), totalSteps: steps, final: lr * 0.1),
                         beta1: 0.9, beta2: 0.95, weightDecay: 0)
         var losses: [Double] = []
         for step in 0..<steps {
-            let (values, grads) = try Autograd.valueAndGrad(model: module) { [loss(step)] }
+            var (values, grads) = try Autograd.valueAndGrad(model: module) { [loss(step)] }
+            if processGroup.size > 1 {
+                // Equal shares: the mean of their mean losses is the whole batch's, and so are its gradients.
+                let scale = 1.0 / Double(processGroup.size)
+                grads = processGroup.allSum(grads).mapValues { $0 * scale }
+                values = [processGroup.allSum(values[0]) * scale]
+            }
             try opt.apply(gradients: grads, gradientScale: gradientClipping(grads, maxNorm: 1).scale, to: module)
             losses.append(Double(try values[0].item(Float.self)))
             try reportProgress(name, step + 1, of: steps, String(format: "loss %.4f", losses.last!))
@@ -104,13 +118,26 @@ public struct ShapesDemo {
         let out = outputDirectory
         let s = settings
         let fm = FileManager.default
+        let group = processGroup, writes = processGroup.isWriter
+        if group.size > 1 {
+            if evaluateOnly { throw ShapesDemoError("re-scoring runs in one process (got \(group.size))") }
+            for (name, batch) in [("batchSize", s.batchSize), ("the VAE's batch", 16)] where batch % group.size != 0 {
+                throw ShapesDemoError("\(name) \(batch) does not split into \(group.size) processes")
+            }
+        }
+        // This process's share of a batch drawn for all the processes: a contiguous slice in rank order.
+        func share<T>(_ batch: [T]) -> [T] {
+            let n = batch.count / group.size
+            return Array(batch[(group.rank * n)..<((group.rank + 1) * n)])
+        }
         try fm.createDirectory(at: out, withIntermediateDirectories: true)
         Initializer.seed(s.seed)
         var world = WorldGenerator(seed: s.seed &+ 1)
         let worldConfig = world.config
 
         // 1. The world: training scenes with captions, questions and text; held-out prompts and questions.
-        log("== ShapesWorld (seed \(s.seed)): \(worldConfig.shapes.count) shapes, \(worldConfig.colors.count) colours, 1-\(worldConfig.maxObjects) objects")
+        log("== ShapesWorld (seed \(s.seed)): \(worldConfig.shapes.count) shapes, \(worldConfig.colors.count) colours, 1-\(worldConfig.maxObjects) objects"
+            + (group.size > 1 ? "; \(group.size) processes, each a 1/\(group.size) share of every batch" : ""))
         let mixCycle = zip(GenEvalCategory.allCases, s.captionMix).flatMap { Array(repeating: $0, count: $1) }
         let genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: mixCycle[i % mixCycle.count]) }
         // Each training image comes with several different questions (every answer a target): independent
@@ -154,7 +181,7 @@ public struct ShapesDemo {
         let modelDir = out.appendingPathComponent("model"), vaeDir = out.appendingPathComponent("vae")
         try fm.createDirectory(at: modelDir, withIntermediateDirectories: true)
         let tokenizerJSON = try BPETrainer.train(texts: corpus, merges: s.merges)
-        try tokenizerJSON.write(to: modelDir.appendingPathComponent("tokenizer.json"), options: .atomic)
+        if writes { try tokenizerJSON.write(to: modelDir.appendingPathComponent("tokenizer.json"), options: .atomic) }
         let tokenizer = try Tokenizer(json: tokenizerJSON, name: "tokenizer.json")
         log("tokenizer: \(tokenizer.vocabularySize) tokens")
 
@@ -168,11 +195,11 @@ public struct ShapesDemo {
         try imageBank.eval()
         func batchIndices(_ step: Int, _ count: Int, salt: UInt64, size: Int? = nil) -> Tensor {
             var r = WorldRandom(seed: s.seed &* 31 &+ UInt64(step) &* 7919 &+ salt)
-            return Tensor((0..<(size ?? s.batchSize)).map { _ in Int32(r.int(count)) })
+            return Tensor(share((0..<(size ?? s.batchSize)).map { _ in Int32(r.int(count)) }))
         }
         let vaeLosses = try fit("VAE", module: vae, steps: s.vaeSteps, lr: 2e-3) { step in
             let x = imageBank.take(batchIndices(step, allScenes.count, salt: 1, size: 16), axis: 0)
-            return Self.vaeLoss(vae, x, noiseKey: RandomKey(seed: UInt64(step) &+ 77))
+            return Self.vaeLoss(vae, x, noiseKey: RandomKey(seed: UInt64(step) &+ 77), share: (group.rank, group.size))
         }
         // Scale latents to unit variance, as SD-style VAEs record in scaling_factor.
         let probe = vae.encode(imageBank.slice(axis: 0, 0, Swift.min(256, allScenes.count))).mean
@@ -181,9 +208,11 @@ public struct ShapesDemo {
         scaledConfig.scalingFactor = 1 / Swift.max(std, 1e-3)
         let trainedVAE = AutoencoderKL(config: scaledConfig)
         try trainedVAE.load(weights: vae.parameters())
-        try fm.createDirectory(at: vaeDir, withIntermediateDirectories: true)
-        try JSONEncoder().encode(scaledConfig).write(to: vaeDir.appendingPathComponent("config.json"), options: .atomic)
-        try Safetensors.save(trainedVAE.parameters(), to: vaeDir.appendingPathComponent("diffusion_pytorch_model.safetensors"))
+        if writes {
+            try fm.createDirectory(at: vaeDir, withIntermediateDirectories: true)
+            try JSONEncoder().encode(scaledConfig).write(to: vaeDir.appendingPathComponent("config.json"), options: .atomic)
+            try Safetensors.save(trainedVAE.parameters(), to: vaeDir.appendingPathComponent("diffusion_pytorch_model.safetensors"))
+        }
 
         // 4. The model, with a SigLIP-style encoder pretrained on per-patch attributes and an LLM pretrained on text.
         let config = Self.modelConfig(vocabularySize: tokenizer.vocabularySize, imageSize: s.imageSize)
@@ -218,7 +247,8 @@ public struct ShapesDemo {
         let colorLabels = Tensor(labels.flatMap(\.color), shape: [allScenes.count, 16]), shapeLabels = Tensor(labels.flatMap(\.shape), shape: [allScenes.count, 16])
         let objectLabels = Tensor(labels.flatMap(\.pair), shape: [allScenes.count, 16])
         let countLabels = Tensor(labels.flatMap(\.counts), shape: [allScenes.count, countTargets])
-        let patchIndex = Tensor((0..<(s.batchSize * 16)).map { Int32($0 % 16) }, shape: [s.batchSize, 16])
+        let shareSize = s.batchSize / group.size
+        let patchIndex = Tensor((0..<(shareSize * 16)).map { Int32($0 % 16) }, shape: [shareSize, 16])
         let siglipLosses = try fit("SigLIP", module: heads, steps: s.siglipSteps, lr: 2e-3) { step in
             let idx = batchIndices(step, allScenes.count, salt: 2)
             let features = heads.encoder(imageBank.take(idx, axis: 0))
@@ -234,7 +264,7 @@ public struct ShapesDemo {
         let lm = model.languageModel
         let llmLosses = try fit("LLM", module: lm, steps: s.llmSteps, lr: 2e-3) { step in
             var r = WorldRandom(seed: UInt64(step) &+ 3)
-            let batch = Collate.text((0..<s.batchSize).map { _ in TextExample(ids: textIDs[r.int(textIDs.count)]) }, padID: tokenizer.padID)
+            let batch = Collate.text(share((0..<s.batchSize).map { _ in TextExample(ids: textIDs[r.int(textIDs.count)]) }), padID: tokenizer.padID)
             return Objectives.textLoss(model, batch)
         }
 
@@ -284,7 +314,8 @@ public struct ShapesDemo {
                                             flowTimeLogitMean: s.flowTimeLogitMean, flowTimeLogitStd: s.flowTimeLogitStd, checkpointEvery: 0,
                                             logEvery: 20, stages: stages)
         let modules = TrainingModules(model: model, repaHidden: 128)
-        let trainer = try Trainer(config: trainingConfig, modules: modules, data: data, outputDirectory: out.appendingPathComponent("training"))
+        let trainer = try Trainer(config: trainingConfig, modules: modules, data: data, outputDirectory: out.appendingPathComponent("training"),
+                                  processGroup: group)
         var cancelled = false
         trainer.onProgress = { [self] p in
             let losses = p.losses.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f", $0.key, $0.value) }.joined(separator: " ")
@@ -296,6 +327,7 @@ public struct ShapesDemo {
         if cancelled { throw CancellationError() }
         try trainer.exportModel(to: modelDir, parameters: trainer.emaModelParameters)
         history = trainer.history
+        guard writes else { return DemoScores(json: [:]) }  // rank 0 scores the model and writes the report
 
         // 7. Evaluation through the public pipeline, on held-out prompts and images.
         let report = out.appendingPathComponent("report")

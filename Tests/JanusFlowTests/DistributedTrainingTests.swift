@@ -132,4 +132,44 @@ final class DistributedTrainingTests: XCTestCase {
         XCTAssertTrue(resumed.error.contains("resumed at step \(step)"), resumed.error)
         XCTAssertTrue(FileManager.default.fileExists(atPath: checkpoints.appendingPathComponent(String(format: "step-%08d", step + 2)).path))
     }
+
+    /// `demo --processes 2`: the tiny demo trained by two ranks, each on half of every batch with averaged gradients,
+    /// against one process with the same threads: the pretraining losses (whole-batch means either way) agree, rank 0
+    /// writes the model and the report; batches that do not split and re-scoring are refused before anything is written.
+    func testDemoOnTwoProcessesTrainsTheSameBatches() throws {
+        guard FileManager.default.fileExists(atPath: cliBinary.path) else { return XCTFail("janusflow is not built next to the tests (run make test)") }
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("ddp-demo-\(UUID().uuidString)")
+        addTeardownBlock { try? FileManager.default.removeItem(at: root) }
+        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+        let settings = root.appendingPathComponent("tiny.json")
+        try #"{"trainScenes": 96, "trainQuestions": 96, "trainTexts": 96, "vaeSteps": 12, "siglipSteps": 6, "llmSteps": 6, "stageSteps": [6, 8, 6], "batchSize": 8, "evalPromptsPerCategory": 2, "evalQuestions": 16, "sampleSteps": 3, "merges": 60}"#
+            .write(to: settings, atomically: true, encoding: .utf8)
+        let shared = ProcessGroup.sharedCoreEnvironment(processes: 2, base: ProcessInfo.processInfo.environment)
+        let one = try runCLI(["demo", "--settings", settings.path, "--seed", "3", "--out", root.appendingPathComponent("one").path], environment: shared)
+        XCTAssertEqual(one.status, 0, one.error)
+        let two = try runCLI(["demo", "--settings", settings.path, "--seed", "3", "--processes", "2", "--out", root.appendingPathComponent("two").path])
+        XCTAssertEqual(two.status, 0, two.error)
+        XCTAssertTrue(two.output.contains("2 processes, each a 1/2 share of every batch"), two.output)
+        XCTAssertTrue(two.output.contains("demo on 2 processes finished in "), two.output)
+        func scores(_ name: String) throws -> [String: Any] {
+            try JSONSerialization.jsonObject(with: Data(contentsOf: root.appendingPathComponent("\(name)/report/scores.json"))) as! [String: Any]
+        }
+        let (a, b) = (try scores("one"), try scores("two"))
+        for phase in ["vae", "siglip"] {
+            let (x, y) = (((a["losses"] as! [String: Any])[phase] as! [String: Double])["first"]!, ((b["losses"] as! [String: Any])[phase] as! [String: Double])["first"]!)
+            XCTAssertLessThanOrEqual(abs(x - y), 1e-3 * abs(x), "\(phase) pretraining loss, one process \(x) against two \(y)")
+        }
+        for key in ["generation", "understanding"] { XCTAssertNotNil(b[key] as? [String: Any], "scores.json has no \(key)") }
+        for file in ["model/model.safetensors", "model/tokenizer.json", "vae/diffusion_pytorch_model.safetensors", "report/loss_curves.png"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: root.appendingPathComponent("two/\(file)").path), "two processes wrote no \(file)")
+        }
+        for (arguments, message) in [(["--processes", "3"], "--processes 3: batchSize 8 does not split into 3 processes"),
+                                     (["--processes", "2", "--evaluate-only"], "--processes trains one model; it does not combine with --evaluate-only or --ablate")] {
+            let out = root.appendingPathComponent("refused")
+            let bad = try runCLI(["demo", "--settings", settings.path, "--out", out.path] + arguments)
+            XCTAssertNotEqual(bad.status, 0)
+            XCTAssertTrue(bad.error.contains(message), bad.error)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
+        }
+    }
 }
