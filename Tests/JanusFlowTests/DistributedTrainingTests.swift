@@ -138,12 +138,7 @@ final class DistributedTrainingTests: XCTestCase {
     /// writes the model and the report; batches that do not split and re-scoring are refused before anything is written.
     func testDemoOnTwoProcessesTrainsTheSameBatches() throws {
         guard FileManager.default.fileExists(atPath: cliBinary.path) else { return XCTFail("janusflow is not built next to the tests (run make test)") }
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("ddp-demo-\(UUID().uuidString)")
-        addTeardownBlock { try? FileManager.default.removeItem(at: root) }
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let settings = root.appendingPathComponent("tiny.json")
-        try #"{"trainScenes": 96, "trainQuestions": 96, "trainTexts": 96, "vaeSteps": 12, "siglipSteps": 6, "llmSteps": 6, "stageSteps": [6, 8, 6], "batchSize": 8, "evalPromptsPerCategory": 2, "evalQuestions": 16, "sampleSteps": 3, "merges": 60}"#
-            .write(to: settings, atomically: true, encoding: .utf8)
+        let (root, settings) = try tinyDemoFolder(self, prefix: "ddp-demo")
         let shared = ProcessGroup.sharedCoreEnvironment(processes: 2, base: ProcessInfo.processInfo.environment)
         let one = try runCLI(["demo", "--settings", settings.path, "--seed", "3", "--out", root.appendingPathComponent("one").path], environment: shared)
         XCTAssertEqual(one.status, 0, one.error)

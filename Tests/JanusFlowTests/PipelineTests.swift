@@ -384,16 +384,22 @@ final class ShapesDatasetCommandTests: XCTestCase {
     }
 }
 
+/// A fresh folder (removed when the test ends) holding `tiny.json`: demo settings that train and score in seconds.
+func tinyDemoFolder(_ test: XCTestCase, prefix: String) throws -> (root: URL, settings: URL) {
+    let root = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+    test.addTeardownBlock { try? FileManager.default.removeItem(at: root) }
+    try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
+    let settings = root.appendingPathComponent("tiny.json")
+    try #"{"trainScenes": 96, "trainQuestions": 96, "trainTexts": 96, "vaeSteps": 12, "siglipSteps": 6, "llmSteps": 6, "stageSteps": [6, 8, 6], "batchSize": 8, "evalPromptsPerCategory": 2, "evalQuestions": 16, "sampleSteps": 3, "merges": 60}"#
+        .write(to: settings, atomically: true, encoding: .utf8)
+    return (root, settings)
+}
+
 /// The demo is a deterministic function of its seed: two runs of a very short variant give the same scores and
 /// byte-identical trained weights.
 final class DemoDeterminismTests: XCTestCase {
     func testSameSeedSameScoresAndWeights() throws {
-        let root = FileManager.default.temporaryDirectory.appendingPathComponent("demo-det-\(UUID().uuidString)")
-        defer { try? FileManager.default.removeItem(at: root) }
-        try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
-        let settings = root.appendingPathComponent("tiny.json")
-        try #"{"trainScenes": 96, "trainQuestions": 96, "trainTexts": 96, "vaeSteps": 12, "siglipSteps": 6, "llmSteps": 6, "stageSteps": [6, 8, 6], "batchSize": 8, "evalPromptsPerCategory": 2, "evalQuestions": 16, "sampleSteps": 3, "merges": 60}"#
-            .write(to: settings, atomically: true, encoding: .utf8)
+        let (root, settings) = try tinyDemoFolder(self, prefix: "demo-det")
         var scores: [[String: Any]] = []
         for name in ["a", "b"] {
             let result = try runCLI(["demo", "--settings", settings.path, "--seed", "3", "--out", root.appendingPathComponent(name).path])
