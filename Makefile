@@ -9,6 +9,9 @@ export JANUSFLOW_BACKEND := $(BACKEND)
 MLX_STAMP     := $(MLX_DIR)/.installed-$(MLX_VERSION)
 APT_PACKAGES  := libopenblas-dev libpng-dev libjpeg62-turbo-dev
 APT_STAMP     := $(DEPS)/.apt-ok
+# Debian's chromium, for the web page's browser test only (make test); where it cannot be had that test is skipped
+# with its reason printed.
+BROWSER_STAMP := $(DEPS)/.browser-checked
 PYTHON        ?= python3
 SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 BUILD_DIR     := $(if $(filter cuda,$(BACKEND)),.build-cuda,.build)
@@ -30,6 +33,14 @@ $(APT_STAMP):
 	else $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(APT_PACKAGES); fi
 	@touch $@
 
+$(BROWSER_STAMP):
+	@mkdir -p $(DEPS)
+	@if command -v chromium >/dev/null 2>&1; then echo "chromium: already installed"; \
+	elif { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium; } >/dev/null 2>&1; \
+	then echo "chromium: installed for the web page's browser test"; \
+	else echo "chromium could not be installed: the web page's browser test (WebPageTests) will be skipped"; fi
+	@touch $@
+
 # The pinned MLX wheel (libmlx.so + headers) into a project-local folder. The CUDA build's NVIDIA libraries are
 # not installed: the GPU machine brings them (scripts/gpu-check).
 $(MLX_STAMP):
@@ -44,7 +55,7 @@ build: setup
 	swift build $(SWIFT_FLAGS) --product janusflow
 
 # Tests run in release mode: the model tests evaluate real networks and debug Swift is 10-50x slower.
-test: setup
+test: setup $(BROWSER_STAMP)
 	swift build $(SWIFT_FLAGS) --build-tests
 	swift test $(SWIFT_FLAGS) --skip-build --disable-swift-testing
 	$(PYTHON) scripts/check-readme-commands

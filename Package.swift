@@ -74,7 +74,9 @@ let package = Package(
         // HTTP API over the pipeline (Hummingbird).
         .target(
             name: "JanusFlowServer",
-            dependencies: ["JanusFlow", "JanusFlowImageIO", "JanusFlowTokenizer", .product(name: "Hummingbird", package: "hummingbird")]
+            dependencies: ["JanusFlow", "JanusFlowImageIO", "JanusFlowTokenizer", .product(name: "Hummingbird", package: "hummingbird")],
+            // The web page at `/`: plain files, no build step.
+            resources: [.copy("Web")]
         ),
         .executableTarget(
             name: "JanusFlowCLI",

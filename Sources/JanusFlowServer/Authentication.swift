@@ -2,7 +2,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 
-/// Requires `Authorization: Bearer KEY` on every path but `/health` (as vLLM's and llama.cpp's servers do, so
+/// Requires `Authorization: Bearer KEY` on every path but `/health` and the web page's files (as vLLM's and llama.cpp's servers do, so
 /// OpenAI's SDKs work unchanged with `api_key=KEY`); anything else gets 401 in OpenAI's error shape.
 struct BearerKeyMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
@@ -11,7 +11,7 @@ struct BearerKeyMiddleware: RouterMiddleware {
     init(key: String) { self.key = Array(key.utf8) }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if request.uri.path == "/health" { return try await next(request, context) }
+        if request.uri.path == "/health" || WebPage.serves(request.uri.path) { return try await next(request, context) }
         guard let presented = Self.bearerToken(request.headers[.authorization]) else {
             return Self.refusal("missing API key: send the header 'Authorization: Bearer KEY' (the key the server was started with)")
         }

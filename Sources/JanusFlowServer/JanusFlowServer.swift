@@ -37,12 +37,14 @@ public struct ServerConfiguration: Sendable {
 /// JanusFlow over HTTP: `POST /v1/understand` (a question about an image), `POST /v1/generate` (images from a
 /// prompt), `GET /health`, and the OpenAI-compatible `POST /v1/chat/completions`, `POST /v1/images/generations` and
 /// `GET /v1/models`. Bodies are JSON; `"stream": true` answers with server-sent events (text pieces, or one event
-/// per sampling step) ending in the full result. Requests run one at a time, in arrival order.
+/// per sampling step) ending in the full result. Requests run one at a time, in arrival order. `GET /` serves a page
+/// for people: chat about pictures and generation, over these same endpoints.
 public final class JanusFlowServer: Sendable {
     public let pipeline: JanusFlowPipeline
     public let configuration: ServerConfiguration
     let worker: ModelWorker
     let logger: Logger
+    let page = WebPage()
 
     public init(pipeline: JanusFlowPipeline, configuration: ServerConfiguration = ServerConfiguration(), logger: Logger? = nil) {
         self.pipeline = pipeline
@@ -70,6 +72,9 @@ public final class JanusFlowServer: Sendable {
         router.add(middleware: JSONErrorMiddleware())
         if let key = configuration.apiKey { router.add(middleware: BearerKeyMiddleware(key: key)) }
         router.get("health") { _, _ in self.health() }
+        for path in WebPage.names.map(\.path) + ["/index.html"] {
+            router.get(RouterPath(path)) { request, _ in self.page.response(for: request.uri.path) }
+        }
         router.post("v1/understand") { request, _ in await self.answering("understand") { try await self.understand(request) } }
         router.post("v1/generate") { request, _ in await self.answering("generate") { try await self.generate(request) } }
         router.post("v1/chat/completions") { request, _ in
@@ -258,35 +263,57 @@ public final class JanusFlowServer: Sendable {
     static func nativeEvent(_ event: StreamEvent) -> [Data] { [encodeJSON(event)] }
 
     /// A `text/event-stream` response: each event as `data: ...` lines (`encode` gives their payloads) as the job
-    /// produces it, then the job's final event (or `failure`'s), then `trailer` if any. A client that goes away
-    /// cancels the job at its next token or step.
+    /// produces it, then the job's final event (or `failure`'s), then `trailer` if any. While the job waits behind
+    /// others, `: queued N` comment lines (N jobs ahead; SSE clients, OpenAI's SDKs among them, skip comments) say its
+    /// place whenever it changes, and `: queued 0` when it starts. A client that goes away cancels the job at its
+    /// next token or step.
     func eventStream<Event: Sendable>(_ reservation: ModelWorker.Reservation, encode: @escaping @Sendable (Event) -> [Data],
                                       failure: @escaping @Sendable (String) -> Event, trailer: String? = nil,
                                       _ job: @escaping @Sendable (Cancellation, @escaping (Event) -> Void) throws -> Event) -> Response {
         let body = ResponseBody { writer in
-            let (events, continuation) = AsyncStream<Event>.makeStream()
+            let (items, continuation) = AsyncStream<StreamItem<Event>>.makeStream()
+            // Places while waiting come from a watcher; "started" (queued 0) from the job itself, ahead of its events.
+            let waitedAtStart = reservation.ahead > 0
+            let watcher = Task {
+                var last = reservation.ahead
+                if last > 0 { continuation.yield(.queued(last)) }
+                while last > 0, !reservation.started, !Task.isCancelled {
+                    try? await Task.sleep(nanoseconds: 200_000_000)
+                    let now = reservation.ahead
+                    if now != last, now > 0, !reservation.started { continuation.yield(.queued(now)) }
+                    last = now
+                }
+            }
             let task = Task {
                 do {
-                    let final = try await reservation.run { cancellation in try job(cancellation) { continuation.yield($0) } }
-                    continuation.yield(final)
+                    let final = try await reservation.run { cancellation in
+                        if waitedAtStart { continuation.yield(.queued(0)) }
+                        return try job(cancellation) { continuation.yield(.event($0)) }
+                    }
+                    continuation.yield(.event(final))
                 } catch {
-                    continuation.yield(failure(self.describe(error).1))
+                    continuation.yield(.event(failure(self.describe(error).1)))
                 }
+                watcher.cancel()
                 continuation.finish()
             }
-            func send(_ payload: Data) async throws {
-                var line = ByteBuffer(string: "data: ")
+            func send(_ payload: Data, prefix: String = "data: ") async throws {
+                var line = ByteBuffer(string: prefix)
                 line.writeBytes(payload)
                 line.writeString("\n\n")
                 try await writer.write(line)
             }
             do {
-                for await event in events {
-                    for payload in encode(event) { try await send(payload) }
+                for await item in items {
+                    switch item {
+                    case .queued(let ahead): try await send(Data("queued \(ahead)".utf8), prefix: ": ")
+                    case .event(let event): for payload in encode(event) { try await send(payload) }
+                    }
                 }
                 if let trailer { try await send(Data(trailer.utf8)) }
                 try await writer.finish(nil)
             } catch {
+                watcher.cancel()
                 task.cancel()
                 throw error
             }
@@ -295,10 +322,16 @@ public final class JanusFlowServer: Sendable {
     }
 }
 
+/// What a stream sends: the job's events, and its place in the queue while it waits.
+enum StreamItem<Event: Sendable>: Sendable {
+    case event(Event)
+    case queued(Int)
+}
+
 /// Hummingbird's own refusals (an unknown path, say) in the same `{"error": ...}` shape as the server's.
 struct JSONErrorMiddleware: RouterMiddleware {
     typealias Context = BasicRequestContext
-    static let endpoints = "GET /health, POST /v1/understand, POST /v1/generate, POST /v1/chat/completions, POST /v1/images/generations, GET /v1/models"
+    static let endpoints = "GET / (the web page), GET /health, POST /v1/understand, POST /v1/generate, POST /v1/chat/completions, POST /v1/images/generations, GET /v1/models"
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {

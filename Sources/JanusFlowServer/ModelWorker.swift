@@ -17,6 +17,9 @@ final class ModelWorker: @unchecked Sendable {
     private let lock = NSLock()
     private var pending = 0
     private var counts = (completed: 0, cancelled: 0)
+    /// Tickets of the reservations not yet released (waiting or running), in arrival order.
+    private var tickets = Set<Int>()
+    private var nextTicket = 0
     let maxQueued: Int
 
     init(maxQueued: Int) { self.maxQueued = maxQueued }
@@ -37,16 +40,32 @@ final class ModelWorker: @unchecked Sendable {
         private let worker: ModelWorker
         private let lock = NSLock()
         private var released = false
+        private var running = false
+        let ticket: Int
 
-        fileprivate init(worker: ModelWorker) { self.worker = worker }
+        fileprivate init(worker: ModelWorker, ticket: Int) {
+            self.worker = worker
+            self.ticket = ticket
+        }
 
         fileprivate func release() {
             let first = lock.withLock { () -> Bool in
                 defer { released = true }
                 return !released
             }
-            if first { worker.lock.withLock { worker.pending -= 1 } }
+            if first {
+                worker.lock.withLock {
+                    worker.pending -= 1
+                    worker.tickets.remove(ticket)
+                }
+            }
         }
+
+        /// Whether its job has started (or it was released).
+        var started: Bool { lock.withLock { running || released } }
+
+        /// Jobs before this one that are still waiting or running: its place in the queue.
+        var ahead: Int { worker.lock.withLock { worker.tickets.count { $0 < ticket } } }
 
         deinit { release() }
 
@@ -57,6 +76,7 @@ final class ModelWorker: @unchecked Sendable {
                 try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, Error>) in
                     worker.queue.async {
                         defer { self.release() }
+                        self.lock.withLock { self.running = true }
                         let result = cancellation.isCancelled ? .failure(CancellationError()) : Result { try work(cancellation) }
                         self.worker.record(cancelled: cancellation.isCancelled)
                         continuation.resume(with: result)
@@ -69,13 +89,16 @@ final class ModelWorker: @unchecked Sendable {
     }
 
     func reserve() throws -> Reservation {
-        try lock.withLock {
+        let ticket = try lock.withLock { () -> Int in
             // `maxQueued` waiting, plus the one running.
             guard pending <= maxQueued else {
                 throw APIError(503, "the server is busy (\(pending) \(pending == 1 ? "request" : "requests") ahead); try again later")
             }
             pending += 1
+            nextTicket += 1
+            tickets.insert(nextTicket)
+            return nextTicket
         }
-        return Reservation(worker: self)
+        return Reservation(worker: self, ticket: ticket)
     }
 }

@@ -142,7 +142,7 @@ final class ServerTests: XCTestCase {
         let unknown = try HTTPReply.fetch(port: port, method: "GET", path: "/v1/nothing")
         XCTAssertEqual(unknown.status, 404)
         XCTAssertEqual(try json(unknown)["error"] as? String,
-                       "no endpoint GET /v1/nothing (endpoints: GET /health, POST /v1/understand, POST /v1/generate, POST /v1/chat/completions, POST /v1/images/generations, GET /v1/models)")
+                       "no endpoint GET /v1/nothing (endpoints: GET / (the web page), GET /health, POST /v1/understand, POST /v1/generate, POST /v1/chat/completions, POST /v1/images/generations, GET /v1/models)")
     }
 
     func testLimitsAndAServerWithoutVAE() throws {
@@ -328,6 +328,19 @@ final class HTTPStream {
     func readBody() throws -> Data {
         while let bytes = try nextBodyBytes() { body += bytes }
         return Data(body)
+    }
+
+    /// The next server-sent event's text as sent (`data: ...` or a `: comment`).
+    func nextRawEvent() throws -> String {
+        while true {
+            if let end = findEventEnd() {
+                let text = String(decoding: body[..<end], as: UTF8.self)
+                body.removeFirst(end + 2)
+                return text
+            }
+            guard let bytes = try nextBodyBytes() else { throw HTTPTestError("the stream ended without another event") }
+            body += bytes
+        }
     }
 
     /// The next server-sent event's JSON object.
