@@ -231,12 +231,14 @@ async function sendMessage() {
       if (!choice) return;
       if (choice.delta && choice.delta.content) {
         answer += choice.delta.content;
-        replyText.textContent = answer;
+        // Shown as the library and the non-streamed API give it: without the leading space of the first piece.
+        replyText.textContent = answer.trimStart();
         setStatus("chat-status", "Answering…");
         reply.scrollIntoView({ block: "end" });
       }
       if (choice.finish_reason === "length") addNote(reply, "(stopped at the token limit)");
     });
+    replyText.textContent = answer.trim();
     state.history.push(userMessage, { role: "assistant", content: answer.trim() });
     setStatus("chat-status", finished ? "" : "The answer ended early.", !finished);
   } catch (error) {
