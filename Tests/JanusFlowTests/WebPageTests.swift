@@ -92,6 +92,7 @@ final class WebPageTests: XCTestCase {
         let report = try XCTUnwrap(try JSONSerialization.jsonObject(with: printed) as? [String: Any], String(decoding: printed, as: UTF8.self))
 
         XCTAssertEqual(report["model_label"] as? String, "tiny-janusflow · \(pipeline.imageSize) px")
+        XCTAssertEqual(report["key_prompt_shown"] as? Bool, false, "the API-key prompt shows for a server without a key")
         // The streamed answer the page shows is the library's greedy answer, and the second turn continues the first.
         let first = try pipeline.answer(image: image, question: "What is in this picture?", parameters: SamplingParameters(maxNewTokens: 8))
         XCTAssertEqual(report["answer"] as? String, first.text)
