@@ -2,8 +2,11 @@ import Foundation
 
 /// A problem with a model folder or its config; the message names the file and the field.
 public struct ModelLoadingError: Error, CustomStringConvertible, Equatable {
+    /// The text shown to the user, usually starting with the path of the file at fault.
     public let message: String
+    /// Wraps a ready-made message.
     public init(_ message: String) { self.message = message }
+    /// The message itself.
     public var description: String { message }
 }
 
@@ -15,6 +18,10 @@ public func decodeConfig<T: Decodable>(_ type: T.Type, from url: URL) throws -> 
     return try decodeConfig(type, from: data, name: url.path)
 }
 
+/// Decodes JSON `data` as `type`, turning decoding failures into a `ModelLoadingError` that starts with `name`
+/// and names the dotted field (such as `language_config.hidden_size`).
+/// - Throws: `ModelLoadingError` for a missing, null, mistyped or invalid field (including a `ModelLoadingError`
+///   thrown by the type's own decoder, which gets `name` prefixed); other errors pass through unchanged.
 public func decodeConfig<T: Decodable>(_ type: T.Type, from data: Data, name: String) throws -> T {
     func path(_ codingPath: [CodingKey], _ last: CodingKey? = nil) -> String {
         (codingPath + (last.map { [$0] } ?? [])).map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
@@ -37,14 +44,25 @@ public func decodeConfig<T: Decodable>(_ type: T.Type, from data: Data, name: St
 
 /// The Llama-layout language model (`language_config`).
 public struct LanguageConfig: Codable, Equatable, Sendable {
+    /// `hidden_size`: width of the residual stream and of each token embedding (2048 for JanusFlow-1.3B).
     public var hiddenSize: Int
+    /// `intermediate_size`: hidden width of each SwiGLU MLP (5632 for JanusFlow-1.3B).
     public var intermediateSize: Int
+    /// `num_attention_heads`: query heads per attention layer; must divide `hidden_size`.
     public var numAttentionHeads: Int
+    /// `num_hidden_layers`: number of decoder blocks (24 for JanusFlow-1.3B).
     public var numHiddenLayers: Int
+    /// `num_key_value_heads`: key/value heads (grouped-query attention when fewer than the query heads);
+    /// defaults to `num_attention_heads`.
     public var numKeyValueHeads: Int
+    /// `vocab_size`: rows of the token embedding table and of the output head (102400 for JanusFlow-1.3B).
     public var vocabSize: Int
+    /// `rms_norm_eps`: epsilon of every RMSNorm; default 1e-6.
     public var rmsNormEps: Float
+    /// `rope_theta`: base of the rotary position frequencies; default 10000.
     public var ropeTheta: Float
+    /// `max_position_embeddings`: the context length the checkpoint was trained for; default 16384. Recorded only:
+    /// nothing here limits sequences to it.
     public var maxPositionEmbeddings: Int
 
     enum CodingKeys: String, CodingKey {
@@ -53,6 +71,8 @@ public struct LanguageConfig: Codable, Equatable, Sendable {
         case rmsNormEps = "rms_norm_eps", ropeTheta = "rope_theta", maxPositionEmbeddings = "max_position_embeddings"
     }
 
+    /// Builds a config in code; `numKeyValueHeads` nil means one key/value head per query head. Unlike decoding,
+    /// this does not check that the heads divide `hiddenSize`.
     public init(hiddenSize: Int, intermediateSize: Int, numAttentionHeads: Int, numHiddenLayers: Int,
                 numKeyValueHeads: Int? = nil, vocabSize: Int, rmsNormEps: Float = 1e-6, ropeTheta: Float = 10000,
                 maxPositionEmbeddings: Int = 16384) {
@@ -67,6 +87,8 @@ public struct LanguageConfig: Codable, Equatable, Sendable {
         self.maxPositionEmbeddings = maxPositionEmbeddings
     }
 
+    /// Decodes `language_config`, throwing when `hidden_size` is not a multiple of `num_attention_heads`.
+    ///
     /// Required: the sizes. Defaulted as transformers' LlamaConfig does: KV heads = heads, eps 1e-6, theta 10000.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -85,19 +107,30 @@ public struct LanguageConfig: Codable, Equatable, Sendable {
         }
     }
 
+    /// Width of one attention head: `hiddenSize / numAttentionHeads` (128 for JanusFlow-1.3B).
     public var headDim: Int { hiddenSize / numAttentionHeads }
 }
 
 /// The SigLIP understanding encoder (`vision_und_enc_config.params`).
 public struct SigLIPConfig: Codable, Equatable, Sendable {
+    /// `model_name`: the official SigLIP variant (such as `siglip_large_patch16_384`); a known name supplies any
+    /// geometry field the file leaves out.
     public var modelName: String
+    /// `image_size`: side of the square input image in pixels (384 for JanusFlow-1.3B).
     public var imageSize: Int
+    /// `patch_size`: side of one square patch in pixels (16 for JanusFlow-1.3B).
     public var patchSize: Int
+    /// `width`: token width of the ViT (1024 for the large variant).
     public var width: Int
+    /// `layers`: transformer blocks of the full ViT, before `select_layer` trims them.
     public var layers: Int
+    /// `heads`: attention heads per block.
     public var heads: Int
+    /// `mlp_ratio`: MLP hidden width as a multiple of `width` (4 for the large variant).
     public var mlpRatio: Double
+    /// `select_layer`: the block whose output is used; -1 (the default) is the last. See `builtLayers`.
     public var selectLayer: Int
+    /// `select_feature`: which tokens are kept; default `same`. Decoded but not used: every patch token is kept.
     public var selectFeature: String
 
     enum CodingKeys: String, CodingKey {
@@ -113,6 +146,9 @@ public struct SigLIPConfig: Codable, Equatable, Sendable {
         "siglip_so400m_patch14_224": (224, 14, 1152, 27, 16, 3.7362),
     ]
 
+    /// Decodes `vision_und_enc_config.params`; geometry keys present in the file win, missing ones come from the
+    /// table of known `model_name`s.
+    /// - Throws: `DecodingError.keyNotFound` when a geometry key is missing and the model name is not in the table.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let name = try c.decode(String.self, forKey: .modelName)
@@ -141,6 +177,7 @@ public struct SigLIPConfig: Codable, Equatable, Sendable {
         selectFeature = try c.decodeIfPresent(String.self, forKey: .selectFeature) ?? "same"
     }
 
+    /// Builds a config in code with explicit geometry; `selectFeature` is `same`.
     public init(modelName: String = "custom", imageSize: Int, patchSize: Int, width: Int, layers: Int, heads: Int,
                 mlpRatio: Double = 4, selectLayer: Int = -1) {
         self.modelName = modelName
@@ -156,21 +193,35 @@ public struct SigLIPConfig: Codable, Equatable, Sendable {
 
     /// Blocks actually built: select_layer <= 0 drops the last -select_layer-1 blocks (as create_siglip_vit does).
     public var builtLayers: Int { selectLayer <= 0 ? Swift.min(layers, layers + selectLayer + 1) : Swift.min(layers, selectLayer) }
+    /// Patch tokens per image, `(imageSize / patchSize)` squared (576 for 384-pixel images and 16-pixel patches).
     public var tokens: Int { (imageSize / patchSize) * (imageSize / patchSize) }
+    /// Hidden width of each block's MLP: `width * mlpRatio`, truncated to an integer.
     public var mlpHidden: Int { Int(Double(width) * mlpRatio) }
 }
 
 /// ShallowUViT encoder (`vision_gen_enc_config.params`).
 public struct UViTEncoderConfig: Codable, Equatable, Sendable {
+    /// `input_channels`: channels of the latents the encoder reads (4 for SDXL-VAE latents); 3 when missing.
     public var inputChannels: Int
+    /// `kernel_size`: side of the patchify convolution's kernel (2 for JanusFlow-1.3B); 7 when missing.
     public var kernelSize: Int
+    /// `stride`: stride of the patchify convolution (2 for JanusFlow-1.3B); 4 when missing.
     public var stride: Int
+    /// `padding`: zero padding of the patchify convolution; `kernel_size - stride` (at least 0) when missing.
     public var padding: Int
+    /// `block_out_channels`: channel widths (default [768]). The patchify conv and the time features use the first
+    /// entry and the ConvNeXt blocks the last, so only a single entry builds a consistent encoder.
     public var blockOutChannels: [Int]
+    /// `layers_in_middle`: ConvNeXt blocks after the patchify conv (default 2).
     public var layersInMiddle: Int
+    /// `hidden_size`: width of the time embedding, which is also an LLM token, so the LLM's hidden size (default 2048).
     public var hiddenSize: Int
+    /// `use_bias`: whether the time-embedding MLP and the ConvNeXt layers have biases (default true); the patchify
+    /// conv always has one.
     public var useBias: Bool
+    /// `norm_eps`: epsilon of the ConvNeXt blocks' RMSNorms (default 1e-6).
     public var normEps: Float
+    /// `use_mid_block`: whether the ConvNeXt blocks are built at all (default true).
     public var useMidBlock: Bool
 
     enum CodingKeys: String, CodingKey {
@@ -179,6 +230,8 @@ public struct UViTEncoderConfig: Codable, Equatable, Sendable {
         case useBias = "use_bias", normEps = "norm_eps", useMidBlock = "use_mid_block"
     }
 
+    /// Builds a config in code with the single block width `channels`, biases and the mid block on; the other
+    /// defaults are JanusFlow-1.3B's (4 latent channels, a 2x2 kernel with stride 2, no padding).
     public init(inputChannels: Int = 4, kernelSize: Int = 2, stride: Int = 2, padding: Int = 0, channels: Int,
                 layersInMiddle: Int = 2, hiddenSize: Int, normEps: Float = 1e-6) {
         self.inputChannels = inputChannels
@@ -193,6 +246,8 @@ public struct UViTEncoderConfig: Codable, Equatable, Sendable {
         self.useMidBlock = true
     }
 
+    /// Decodes `vision_gen_enc_config.params`, throwing when `block_out_channels` is empty.
+    ///
     /// Defaults are the official constructor's (uvit.py); padding defaults to ceil(kernel - stride).
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -211,19 +266,32 @@ public struct UViTEncoderConfig: Codable, Equatable, Sendable {
         }
     }
 
+    /// The last entry of `blockOutChannels`: the width of the features the encoder returns.
     public var channels: Int { blockOutChannels[blockOutChannels.count - 1] }
 }
 
 /// ShallowUViT decoder (`vision_gen_dec_config.params`).
 public struct UViTDecoderConfig: Codable, Equatable, Sendable {
+    /// `in_channels`: width of the aligned LLM output the decoder reads (768 for JanusFlow-1.3B, also the default).
     public var inChannels: Int
+    /// `out_channels`: channels of the predicted velocity, i.e. the latent channels (4 for SDXL-VAE latents); 3 when
+    /// missing.
     public var outChannels: Int
+    /// `block_out_channels`: channel widths (default [768]); the last is the width of the encoder skip it joins and
+    /// of the stages between upsamplings.
     public var blockOutChannels: [Int]
+    /// `upsamples`: pixel-shuffle-by-2 stages at the end (1 for JanusFlow-1.3B, undoing the stride-2 patchify); 2
+    /// when missing.
     public var upsamples: Int
+    /// `layers_in_middle`: ConvNeXt blocks over the joined input and skip (default 2).
     public var layersInMiddle: Int
+    /// `hidden_size`: width of the time embedding that conditions the ConvNeXt blocks (default 2048).
     public var hiddenSize: Int
+    /// `use_bias`: whether the ConvNeXt layers and the unpatchify convs have biases (default true).
     public var useBias: Bool
+    /// `norm_eps`: epsilon of the decoder's RMSNorms (default 1e-6).
     public var normEps: Float
+    /// `use_mid_block`: whether the ConvNeXt blocks are built at all (default true).
     public var useMidBlock: Bool
 
     enum CodingKeys: String, CodingKey {
@@ -232,6 +300,8 @@ public struct UViTDecoderConfig: Codable, Equatable, Sendable {
         case normEps = "norm_eps", useMidBlock = "use_mid_block"
     }
 
+    /// Builds a config in code with the single block width `channels`, biases and the mid block on; the other
+    /// defaults are JanusFlow-1.3B's (4 output channels, one upsampling).
     public init(inChannels: Int, outChannels: Int = 4, channels: Int, upsamples: Int = 1, layersInMiddle: Int = 2,
                 hiddenSize: Int, normEps: Float = 1e-6) {
         self.inChannels = inChannels
@@ -245,6 +315,8 @@ public struct UViTDecoderConfig: Codable, Equatable, Sendable {
         self.useMidBlock = true
     }
 
+    /// Decodes `vision_gen_dec_config.params` with the official constructor's defaults, throwing when
+    /// `block_out_channels` is empty.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         inChannels = try c.decodeIfPresent(Int.self, forKey: .inChannels) ?? 768
@@ -261,17 +333,22 @@ public struct UViTDecoderConfig: Codable, Equatable, Sendable {
         }
     }
 
+    /// The last entry of `blockOutChannels`: the skip's width and the width between upsampling stages.
     public var channels: Int { blockOutChannels[blockOutChannels.count - 1] }
 }
 
 /// A sub-config as published: `{"cls": ..., "model_type": ..., "params": {...}}`.
 public struct ComponentConfig<Params: Codable & Equatable & Sendable>: Codable, Equatable, Sendable {
+    /// `cls`: the official Python class; `JanusFlowConfig` accepts only the one it expects for each component.
     public var cls: String
+    /// `model_type`: an optional tag such as `vision_gen_enc`; not checked.
     public var modelType: String?
+    /// `params`: the component's own settings.
     public var params: Params
 
     enum CodingKeys: String, CodingKey { case cls, modelType = "model_type", params }
 
+    /// Wraps `params` under the class name `cls`.
     public init(cls: String, modelType: String? = nil, params: Params) {
         self.cls = cls
         self.modelType = modelType
@@ -281,9 +358,13 @@ public struct ComponentConfig<Params: Codable & Equatable & Sendable>: Codable, 
 
 /// The published JanusFlow `config.json` (MultiModalityConfig).
 public struct JanusFlowConfig: Codable, Equatable, Sendable {
+    /// `language_config`: the shared LLM.
     public var languageConfig: LanguageConfig
+    /// `vision_und_enc_config`: the SigLIP understanding encoder (class `CLIPVisionTower`).
     public var visionUndEncConfig: ComponentConfig<SigLIPConfig>
+    /// `vision_gen_enc_config`: the generation encoder (class `ShallowUViTEncoder`).
     public var visionGenEncConfig: ComponentConfig<UViTEncoderConfig>
+    /// `vision_gen_dec_config`: the generation decoder (class `ShallowUViTDecoder`).
     public var visionGenDecConfig: ComponentConfig<UViTDecoderConfig>
 
     enum CodingKeys: String, CodingKey {
@@ -291,6 +372,7 @@ public struct JanusFlowConfig: Codable, Equatable, Sendable {
         case visionGenEncConfig = "vision_gen_enc_config", visionGenDecConfig = "vision_gen_dec_config"
     }
 
+    /// Builds a config in code, wrapping each part under the class name the published file uses.
     public init(language: LanguageConfig, siglip: SigLIPConfig, genEncoder: UViTEncoderConfig, genDecoder: UViTDecoderConfig) {
         languageConfig = language
         visionUndEncConfig = ComponentConfig(cls: "CLIPVisionTower", modelType: "vision_und_enc", params: siglip)
@@ -298,6 +380,7 @@ public struct JanusFlowConfig: Codable, Equatable, Sendable {
         visionGenDecConfig = ComponentConfig(cls: "ShallowUViTDecoder", modelType: "vision_gen_dec", params: genDecoder)
     }
 
+    /// Decodes `config.json`, throwing when a component's `cls` is not the one this implementation supports.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         languageConfig = try c.decode(LanguageConfig.self, forKey: .languageConfig)
@@ -311,8 +394,11 @@ public struct JanusFlowConfig: Codable, Equatable, Sendable {
         }
     }
 
+    /// The SigLIP encoder's settings (`vision_und_enc_config.params`).
     public var siglip: SigLIPConfig { visionUndEncConfig.params }
+    /// The generation encoder's settings (`vision_gen_enc_config.params`).
     public var genEncoder: UViTEncoderConfig { visionGenEncConfig.params }
+    /// The generation decoder's settings (`vision_gen_dec_config.params`).
     public var genDecoder: UViTDecoderConfig { visionGenDecConfig.params }
 
     /// JanusFlow-1.3B as published (the values of the manifest's config).
@@ -323,5 +409,7 @@ public struct JanusFlowConfig: Codable, Equatable, Sendable {
         genEncoder: UViTEncoderConfig(channels: 768, hiddenSize: 2048),
         genDecoder: UViTDecoderConfig(inChannels: 768, channels: 768, hiddenSize: 2048))
 
+    /// Reads and decodes a `config.json` file.
+    /// - Throws: `ModelLoadingError` naming the file and, for a bad value, the dotted field.
     public static func load(_ url: URL) throws -> JanusFlowConfig { try decodeConfig(JanusFlowConfig.self, from: url) }
 }

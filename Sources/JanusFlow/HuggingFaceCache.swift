@@ -5,9 +5,14 @@ import Foundation
 /// the name ends in `@REVISION`), files symlinked into `blobs/`. The cache is `$HF_HUB_CACHE`, else
 /// `$HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub`, else `~/.cache/huggingface/hub`.
 public enum HuggingFaceCache {
+    /// A model reference that is not an existing folder, not a valid Hub name, or not in the cache; the message says
+    /// where it looked and how to download the model.
     public struct NotFound: Error, CustomStringConvertible, LocalizedError {
+        /// The explanation shown to the user.
         public let message: String
+        /// Same as `message`.
         public var description: String { message }
+        /// Same as `message`, so that `localizedDescription` shows it.
         public var errorDescription: String? { message }
     }
 

@@ -10,15 +10,25 @@ import MLXEngine
 /// + `vision_gen_dec_aligner` + `vision_gen_dec_model` the generation decoder g_dec (UViT.swift). The SDXL-VAE
 /// (VAE.swift) maps between latents and pixels.
 public final class JanusFlowModel: Module {
+    /// The configuration the module tree was built from.
     public let config: JanusFlowConfig
+    /// `language_model`: the shared LLM and its output head.
     @Child("language_model") public var languageModel: LanguageModel
+    /// `vision_und_enc_model`: the SigLIP ViT that turns pixels into patch features.
     @Child("vision_und_enc_model") public var understandingEncoder: VisionUnderstandingEncoder
+    /// `vision_und_enc_aligner`: projects SigLIP features (`siglip.width`) to the LLM's hidden size.
     @Child("vision_und_enc_aligner") public var understandingAligner: Linear
+    /// `beg_of_und_embed` (1, hidden): the learned embedding placed at each image's `<begin_of_image>` slot.
     @Parameter("beg_of_und_embed") public var beginOfUnderstandingEmbed: Tensor
+    /// `vision_gen_enc_model`: the ShallowUViT encoder that embeds noisy latents and the time.
     @Child("vision_gen_enc_model") public var generationEncoder: ShallowUViTEncoder
+    /// `vision_gen_enc_aligner`: projects the generation encoder's features to LLM tokens.
     @Child("vision_gen_enc_aligner") public var generationEncoderAligner: Linear
+    /// `vision_gen_dec_aligner_norm`: RMSNorm on the LLM's output at the image positions.
     @Child("vision_gen_dec_aligner_norm") public var generationDecoderAlignerNorm: RMSNorm
+    /// `vision_gen_dec_aligner`: projects the normalised LLM output to the generation decoder's input width.
     @Child("vision_gen_dec_aligner") public var generationDecoderAligner: Linear
+    /// `vision_gen_dec_model`: the ShallowUViT decoder that turns LLM outputs and the encoder skip into a velocity.
     @Child("vision_gen_dec_model") public var generationDecoder: ShallowUViTDecoder
 
     /// Builds the module tree with freshly initialised (lazy, unevaluated) weights.

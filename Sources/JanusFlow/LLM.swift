@@ -3,6 +3,8 @@ import MLXEngine
 // DeepSeek-LLM in the Llama layout: pre-norm decoder blocks with RMSNorm, rotary positions (rotate-half),
 // causal self-attention and a SwiGLU MLP; a final RMSNorm and an untied output head.
 
+/// Causal self-attention with rotary positions (rotate-half) and grouped key/value heads; the `q_proj`, `k_proj`,
+/// `v_proj` and `o_proj` projections have no biases.
 public final class LlamaAttention: Module {
     @Child("q_proj") var qProj: Linear
     @Child("k_proj") var kProj: Linear
@@ -45,6 +47,7 @@ public final class LlamaAttention: Module {
     }
 }
 
+/// The SwiGLU MLP, `down_proj(silu(gate_proj(x)) * up_proj(x))`, without biases.
 public final class LlamaMLP: Module {
     @Child("gate_proj") var gateProj: Linear
     @Child("up_proj") var upProj: Linear
@@ -60,6 +63,7 @@ public final class LlamaMLP: Module {
     func callAsFunction(_ x: Tensor) -> Tensor { downProj(NN.siluGate(gateProj(x), upProj(x))) }
 }
 
+/// One pre-norm decoder block: RMSNorm, attention and residual, then RMSNorm, MLP and residual.
 public final class LlamaDecoderLayer: Module {
     @Child("self_attn") var selfAttention: LlamaAttention
     let mlp: LlamaMLP
@@ -82,8 +86,11 @@ public final class LlamaDecoderLayer: Module {
 
 /// `language_model.model`: embeddings, decoder layers, final norm.
 public final class LlamaModel: Module {
+    /// `embed_tokens` (vocab, hidden): the token embedding table (read through `LanguageModel.embed`).
     @Child("embed_tokens") public var embedTokens: Embedding
+    /// The decoder blocks, `layers.N` in the checkpoint.
     public let layers: [LlamaDecoderLayer]
+    /// The final RMSNorm after the last block.
     public let norm: RMSNorm
 
     init(_ config: LanguageConfig) {
@@ -107,11 +114,14 @@ public final class LlamaModel: Module {
 public struct SharedPrompt {
     /// One cache per layer, each holding a single row (or, with `promptLengths`, one row per prompt).
     public let caches: [KVCache]
+    /// Batch rows that see the whole prompt: the first rows of the batch; the rest are unconditional.
     public let conditionalRows: Int
+    /// Prompt positions the unconditional rows may see (1: BOS only, as in DeepSeek's demo).
     public let unconditionalKeys: Int
     /// Several prompts: the real length of each cache row; nil for the single shared row.
     public let promptLengths: [Int]?
 
+    /// One prompt shared by every row: each of `caches` holds a single row.
     public init(caches: [KVCache], conditionalRows: Int, unconditionalKeys: Int) {
         self.caches = caches
         self.conditionalRows = conditionalRows
@@ -185,10 +195,14 @@ public struct LanguageModelOutput {
 
 /// `language_model`: the Llama model and its output head.
 public final class LanguageModel: Module {
+    /// The language model's configuration.
     public let config: LanguageConfig
+    /// `language_model.model`: embeddings, decoder blocks and final norm.
     public let model: LlamaModel
+    /// `lm_head`: the untied projection from hidden states to vocabulary logits.
     @Child("lm_head") public var lmHead: Linear
 
+    /// Builds the model with freshly initialised weights.
     public init(_ config: LanguageConfig) {
         self.config = config
         model = LlamaModel(config)
@@ -274,6 +288,7 @@ public final class LanguageModel: Module {
         }
     }
 
+    /// Head counts, head width, rotary base and norm epsilon, as the engine's fused decoding takes them.
     public var attentionShape: DecoderAttentionShape {
         DecoderAttentionShape(heads: config.numAttentionHeads, kvHeads: config.numKeyValueHeads, headDim: config.headDim,
                               ropeBase: config.ropeTheta, normEps: config.rmsNormEps)
@@ -323,5 +338,6 @@ public final class LanguageModel: Module {
         return e.dtype.isFloatingPoint && e.dtype != .float32 ? e.asType(.float32) : e
     }
 
+    /// Vocabulary logits (B, L, vocab) of hidden states from `forward`.
     public func logits(_ hidden: Tensor) -> Tensor { lmHead(hidden) }
 }

@@ -4,30 +4,45 @@ import MLXEngine
 /// Stage-by-stage comparison with a reference fixture folder made by DeepSeek's PyTorch code (the layout of
 /// `shared/fixtures/tiny`: model/, vae/, io.safetensors, io.json). Used by the tests and `janusflow parity`.
 public struct ParityReport {
+    /// One compared stage: its largest errors against the reference and whether it passed.
     public struct Row: CustomStringConvertible {
+        /// The stage, named as its reference tensor in `io.safetensors` (such as `gen.velocity_cfg`).
         public let name: String
+        /// Largest elementwise `|x - ref|`; infinity on a shape mismatch or when an element is NaN.
         public let maxAbsError: Double
+        /// Largest elementwise `|x - ref| / max(|ref|, 1e-6)`; infinity on a shape mismatch.
         public let maxRelError: Double
+        /// The bound each element must meet:
         /// |x - ref| <= tolerance * (1 + |ref|) elementwise.
         public let tolerance: Double
+        /// Whether every element met `tolerance` (false on a shape mismatch or a NaN).
         public let passed: Bool
+        /// Extra context printed after the numbers (a shape mismatch, how a stage was run); empty if none.
         public let note: String
 
+        /// One aligned line: `ok` or `FAIL`, the name, both errors, the tolerance and the note.
         public var description: String {
             let status = passed ? "ok  " : "FAIL"
             return "\(status) \(name.padding(toLength: 28, withPad: " ", startingAt: 0)) max abs \(String(format: "%.3e", maxAbsError))  max rel \(String(format: "%.3e", maxRelError))  tol \(String(format: "%.0e", tolerance))\(note.isEmpty ? "" : "  \(note)")"
         }
     }
 
+    /// The stages compared, in the order they ran.
     public var rows: [Row] = []
+    /// True when at least one stage was compared and every stage passed.
     public var passed: Bool { !rows.isEmpty && rows.allSatisfy(\.passed) }
 }
 
+/// Checks the Swift model stage by stage against fixtures made with DeepSeek's PyTorch code.
 public enum Parity {
     /// Single stages: 1e-4; multi-step sampling and the VAE: 1e-3 (the fixture README's suggested bounds).
     public static let stageTolerance = 1e-4
+    /// Tolerance for multi-step sampling and the VAE with float32 weights: 1e-3.
     public static let chainTolerance = 1e-3
 
+    /// Compares `actual` with `reference` elementwise; the row passes when `|x - ref| <= tolerance * (1 + |ref|)`
+    /// everywhere. Different shapes give a failed row rather than an error.
+    /// - Throws: when either tensor's values cannot be read back.
     public static func compare(_ name: String, _ actual: Tensor, _ reference: Tensor, tolerance: Double, note: String = "") throws -> ParityReport.Row {
         guard actual.shape == reference.shape else {
             return .init(name: name, maxAbsError: .infinity, maxRelError: .infinity, tolerance: tolerance, passed: false,
@@ -46,10 +61,15 @@ public enum Parity {
 
     /// The reference tensors and index of a fixture folder.
     public struct Fixture {
+        /// The fixture folder.
         public let directory: URL
+        /// Every tensor of `io.safetensors`, by name.
         public let tensors: [String: Tensor]
+        /// The parsed `io.json`: special token ids, geometry and other metadata.
         public let index: [String: Any]
 
+        /// Reads `io.safetensors` and `io.json` from `directory`.
+        /// - Throws: when either file cannot be read or `io.json` is not a JSON object.
         public init(directory: URL) throws {
             self.directory = directory
             let io = directory.appendingPathComponent("io.safetensors")
@@ -61,13 +81,16 @@ public enum Parity {
             index = object
         }
 
+        /// The reference tensor `name`, or nil when the fixture lacks it.
         public subscript(_ name: String) -> Tensor? { tensors[name] }
 
+        /// The reference tensor `name`; throws `ModelLoadingError` when the fixture lacks it.
         public func require(_ name: String) throws -> Tensor {
             guard let t = tensors[name] else { throw ModelLoadingError("\(directory.path)/io.safetensors: no tensor '\(name)'") }
             return t
         }
 
+        /// The token id `special_ids.<name>` of `io.json` (such as `pad`); throws `ModelLoadingError` when it is missing.
         public func specialID(_ name: String) throws -> Int {
             guard let ids = index["special_ids"] as? [String: Any], let v = ids[name] as? Int else {
                 throw ModelLoadingError("\(directory.path)/io.json: missing special_ids.\(name)")
@@ -75,6 +98,7 @@ public enum Parity {
             return v
         }
 
+        /// `geometry.cfg_weight` of `io.json`, or 2.0 when absent.
         public var cfgWeight: Double {
             ((index["geometry"] as? [String: Any])?["cfg_weight"] as? Double) ?? 2.0
         }
@@ -87,19 +111,24 @@ public enum Parity {
         }
     }
 
-    /// Runs every stage the fixture holds through the Swift model (float32) and compares.
     /// Looser bounds for bfloat16 weights (float32 activations): bf16 keeps 8 significant bits, so single
     /// stages land within about 1e-2 relative of the float32 reference.
     public static let bfloat16StageTolerance = 5e-2
+    /// Tolerance for multi-step sampling and the VAE with bfloat16 weights: 1e-1.
     public static let bfloat16ChainTolerance = 1e-1
     /// int8 language-model weights: a group's step is 1/127 of its largest weight, an absolute error that costs
     /// small weights more than bf16's 8 bits do; measured errors are about twice bf16's, so the bounds are twice.
     public static let int8StageTolerance = 1e-1
+    /// Tolerance for multi-step sampling and the VAE with int8 language-model weights: 2e-1.
     public static let int8ChainTolerance = 2e-1
 
-    /// - weights: the dtype the model's weights are held in (float32 for exact parity; bfloat16 checks the
-    ///   release precision with looser bounds, and compares greedy steps by their logits, not token identity;
-    ///   int8 quantizes the language model's linear layers and loads the rest in bfloat16).
+    /// Loads the fixture's `model/` folder and compares every stage the fixture holds (understanding encoder,
+    /// prompt embeddings, hidden states, logits and greedy decoding, generation encoder, one CFG velocity, the Euler
+    /// sampler, and the VAE when `vae/` exists), with bounds chosen by `weights`; `log` sees each row as it is added.
+    ///
+    /// `weights` is the dtype the model's weights are held in (float32 for exact parity; bfloat16 checks the
+    /// release precision with looser bounds, and compares greedy steps by their logits, not token identity;
+    /// int8 quantizes the language model's linear layers and loads the rest in bfloat16).
     public static func run(fixtureDirectory: URL, weights: DType = .float32,
                            log: ((ParityReport.Row) -> Void)? = nil) throws -> ParityReport {
         let fx = try Fixture(directory: fixtureDirectory)

@@ -23,15 +23,23 @@ public enum NoiseSource: String, Sendable, CaseIterable {
 /// try images[0].writePNG(to: URL(fileURLWithPath: "fox.png"))
 /// ```
 public final class JanusFlowPipeline: @unchecked Sendable {
+    /// The loaded JanusFlow model.
     public let model: JanusFlowModel
+    /// The SDXL-VAE that decodes generated latents; nil when none was loaded, and then image generation throws.
     public let vae: AutoencoderKL?
+    /// The model folder's tokenizer (its EOS id ends answers).
     public let tokenizer: Tokenizer
+    /// Builds chat and generation prompts, expanding each image tag into the image's placeholder tokens.
     public let processor: ChatProcessor
+    /// Resizes and normalises images to the SigLIP input size.
     public let preprocessor: ImagePreprocessor
     /// The last generation prompts' keys/values, reused by `generate(prompt:)` and `sampleLatents` for the same
     /// prompt (another seed, count or CFG weight). Clear it after changing the model's weights.
     public let promptCaches = PromptCacheStore()
 
+    /// Wraps an already loaded model, VAE and tokenizer; the chat processor is built for the model's image token
+    /// count and the preprocessor for its image size.
+    /// - Throws: when the chat processor cannot be built from `tokenizer`.
     public init(model: JanusFlowModel, vae: AutoencoderKL?, tokenizer: Tokenizer) throws {
         self.model = model
         self.vae = vae
@@ -78,6 +86,7 @@ public final class JanusFlowPipeline: @unchecked Sendable {
         public var text: String
         /// New tokens produced (the end-of-sentence token included when produced).
         public var tokenCount: Int
+        /// Why an answer ended; the raw values are the finish reasons the server reports.
         public enum Ending: String, Sendable {
             /// The model produced its end-of-sentence token.
             case endOfSentence = "stop"
@@ -86,6 +95,7 @@ public final class JanusFlowPipeline: @unchecked Sendable {
             /// `onText` returned false.
             case stopped
         }
+        /// Why the answer ended.
         public var ending: Ending
         /// Tokens the model read before answering (each image counted as its N + 2 positions).
         public var promptTokenCount: Int
@@ -171,8 +181,11 @@ public final class JanusFlowPipeline: @unchecked Sendable {
 
     /// A conversation the model cannot take as given (roles out of turn, images and image tags that do not match).
     public struct ConversationError: Error, CustomStringConvertible, Equatable {
+        /// What is wrong with the conversation.
         public let message: String
+        /// Wraps a message.
         public init(_ message: String) { self.message = message }
+        /// Same as `message`.
         public var description: String { message }
     }
 
@@ -200,8 +213,12 @@ public final class JanusFlowPipeline: @unchecked Sendable {
     /// The only image size the model makes (384 for JanusFlow-1.3B).
     public var imageSize: Int { model.config.siglip.imageSize }
 
+    /// A generation request the pipeline refuses: an invalid count, step count, CFG weight, size, prompt list or
+    /// seed list, or no VAE loaded.
     public struct GenerationError: Error, CustomStringConvertible {
+        /// What was wrong with the request.
         public let message: String
+        /// Same as `message`.
         public var description: String { message }
     }
 
@@ -274,10 +291,14 @@ public final class JanusFlowPipeline: @unchecked Sendable {
 
     /// Progress events and the final images of `generate`, as an asynchronous stream (cancel by ending it).
     public enum GenerationEvent: Sendable {
+        /// Sampling progress: `step` Euler steps done of `of` (0 first; the last event has `step == of`).
         case step(Int, of: Int)
+        /// The finished images, sent once after the last step, just before the stream finishes.
         case images([RGBImage])
     }
 
+    /// `generate(prompt:count:steps:cfg:seed:size:noise:progress:)` as an asynchronous stream: step events, then the
+    /// images. Ending the stream cancels the generation at the next step.
     public func generateStream(prompt: String, count: Int = 1, steps: Int = 30, cfg: Double = 2.0, seed: UInt64 = 12345,
                                noise: NoiseSource = .mlx) -> AsyncThrowingStream<GenerationEvent, Error> {
         AsyncThrowingStream { continuation in

@@ -14,6 +14,7 @@ public final class PromptCacheStore: @unchecked Sendable {
     private var counts = (hits: 0, misses: 0)
     private let lock = NSLock()
 
+    /// Creates an empty store that keeps at most `maxBytes` of keys/values (default 256 MiB).
     public init(maxBytes: Int = 256 << 20) {
         precondition(maxBytes >= 0, "a prompt cache store holds zero or more bytes")
         self.maxBytes = maxBytes
@@ -21,11 +22,14 @@ public final class PromptCacheStore: @unchecked Sendable {
 
     /// Generations that found their prompt here, and those that computed it.
     public var hits: Int { lock.withLock { counts.hits } }
+    /// Generations that did not find their prompt here and computed it.
     public var misses: Int { lock.withLock { counts.misses } }
     /// Prompts kept now, and the bytes of their keys/values.
     public var count: Int { lock.withLock { entries.count } }
+    /// Bytes of keys/values kept now.
     public var bytes: Int { lock.withLock { entries.reduce(0) { $0 + $1.bytes } } }
 
+    /// Forgets every kept prompt (the hit and miss counts are kept).
     public func removeAll() { lock.withLock { entries.removeAll() } }
 
     /// The caches for `ids`: kept ones, or `compute()`'s result, kept for next time. Two callers asking for a new

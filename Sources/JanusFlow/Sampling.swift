@@ -5,8 +5,10 @@ import MLXEngine
 public struct GuidanceBatch {
     /// Prompt ids of one conditional row (BOS first, ending in the generation tag, whose slot is dropped).
     public let promptIDs: [Int]
+    /// The token that replaces every id after BOS in the unconditional rows.
     public let padID: Int
 
+    /// Wraps one conditional row's prompt ids and the tokenizer's pad id.
     public init(promptIDs: [Int], padID: Int) {
         self.promptIDs = promptIDs
         self.padID = padID
@@ -35,13 +37,18 @@ public struct GuidanceBatch {
 /// Progress of a long computation; return false to cancel.
 public typealias ProgressHandler = (_ step: Int, _ total: Int) -> Bool
 
+/// Thrown by the samplers when a `ProgressHandler` returns false.
 public struct SamplingCancelled: Error, CustomStringConvertible {
+    /// Always `sampling cancelled`.
     public var description: String { "sampling cancelled" }
 }
 
 /// Euler integration of the rectified flow from noise (t = 0) to data (t = 1), with classifier-free guidance.
 public struct RectifiedFlowSampler {
+    /// Euler steps from t = 0 to t = 1, each of size 1 / `steps` (default 30).
     public var steps: Int
+    /// Classifier-free guidance weight w: the guided velocity is `w * conditional - (w - 1) * unconditional`
+    /// (default 2; 1 means no guidance).
     public var cfgWeight: Double
     /// Compute the prompt's keys/values once (one row, shared by every conditional and unconditional row) and
     /// reuse them at every step; false runs the official loop, which recomputes 2B masked prompt rows per step.
@@ -53,6 +60,7 @@ public struct RectifiedFlowSampler {
     /// Where the shared prompt's keys/values are kept between generations (nil: computed for each one).
     public var promptStore: PromptCacheStore?
 
+    /// Creates a sampler; `imagesPerPass` must be at least 1 (a precondition, not an error).
     public init(steps: Int = 30, cfgWeight: Double = 2.0, reusePromptCache: Bool = true, imagesPerPass: Int = 1,
                 promptStore: PromptCacheStore? = nil) {
         precondition(imagesPerPass >= 1, "imagesPerPass must be at least 1")

@@ -5,6 +5,7 @@ import MLXEngine
 // token of the last built block after the final LayerNorm; the attention-pool head is in the checkpoint but
 // never runs in the official model.
 
+/// `patch_embed`: a convolution with kernel and stride `patch_size` from RGB to `width` channels, flattened to tokens.
 public final class PatchEmbed: Module {
     let proj: Conv2d
 
@@ -20,6 +21,7 @@ public final class PatchEmbed: Module {
     }
 }
 
+/// Multi-head self-attention over all tokens (no mask) with a fused `qkv` projection and an output `proj`, both with biases.
 public final class ViTAttention: Module {
     let qkv: Linear
     let proj: Linear
@@ -41,6 +43,7 @@ public final class ViTAttention: Module {
     }
 }
 
+/// The block MLP: `fc1`, exact GELU, `fc2`.
 public final class ViTMLP: Module {
     let fc1: Linear
     let fc2: Linear
@@ -54,6 +57,7 @@ public final class ViTMLP: Module {
     func callAsFunction(_ x: Tensor) -> Tensor { fc2(NN.gelu(fc1(x))) }
 }
 
+/// One pre-norm ViT block: LayerNorm, attention and residual, then LayerNorm, MLP and residual (eps 1e-6).
 public final class ViTBlock: Module {
     let norm1: LayerNorm
     let attn: ViTAttention
@@ -76,6 +80,7 @@ public final class ViTBlock: Module {
 
 /// timm's AttentionPoolLatent ("map" pooling): one learned query attends over the tokens, then an MLP.
 public final class AttentionPoolLatent: Module {
+    /// The learned query (1, 1, width).
     @Parameter public var latent: Tensor
     let q: Linear
     let kv: Linear
@@ -95,6 +100,8 @@ public final class AttentionPoolLatent: Module {
         super.init()
     }
 
+    /// Pools each image's tokens into one vector.
+    ///
     /// (B, N, C) -> (B, C)
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let (b, n, c) = (x.dim(0), x.dim(1), x.dim(2))
@@ -110,13 +117,19 @@ public final class AttentionPoolLatent: Module {
 
 /// `vision_und_enc_model.vision_tower`.
 public final class SigLIPVisionTransformer: Module {
+    /// The configuration the tower was built from.
     public let config: SigLIPConfig
     @Child("patch_embed") var patchEmbed: PatchEmbed
+    /// `pos_embed` (1, tokens, width): learned position embeddings added after patch embedding (there is no class token).
     @Parameter("pos_embed") public var posEmbed: Tensor
+    /// The `config.builtLayers` transformer blocks (`blocks.N`).
     public let blocks: [ViTBlock]
+    /// The final LayerNorm, applied to every token.
     public let norm: LayerNorm
+    /// `attn_pool`: loaded from the checkpoint but never run (JanusFlow uses the patch tokens).
     @Child("attn_pool") public var attnPool: AttentionPoolLatent
 
+    /// Builds the tower with freshly initialised weights; only `config.builtLayers` blocks are created.
     public init(_ config: SigLIPConfig) {
         self.config = config
         blocks = (0..<config.builtLayers).map { _ in ViTBlock(config) }
@@ -127,6 +140,8 @@ public final class SigLIPVisionTransformer: Module {
         attnPool = AttentionPoolLatent(config)
     }
 
+    /// Runs the ViT and returns its patch tokens.
+    ///
     /// NCHW pixels in [-1, 1] -> every patch token after the final LayerNorm (B, tokens, width).
     /// `blockOutputs` receives each block's output when given.
     public func callAsFunction(_ pixels: Tensor, blockOutputs: ((Int, Tensor) -> Void)? = nil) -> Tensor {
@@ -144,12 +159,15 @@ public final class SigLIPVisionTransformer: Module {
 
 /// `vision_und_enc_model`: the official CLIPVisionTower wrapper around the SigLIP ViT.
 public final class VisionUnderstandingEncoder: Module {
+    /// `vision_tower`: the SigLIP ViT.
     @Child("vision_tower") public var visionTower: SigLIPVisionTransformer
 
+    /// Builds the encoder with freshly initialised weights.
     public init(_ config: SigLIPConfig) {
         super.init()
         visionTower = SigLIPVisionTransformer(config)
     }
 
+    /// Patch features (B, tokens, width) of NCHW pixels (B, 3, H, W) normalised to [-1, 1].
     public func callAsFunction(_ pixels: Tensor) -> Tensor { visionTower(pixels) }
 }

@@ -3,17 +3,24 @@ import MLXEngine
 
 /// How to pick each next token.
 public struct SamplingParameters: Sendable, Equatable {
+    /// Softmax temperature;
     /// 0 means greedy (argmax).
     public var temperature: Double = 0
     /// Nucleus sampling: keep the smallest set of tokens whose probability reaches top-p (1 keeps all).
     public var topP: Double = 1
     /// Keep only the k most likely tokens (0 keeps all).
     public var topK: Int = 0
-    /// > 1 discourages tokens already generated (as transformers' RepetitionPenaltyLogitsProcessor).
+    /// Penalty for tokens already in the answer: positive logits are divided by it, negative ones multiplied; 1 (the
+    /// default) turns it off.
+    ///
+    /// Values above 1 discourage tokens already generated (as transformers' RepetitionPenaltyLogitsProcessor).
     public var repetitionPenalty: Double = 1
+    /// Most tokens to produce, a stop token included (default 512).
     public var maxNewTokens: Int = 512
+    /// Seed of the `SplitMix64` stream used when sampling; unused when greedy.
     public var seed: UInt64 = 42
 
+    /// Sets every field; the defaults are greedy decoding of up to 512 new tokens.
     public init(temperature: Double = 0, topP: Double = 1, topK: Int = 0, repetitionPenalty: Double = 1,
                 maxNewTokens: Int = 512, seed: UInt64 = 42) {
         self.temperature = temperature
@@ -24,13 +31,16 @@ public struct SamplingParameters: Sendable, Equatable {
         self.seed = seed
     }
 
+    /// Greedy decoding with every other field at its default (up to 512 new tokens).
     public static let greedy = SamplingParameters()
 }
 
 /// A small seeded generator (SplitMix64) for token sampling; deterministic across platforms.
 public struct SplitMix64: RandomNumberGenerator {
     var state: UInt64
+    /// Starts the stream at `seed`.
     public init(seed: UInt64) { state = seed }
+    /// The next 64 bits of the stream.
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
@@ -42,14 +52,18 @@ public struct SplitMix64: RandomNumberGenerator {
 
 /// Picks tokens from logits on the CPU (one row of vocabulary size per step).
 public struct TokenSampler {
+    /// The settings tokens are picked with.
     public let parameters: SamplingParameters
     var rng: SplitMix64
 
+    /// A sampler whose random stream starts at `parameters.seed`.
     public init(_ parameters: SamplingParameters) {
         self.parameters = parameters
         rng = SplitMix64(seed: parameters.seed)
     }
 
+    /// The next token: after the repetition penalty over `history`, the argmax when the temperature is 0, else a draw
+    /// from the temperature-scaled softmax cut to the top-k, then top-p, tokens. Only a draw advances the stream.
     public mutating func pick(logits input: [Float], history: [Int]) -> Int {
         var logits = input
         if parameters.repetitionPenalty != 1 {
@@ -95,10 +109,13 @@ public struct TokenSampler {
 
 /// Autoregressive decoding with a KV cache.
 public enum TextDecoder {
+    /// What one decoding run produced.
     public struct Result {
+        /// The new tokens, the stop token included when one ended the run.
         public var tokens: [Int]
         /// Logits of the last position at each step (the ones each token was picked from).
         public var stepLogits: [Tensor]
+        /// True when a token of `stopTokens` ended the run (not `maxNewTokens` or `onToken`).
         public var stoppedAtEOS: Bool
     }
 

@@ -31,7 +31,9 @@ public final class TimestepEmbedding: Module {
 
 /// ConvNeXt-V2 Global Response Normalisation over NHWC; parameters stored as (1, 1, 1, C).
 public final class GlobalResponseNorm: Module {
+    /// Per-channel gain gamma (1, 1, 1, C) on the normalised response; zero (with a zero `bias`) makes the layer the identity.
     @Parameter public var weight: Tensor
+    /// Per-channel offset beta (1, 1, 1, C).
     @Parameter public var bias: Tensor
 
     init(_ channels: Int) {
@@ -97,11 +99,13 @@ public final class UViTMidBlock: Module {
 
 /// `vision_gen_enc_model`.
 public final class ShallowUViTEncoder: Module {
+    /// The configuration the encoder was built from.
     public let config: UViTEncoderConfig
     @Child("time_embed") var timeEmbed: TimestepEmbedding
     @Child("in_conv") var inConv: Conv2d
     @Child("mid_block") var midBlock: UViTMidBlock?
 
+    /// Builds the encoder with freshly initialised weights.
     public init(_ config: UViTEncoderConfig) {
         self.config = config
         super.init()
@@ -123,6 +127,8 @@ public final class ShallowUViTEncoder: Module {
     /// The stride-2 conv on NHWC latents, before the ConvNeXt blocks.
     public func patchify(_ latents: Tensor) -> Tensor { inConv(latents) }
 
+    /// Embeds the time and runs the patchify conv and the ConvNeXt blocks on noisy latents.
+    ///
     /// latents NHWC (B, h, w, 4), t (B,) -> (features NHWC, t_emb (B, hidden)); the features are also the
     /// decoder's skip input.
     public func callAsFunction(_ latents: Tensor, t: Tensor) -> (features: Tensor, timeEmbedding: Tensor) {
@@ -149,11 +155,13 @@ public final class Unpatchify: Module {
 
 /// `vision_gen_dec_model`.
 public final class ShallowUViTDecoder: Module {
+    /// The configuration the decoder was built from.
     public let config: UViTDecoderConfig
     @Child("input_norm") var inputNorm: RMSNorm
     @Child("mid_block") var midBlock: UViTMidBlock?
     @Child("out_convs") var outConvs: [Unpatchify]
 
+    /// Builds the decoder with freshly initialised weights.
     public init(_ config: UViTDecoderConfig) {
         self.config = config
         super.init()
@@ -170,6 +178,8 @@ public final class ShallowUViTDecoder: Module {
         }
     }
 
+    /// Joins the normalised `x` with the encoder's skip, runs the ConvNeXt blocks and unpatchifies to a velocity.
+    ///
     /// x NHWC (B, h, w, in), skip NHWC from the encoder, t_emb (B, hidden) -> velocity NHWC.
     public func callAsFunction(_ x: Tensor, skip: Tensor, timeEmbedding: Tensor) -> Tensor {
         var h = concatenated([inputNorm(x), skip], axis: -1)

@@ -12,24 +12,42 @@ import MLXEngine
 /// (true), `force_upcast` (true), `shift_factor` (none). Decode through `decodeConfig` (or `AutoencoderKL.load`)
 /// to get messages such as `config.json: missing field 'block_out_channels'`.
 public struct VAEConfig: Codable, Equatable, Sendable {
+    /// `in_channels`: channels of the images the encoder reads (3).
     public var inChannels: Int
+    /// `out_channels`: channels of the images the decoder writes (3).
     public var outChannels: Int
+    /// `latent_channels`: channels of a latent (4 for the SDXL-VAE).
     public var latentChannels: Int
+    /// `block_out_channels`: widths of the levels from the pixel side down ([128, 256, 512, 512] for SDXL); each a
+    /// positive multiple of `norm_num_groups`. Every level but the last halves the resolution.
     public var blockOutChannels: [Int]
+    /// `layers_per_block`: ResNet blocks per encoder level (the decoder's levels have one more); at least 1.
     public var layersPerBlock: Int
+    /// `norm_num_groups`: groups of every GroupNorm (32 for SDXL).
     public var normNumGroups: Int
+    /// `scaling_factor`: the generator works on VAE latents times this factor, so its latents are divided by it
+    /// before `AutoencoderKL.decode` (0.13025 for SDXL).
     public var scalingFactor: Double
+    /// `shift_factor`: optional latent shift (absent for SDXL); decoded and written back, but never applied.
     public var shiftFactor: Double?
+    /// `sample_size`: the image side the VAE was trained at (1024 for SDXL); informational only.
     public var sampleSize: Int
+    /// `force_upcast`: diffusers' hint to run the VAE in float32 (default true); not acted on here.
     public var forceUpcast: Bool
+    /// `down_block_types`: must be `DownEncoderBlock2D`, once per entry of `block_out_channels`.
     public var downBlockTypes: [String]
+    /// `up_block_types`: must be `UpDecoderBlock2D`, once per entry of `block_out_channels`.
     public var upBlockTypes: [String]
+    /// `mid_block_add_attention`: whether the mid blocks have their self-attention layer (default true).
     public var midBlockAddAttention: Bool
+    /// `use_quant_conv`: whether a 1x1 `quant_conv` follows the encoder (default true).
     public var useQuantConv: Bool
+    /// `use_post_quant_conv`: whether a 1x1 `post_quant_conv` precedes the decoder (default true).
     public var usePostQuantConv: Bool
 
     /// The only block types an SDXL-style AutoencoderKL uses (and the only ones built here).
     public static let downBlockType = "DownEncoderBlock2D"
+    /// The decoder's block type: `UpDecoderBlock2D`.
     public static let upBlockType = "UpDecoderBlock2D"
 
     enum CodingKeys: String, CodingKey {
@@ -42,6 +60,7 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         case className = "_class_name"
     }
 
+    /// Builds a config in code, filling in the block types; the defaults are the SDXL-VAE's.
     public init(blockOutChannels: [Int], layersPerBlock: Int, normNumGroups: Int, latentChannels: Int = 4,
                 scalingFactor: Double = 0.13025, sampleSize: Int = 1024, inChannels: Int = 3, outChannels: Int = 3,
                 shiftFactor: Double? = nil, forceUpcast: Bool = true, midBlockAddAttention: Bool = true,
@@ -63,6 +82,10 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         self.usePostQuantConv = usePostQuantConv
     }
 
+    /// Decodes a diffusers `config.json`.
+    /// - Throws: `DecodingError` when a required field is missing, `act_fn` is not `silu`, a width is not a positive
+    ///   multiple of `norm_num_groups`, `layers_per_block` is below 1, a channel count is not positive, or the block
+    ///   types differ from the supported ones.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         func invalid(_ key: CodingKeys, _ message: String) -> DecodingError {
@@ -102,6 +125,7 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         }
     }
 
+    /// Writes the config as a diffusers `config.json` object, with `_class_name` `AutoencoderKL` and `act_fn` `silu`.
     public func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode("AutoencoderKL", forKey: .className)
@@ -183,6 +207,7 @@ public final class VAEAttention: Module {
     }
 }
 
+/// The mid block: ResNet block, optional single-head attention, ResNet block, at one width.
 public final class VAEMidBlock: Module {
     let resnets: [VAEResnetBlock]
     let attentions: [VAEAttention]
@@ -220,6 +245,7 @@ public final class VAEUpsample: Module {
     func callAsFunction(_ x: Tensor) -> Tensor { conv(NN.upsampleNearest(x, factor: 2)) }
 }
 
+/// One encoder level: its ResNet blocks, then a stride-2 downsampler except at the last level.
 public final class VAEDownBlock: Module {
     let resnets: [VAEResnetBlock]
     let downsamplers: [VAEDownsample]
@@ -231,6 +257,7 @@ public final class VAEDownBlock: Module {
     func callAsFunction(_ x: Tensor) -> Tensor { downsamplers.reduce(resnets.reduce(x) { $1($0) }) { $1($0) } }
 }
 
+/// One decoder level: its ResNet blocks, then a 2x upsampler except at the last level.
 public final class VAEUpBlock: Module {
     let resnets: [VAEResnetBlock]
     let upsamplers: [VAEUpsample]
@@ -242,6 +269,8 @@ public final class VAEUpBlock: Module {
     func callAsFunction(_ x: Tensor) -> Tensor { upsamplers.reduce(resnets.reduce(x) { $1($0) }) { $1($0) } }
 }
 
+/// The VAE encoder (NHWC): `conv_in`, the down blocks, the mid block, GroupNorm and SiLU, then `conv_out` to
+/// twice the latent channels (mean and log-variance).
 public final class VAEEncoder: Module {
     @Child("conv_in") var convIn: Conv2d
     @Child("down_blocks") var downBlocks: [VAEDownBlock]
@@ -269,6 +298,8 @@ public final class VAEEncoder: Module {
     }
 }
 
+/// The VAE decoder (NHWC): `conv_in`, the mid block, the up blocks, GroupNorm and SiLU, then `conv_out` to
+/// image channels.
 public final class VAEDecoder: Module {
     @Child("conv_in") var convIn: Conv2d
     @Child("mid_block") var midBlock: VAEMidBlock
@@ -312,12 +343,16 @@ public final class VAEDecoder: Module {
 
 /// `AutoencoderKL` with the published parameter names.
 public final class AutoencoderKL: Module {
+    /// The configuration the VAE was built from.
     public let config: VAEConfig
+    /// `encoder`: images to latent moments.
     public let encoder: VAEEncoder
+    /// `decoder`: latents to images.
     public let decoder: VAEDecoder
     @Child("quant_conv") var quantConv: Conv2d?
     @Child("post_quant_conv") var postQuantConv: Conv2d?
 
+    /// Builds the VAE with freshly initialised weights; `quant_conv` and `post_quant_conv` only when the config asks.
     public init(config: VAEConfig) {
         self.config = config
         encoder = VAEEncoder(config)

@@ -24,6 +24,7 @@ public struct DemoScores: @unchecked Sendable {
 
     /// GenEval's overall score and the understanding accuracy (NaN when missing).
     public var generationOverall: Double { generation["overall"] ?? .nan }
+    /// The understanding accuracy over all held-out questions (NaN when missing).
     public var understandingAccuracy: Double { understanding["accuracy"] ?? .nan }
 }
 

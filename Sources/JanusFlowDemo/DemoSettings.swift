@@ -3,9 +3,13 @@ import ShapesWorld
 
 /// A bad demo setting or settings file; the message names the file and the key.
 public struct ShapesDemoError: Error, CustomStringConvertible, LocalizedError {
+    /// What is wrong, starting with the settings file's path where there is one.
     public let message: String
+    /// Creates an error with `message`.
     public init(_ message: String) { self.message = message }
+    /// The message.
     public var description: String { message }
+    /// The message, for `localizedDescription`.
     public var errorDescription: String? { message }
 }
 
@@ -13,8 +17,11 @@ extension ShapesDemo {
     /// Everything a run depends on besides the code: the world's size, each phase's steps, the evaluation. Encoded
     /// as `report/config.json`; `overridden(byJSONFile:)` reads a partial file of the same keys.
     public struct Settings: Codable, Sendable {
+        /// Seeds everything: the world, the held-out set, initialisation, training and sampling.
         public var seed: UInt64 = 0
+        /// Side of the images in pixels (the understanding encoder always sees a 4x4 grid of patches).
         public var imageSize = 32
+        /// Captioned training images (text-to-image samples), drawn by cycling through `captionMix`.
         public var trainScenes = 12000
         /// Relative number of training captions per GenEval category, in GenEvalCategory order (single_object,
         /// two_object, counting, colors, position, color_attr); held-out prompts stay equal per category.
@@ -23,6 +30,7 @@ extension ShapesDemo {
         /// Understanding conversations, one scene each, of `questionsPerImage` question-answer turns.
         public var trainQuestions = 12000
         // Eight (with the scene heads below) measured understanding 0.97 where four without them gave 0.80.
+        /// The number of distinct questions drawn about each understanding training image (at least 1).
         public var questionsPerImage = 8
         /// The questions about one training image as independent single-turn samples sharing the prompt and image
         /// block (`UnderstandingExample.sharingPrefix`), not as one multi-turn conversation where later questions
@@ -31,29 +39,43 @@ extension ShapesDemo {
         /// Relative number of training questions per question type ("pope": 3, ...); types left out count 1.
         /// Held-out questions stay uniform over the types.
         public var questionMix: [String: Int] = [:]
+        /// Lines of the text-only corpus, used for LLM pretraining and the text loss of the stages.
         public var trainTexts = 4000
+        /// Scenes in the VAE and SigLIP pretraining bank, half from the captions and half from the questions.
         public var pretrainImages = 4800
+        /// VAE pretraining steps (batches of 16 images).
         public var vaeSteps = 400
+        /// Steps of pretraining the understanding encoder on patch and scene attributes.
         public var siglipSteps = 800
         /// SigLIP pretraining also learns each patch's colour-and-shape pair and, from the mean of the patch
         /// features, the scene's object counts (false: per-patch colour, shape and position heads only).
         public var siglipSceneHeads = true
+        /// Steps of pretraining the language model on the text corpus.
         public var llmSteps = 150
+        /// Steps of the three JanusFlow stages: adaptation, unified pretraining, supervised fine-tuning.
         public var stageSteps = [300, 1600, 500]
+        /// Batch size of the SigLIP and LLM pretraining and of the stages; must divide by the number of processes.
         public var batchSize = 32
+        /// Peak learning rate of the first two stages (the fine-tuning stage uses a fifth of it).
         public var learningRate = 1e-3
         // 60 prompts per category and 600 questions: with 20 and 300 a category's score moved by +-0.1 between
         // rescorings of one model.
+        /// Held-out GenEval prompts per category.
         public var evalPromptsPerCategory = 60
+        /// Held-out understanding questions, one per scene.
         public var evalQuestions = 600
+        /// Sampling steps per generated image in evaluation.
         public var sampleSteps = 20
         /// The official guidance weight (JanusFlow's demo and its MJHQ FID use w = 2).
         public var cfg = 2.0
         /// Logit-normal time distribution of the rectified-flow loss (training config flow_time_logit_mean/std):
         /// -0.5 trains more at high noise, where the layout (counts, positions) is decided.
         public var flowTimeLogitMean = -0.5
+        /// Standard deviation of that logit-normal time distribution (must be > 0).
         public var flowTimeLogitStd = 1.0
+        /// Whether the stages add the REPA loss, aligning an LLM layer with the understanding encoder's features.
         public var repa = true
+        /// BPE merges learned for the tokenizer.
         public var merges = 400
 
         /// The default run (`janusflow demo`).
@@ -100,6 +122,7 @@ extension ShapesDemo {
 
         // Two questions per image in the short run: its 300 stage-2 steps learn less from four (held-out accuracy
         // 0.37 with four, 0.52 with two, 0.50 with one).
+        /// The short run (`janusflow demo --quick`): a twentieth of the scenes, far fewer steps and a small held-out set.
         public static let quick: Settings = {
             var q = Settings()
             (q.trainScenes, q.trainQuestions, q.questionsPerImage, q.trainTexts, q.pretrainImages) = (600, 600, 2, 600, 1200)

@@ -9,9 +9,13 @@ import ShapesWorld
 /// How far a demo run is: `step` of `total` in `phase` ("VAE", "SigLIP", "LLM", "JanusFlow stages", "GenEval prompts",
 /// "questions"), with a short detail such as the latest loss.
 public struct DemoProgress: Sendable {
+    /// The phase running now.
     public let phase: String
+    /// Steps done in the phase.
     public let step: Int
+    /// Steps the phase will take.
     public let total: Int
+    /// A short note such as the latest loss; may be empty.
     public let detail: String
 }
 
@@ -29,7 +33,9 @@ public struct DemoProgress: Sendable {
 /// `JanusFlowPipeline`), `training/` (the trainer's metrics) and `report/` (grids, answers, loss curves, scores.json).
 /// It is a deterministic function of `settings` (seed included).
 public struct ShapesDemo {
+    /// The settings the run uses, fixed when the demo is created.
     public let settings: Settings
+    /// Where the run writes `model/`, `vae/`, `training/` and `report/`.
     public let outputDirectory: URL
     /// Where the run's log lines go (standard output by default).
     public var log: (String) -> Void = { print($0) }
@@ -42,6 +48,7 @@ public struct ShapesDemo {
     /// rank 0 writes the output folder and scores the model (the others return empty scores).
     public var processGroup: ProcessGroup = .single
 
+    /// Prepares a run; nothing happens until `run()`.
     public init(settings: Settings = Settings(), outputDirectory: URL) {
         self.settings = settings
         self.outputDirectory = outputDirectory
@@ -52,7 +59,8 @@ public struct ShapesDemo {
         guard progressHandler(DemoProgress(phase: phase, step: step, total: total, detail: detail)) else { throw CancellationError() }
     }
 
-    /// The tiny JanusFlow the demo trains (4x4 image tokens for both paths).
+    /// The tiny VAE the demo pretrains: three blocks of 16, 32 and 32 channels, so a latent is a quarter of the
+    /// image's side (8x8 for 32-pixel images).
     public static func vaeConfig(imageSize: Int) -> VAEConfig {
         VAEConfig(blockOutChannels: [16, 32, 32], layersPerBlock: 1, normNumGroups: 8, latentChannels: 4, scalingFactor: 1,
                   sampleSize: imageSize)
@@ -70,6 +78,8 @@ public struct ShapesDemo {
         return NN.mseLoss(vae.decode(z), x) + kl * 1e-4
     }
 
+    /// The tiny model: a 4-layer, 128-wide language model, a 2-layer SigLIP with 4x4 patches and small UViT
+    /// encoder and decoder.
     public static func modelConfig(vocabularySize: Int, imageSize: Int) -> JanusFlowConfig {
         JanusFlowConfig(
             language: LanguageConfig(hiddenSize: 128, intermediateSize: 352, numAttentionHeads: 4, numHiddenLayers: 4,

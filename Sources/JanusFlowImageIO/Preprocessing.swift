@@ -85,6 +85,8 @@ public enum PillowResize {
         }
     }
 
+    /// Resizes `image` to `width` x `height` exactly as Pillow's bicubic resize does; returns `image` itself when
+    /// the size does not change. Traps on an empty image or target size.
     public static func resize(_ image: RGBImage, width: Int, height: Int, order: PassOrder = .pillow13) -> RGBImage {
         precondition(width > 0 && height > 0, "PillowResize: target size \(width)x\(height)")
         precondition(image.width > 0 && image.height > 0, "PillowResize: empty source image")
@@ -176,15 +178,22 @@ public enum PillowResize {
 /// `(long - short) / 2`; then `Float(Double(byte) * rescaleFactor)` and `(x - mean) / std` in float32 (the float64
 /// rescale then float32 normalisation of transformers' image utilities), giving CHW float32 (3, size, size).
 public struct ImagePreprocessor: Sendable {
+    /// The side of the square output in pixels (384 for the released model).
     public var size: Int
+    /// The per-channel mean subtracted after rescaling; it also sets the padding colour.
     public var mean: [Float]
+    /// The per-channel standard deviation divided by after subtracting `mean`.
     public var std: [Float]
+    /// The least the short side is resized to (`min_size`, 14 in the official processor).
     public var minimumSide: Int
+    /// The byte-to-float factor applied before normalising (1/255).
     public var rescaleFactor: Double
     /// The Pillow version whose resize is reproduced (they differ only for images whose height shrinks much more
     /// than their width).
     public var resizeOrder: PillowResize.PassOrder
 
+    /// Creates a preprocessor; the defaults are JanusFlow's. Traps unless `size` > 0 and `mean` and `std` have
+    /// three values each.
     public init(size: Int = 384, mean: [Float] = [0.5, 0.5, 0.5], std: [Float] = [0.5, 0.5, 0.5], minimumSide: Int = 14,
                 rescaleFactor: Double = 1.0 / 255.0, resizeOrder: PillowResize.PassOrder = .pillow13) {
         precondition(size > 0 && mean.count == 3 && std.count == 3, "ImagePreprocessor: size \(size), mean/std need 3 values")

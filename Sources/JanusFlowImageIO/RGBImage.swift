@@ -3,25 +3,44 @@ import Foundation
 
 /// A problem reading or writing an image. `message` names the file.
 public struct ImageError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The category of a failure, for callers that react to it.
     public enum Kind: Sendable, Equatable {
+        /// What went wrong, by case.
+        ///
+        /// - `notFound`: there is no such file.
+        /// - `unreadable`: the path is a folder, or the file cannot be read.
+        /// - `empty`: the file or data has no bytes.
+        /// - `unsupportedFormat`: the data is neither PNG nor JPEG (the message says what it looks like).
+        /// - `truncated`: the data ends before the image does.
+        /// - `corrupt`: the PNG or JPEG decoder rejected the data.
+        /// - `unsupported`: a valid file that cannot be converted to RGB here (a 2-component JPEG, say).
+        /// - `outOfMemory`: allocation failed or the image is too large.
+        /// - `writeFailed`: a PNG could not be encoded, written or moved into place.
+        /// - `invalidArgument`: bad arguments, such as an image with no pixels to encode.
         case notFound, unreadable, empty, unsupportedFormat, truncated, corrupt, unsupported, outOfMemory, writeFailed,
             invalidArgument
     }
 
+    /// What kind of failure it is.
     public let kind: Kind
+    /// A readable explanation, starting with the file's path or name where there is one.
     public let message: String
 
+    /// Creates an error of `kind` with `message`.
     public init(_ kind: Kind, _ message: String) {
         self.kind = kind
         self.message = message
     }
 
+    /// The message.
     public var description: String { message }
 }
 
 /// The image file formats read here, recognised by their first bytes.
 public enum ImageFileFormat: String, Sendable {
+    /// PNG, whose files start with the 8 bytes 89 50 4E 47 0D 0A 1A 0A.
     case png = "PNG"
+    /// JPEG, whose files start with FF D8 FF.
     case jpeg = "JPEG"
 
     static let pngSignature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
@@ -52,10 +71,14 @@ public enum ImageFileFormat: String, Sendable {
 
 /// An 8-bit RGB image, rows top to bottom, channels interleaved (HWC).
 public struct RGBImage: Equatable, Sendable {
+    /// The width in pixels.
     public var width: Int
+    /// The height in pixels.
     public var height: Int
+    /// The RGB bytes, three per pixel, rows top to bottom.
     public var pixels: [UInt8]
 
+    /// Wraps existing bytes; traps on a negative size or unless `pixels.count == width * height * 3`.
     public init(width: Int, height: Int, pixels: [UInt8]) {
         precondition(width >= 0 && height >= 0, "RGBImage: negative size \(width)x\(height)")
         precondition(pixels.count == width * height * 3, "RGBImage: \(pixels.count) bytes for \(width)x\(height)")
@@ -64,6 +87,7 @@ public struct RGBImage: Equatable, Sendable {
         self.pixels = pixels
     }
 
+    /// An image of one colour (black by default); traps on a negative size.
     public init(width: Int, height: Int, fill: (UInt8, UInt8, UInt8) = (0, 0, 0)) {
         precondition(width >= 0 && height >= 0, "RGBImage: negative size \(width)x\(height)")
         self.width = width
@@ -77,6 +101,8 @@ public struct RGBImage: Equatable, Sendable {
         self.pixels = pixels
     }
 
+    /// The (r, g, b) pixel at column `x`, row `y`; `x` is not checked against `width`, so an out-of-range
+    /// `x` reaches into a neighbouring row.
     public subscript(x x: Int, y y: Int) -> (UInt8, UInt8, UInt8) {
         get {
             let i = (y * width + x) * 3

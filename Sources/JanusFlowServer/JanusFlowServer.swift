@@ -7,19 +7,27 @@ import NIOCore
 
 /// Limits and address of a `JanusFlowServer`.
 public struct ServerConfiguration: Sendable {
+    /// The address to listen on; anything but loopback without `apiKey` logs a warning.
     public var host: String
+    /// The TCP port; 0 picks a free one.
     public var port: Int
     /// Requests allowed to wait while one runs; more get 503 at once.
     public var maxQueued: Int
+    /// The largest request body accepted, in bytes; a larger one gets 413.
     public var maxBodyBytes: Int
+    /// The most images one generation request may ask for (`count`, or `n` in the OpenAI endpoint).
     public var maxImagesPerRequest: Int
+    /// The most sampling steps a generation request may ask for; unset, it gets 30 or this if lower.
     public var maxSteps: Int
+    /// The most new tokens a request may ask for (`max_tokens`, or OpenAI's `max_completion_tokens`); unset, it gets
+    /// 512 or this if lower.
     public var maxNewTokens: Int
     /// Shown by `/health` (the model folder's name, say).
     public var modelName: String
     /// When set, every endpoint but `/health` requires `Authorization: Bearer <apiKey>`.
     public var apiKey: String?
 
+    /// Creates a configuration; by default the server listens on 127.0.0.1:8080 without an API key.
     public init(host: String = "127.0.0.1", port: Int = 8080, maxQueued: Int = 8, maxBodyBytes: Int = 32 << 20,
                 maxImagesPerRequest: Int = 8, maxSteps: Int = 200, maxNewTokens: Int = 2048, modelName: String = "janusflow", apiKey: String? = nil) {
         self.host = host
@@ -40,12 +48,16 @@ public struct ServerConfiguration: Sendable {
 /// per sampling step) ending in the full result. Requests run one at a time, in arrival order. `GET /` serves a page
 /// for people: chat about pictures and generation, over these same endpoints.
 public final class JanusFlowServer: Sendable {
+    /// The model that answers every request.
     public let pipeline: JanusFlowPipeline
+    /// The address and limits the server was created with.
     public let configuration: ServerConfiguration
     let worker: ModelWorker
     let logger: Logger
     let page = WebPage()
 
+    /// Creates a server for `pipeline`; nothing listens until `run(onListening:)`. Logs go to `logger`, or to one
+    /// labelled "janusflow.server".
     public init(pipeline: JanusFlowPipeline, configuration: ServerConfiguration = ServerConfiguration(), logger: Logger? = nil) {
         self.pipeline = pipeline
         self.configuration = configuration
@@ -66,6 +78,7 @@ public final class JanusFlowServer: Sendable {
         try await app.runService()
     }
 
+    /// The routes of every endpoint behind request logging, JSON error bodies and, when `apiKey` is set, the key check.
     public func makeRouter() -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: LogRequestsMiddleware(.info))

@@ -5,12 +5,16 @@ import JanusFlowTokenizer
 
 /// A request the server refuses: the HTTP status and a message that names the field or limit at fault.
 public struct APIError: Error, Equatable, CustomStringConvertible, Sendable {
+    /// The HTTP status code to answer with.
     public let status: Int
+    /// What is wrong, naming the field or limit.
     public let message: String
+    /// Creates an error with an HTTP `status` and `message`.
     public init(_ status: Int, _ message: String) {
         self.status = status
         self.message = message
     }
+    /// The message.
     public var description: String { message }
 
     static func badRequest(_ message: String) -> APIError { APIError(400, message) }

@@ -4,6 +4,8 @@ import Foundation
 /// DeepSeek-style pipeline (newline, letter, punctuation and trailing-space splits, single digits, byte level)
 /// and JanusFlow's special tokens, so that `Tokenizer` (and the `tokenizers` library) can load it.
 public enum BPETrainer {
+    /// The special tokens every trained tokenizer gets, with ids after the learned vocabulary: DeepSeek's BOS,
+    /// EOS and pad, then the image and generation tags.
     public static let specialTokens = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>", ChatTemplate.imageTag,
                                        ChatTemplate.beginOfImage, ChatTemplate.endOfImage, ChatTemplate.beginOfGeneration]
 

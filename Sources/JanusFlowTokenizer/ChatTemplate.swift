@@ -1,14 +1,19 @@
 /// One turn of a conversation. Roles are the texts the official demos use: "User" and "Assistant".
 public struct ChatMessage: Equatable, Sendable, Codable {
+    /// "User" or "Assistant"; any other text is rendered as given.
     public var role: String
+    /// The message text; for user turns, `<image_placeholder>` marks where each image goes.
     public var content: String
 
+    /// Creates a message with any role text.
     public init(role: String, content: String) {
         self.role = role
         self.content = content
     }
 
+    /// A "User" message.
     public static func user(_ content: String) -> ChatMessage { ChatMessage(role: "User", content: content) }
+    /// An "Assistant" message (empty content ends a prompt with `Assistant:`).
     public static func assistant(_ content: String) -> ChatMessage { ChatMessage(role: "Assistant", content: content) }
 }
 
@@ -19,9 +24,13 @@ public enum ChatTemplate {
     public static let systemPrompt = "You are a helpful language and vision assistant. You are able to understand the visual content that the user provides, and assist the user with a variety of tasks using natural language."
     /// The tag a user message carries for each image; the processor expands it into the image block.
     public static let imageTag = "<image_placeholder>"
+    /// Opens each image block, and ends generation prompts by default.
     public static let beginOfImage = "<begin_of_image>"
+    /// Closes each image block.
     public static let endOfImage = "<end_of_image>"
+    /// The generation tag the repository README ends generation prompts with.
     public static let beginOfGeneration = "<｜begin▁of▁generation｜>"
+    /// DeepSeek's end-of-sentence token text, the separator after each assistant turn.
     public static let endOfSentence = "<｜end▁of▁sentence｜>"
     /// The two separators, used alternately after the 1st, 3rd, ... and the 2nd, 4th, ... message.
     public static let separators = ["\n\n", endOfSentence]
@@ -63,9 +72,13 @@ public struct ChatProcessor: Sendable {
     public let tokenizer: Tokenizer
     /// Image tokens per image: 576 for the release (24 x 24 SigLIP patches).
     public let imageTokens: Int
+    /// The id of `<image_placeholder>`, also filling each of the N image positions.
     public let imageTagID: Int
+    /// The id of `<begin_of_image>`.
     public let beginOfImageID: Int
+    /// The id of `<end_of_image>`.
     public let endOfImageID: Int
+    /// The id of `<｜begin▁of▁generation｜>`.
     public let beginOfGenerationID: Int
     /// `<｜▁pad▁｜>`, or EOS.
     public var padID: Int { tokenizer.padID }
@@ -77,6 +90,7 @@ public struct ChatProcessor: Sendable {
         /// True at every `<begin_of_image>` and `<image_placeholder>` id (N + 1 positions per image):
         /// `images_seq_mask`.
         public var imageSeqMask: [Bool]
+        /// The number of images in the prompt.
         public var imageCount: Int
         /// N + 1 per image (the begin tag and the placeholders).
         public var imageEmbeddingCount: Int
@@ -90,6 +104,7 @@ public struct ChatProcessor: Sendable {
         public var ids: [[Int]]
         /// 1 on real tokens, 0 on padding.
         public var attentionMask: [[Int]]
+        /// Each row's `Prompt.imageSeqMask`, false on the padding.
         public var imageSeqMask: [[Bool]]
         /// (rows, max(1, most images in a row), N + 1): true for the images each row has.
         public var imageEmbMask: [[[Bool]]]

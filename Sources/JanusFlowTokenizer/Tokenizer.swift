@@ -15,7 +15,9 @@ import Foundation
 public final class Tokenizer: @unchecked Sendable {
     /// A token listed in `added_tokens`, with the matching options of the `tokenizers` library.
     public struct AddedToken: Equatable, Sendable {
+        /// The token's id.
         public let id: Int
+        /// The literal text the token stands for, matched in the input as is.
         public let content: String
         /// Skipped by `decode(_:skipSpecialTokens: true)`.
         public let special: Bool
@@ -23,11 +25,13 @@ public final class Tokenizer: @unchecked Sendable {
         public let singleWord: Bool
         /// A match also takes the whitespace on its left / right.
         public let lstrip: Bool
+        /// A match also takes the whitespace on its right.
         public let rstrip: Bool
         /// Matched in a second pass, after the non-normalized tokens (there is no normalizer, so only the order
         /// of the two passes differs).
         public let normalized: Bool
 
+        /// Creates an added token; the matching options are off unless given.
         public init(id: Int, content: String, special: Bool, singleWord: Bool = false, lstrip: Bool = false,
                     rstrip: Bool = false, normalized: Bool = false) {
             self.id = id
@@ -39,6 +43,7 @@ public final class Tokenizer: @unchecked Sendable {
             self.normalized = normalized
         }
 
+        /// Equal when every field is, comparing `content` by its UTF-8 bytes rather than by canonical equivalence.
         public static func == (a: AddedToken, b: AddedToken) -> Bool {
             a.id == b.id && Array(a.content.utf8) == Array(b.content.utf8) && a.special == b.special
                 && a.singleWord == b.singleWord && a.lstrip == b.lstrip && a.rstrip == b.rstrip && a.normalized == b.normalized
@@ -85,7 +90,9 @@ public final class Tokenizer: @unchecked Sendable {
 
     /// The token names looked up when none is given: DeepSeek's, then Llama's and GPT-2's.
     public static let defaultBOSNames = ["<｜begin▁of▁sentence｜>", "<s>", "<|begin_of_text|>", "<|endoftext|>"]
+    /// The EOS token names looked up when none is given, in the same order as `defaultBOSNames`.
     public static let defaultEOSNames = ["<｜end▁of▁sentence｜>", "</s>", "<|end_of_text|>", "<|endoftext|>"]
+    /// DeepSeek's pad token; `padID` falls back to EOS when the vocabulary lacks it.
     public static let padTokenName = "<｜▁pad▁｜>"
 
     // MARK: Loading
@@ -490,10 +497,13 @@ public final class Tokenizer: @unchecked Sendable {
 /// multi-byte UTF-8 sequence (an emoji's first bytes, say) yields nothing until the bytes that complete it arrive.
 /// Concatenating everything `add` and `finish` return gives exactly `decode` of all the ids.
 public struct IncrementalDecoder: Sendable {
+    /// The tokenizer whose ids are decoded.
     public let tokenizer: Tokenizer
+    /// Whether special tokens are left out of the text.
     public let skipSpecialTokens: Bool
     private var pending: [UInt8] = []
 
+    /// A decoder with nothing pending; special tokens are left out unless `skipSpecialTokens` is false.
     public init(tokenizer: Tokenizer, skipSpecialTokens: Bool = true) {
         self.tokenizer = tokenizer
         self.skipSpecialTokens = skipSpecialTokens

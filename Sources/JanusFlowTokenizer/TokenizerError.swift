@@ -17,6 +17,7 @@ public struct TokenizerError: Error, CustomStringConvertible, Equatable, Sendabl
         case missingToken
     }
 
+    /// What kind of failure it is.
     public let kind: Kind
     /// The file (path or a name given by the caller).
     public let file: String
@@ -25,6 +26,7 @@ public struct TokenizerError: Error, CustomStringConvertible, Equatable, Sendabl
     /// What is wrong, in words.
     public let reason: String
 
+    /// Creates an error about `file` (and `field`, if given) with `reason`.
     public init(_ kind: Kind, file: String, field: String? = nil, reason: String) {
         self.kind = kind
         self.file = file
@@ -32,6 +34,7 @@ public struct TokenizerError: Error, CustomStringConvertible, Equatable, Sendabl
         self.reason = reason
     }
 
+    /// `file: field 'field': reason`, or `file: reason` when no field is involved.
     public var description: String {
         if let field { return "\(file): field '\(field)': \(reason)" }
         return "\(file): \(reason)"

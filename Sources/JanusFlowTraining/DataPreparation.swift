@@ -8,12 +8,18 @@ import MLXEngine
 /// preprocessed, generation images encoded to VAE latents (times the scaling factor) and to understanding-encoder
 /// features for REPA. Latents and features are computed once and cached next to the run.
 public struct DataPreparation {
+    /// The model: its SigLIP settings size the images, and its understanding encoder makes the REPA targets.
     public let model: JanusFlowModel
+    /// Encodes the generation images; needed only when the config has generation data.
     public let vae: AutoencoderKL?
+    /// Tokenizes conversations, captions and text, and supplies the pad id.
     public let tokenizer: Tokenizer
+    /// Records longer than this many tokens (for generation: prompt plus image tokens) are skipped.
     public let maxSequenceLength: Int
+    /// Called for each understanding and generation record with the task name, records done and the total.
     public var progress: ((String, Int, Int) -> Void)?
 
+    /// Creates a preparation step; set `progress` afterwards to follow it.
     public init(model: JanusFlowModel, vae: AutoencoderKL?, tokenizer: Tokenizer, maxSequenceLength: Int) {
         self.model = model
         self.vae = vae
@@ -33,6 +39,13 @@ public struct DataPreparation {
         return out
     }
 
+    /// Reads the config's manifests and turns their records into examples, skipping unreadable images and too-long samples.
+    ///
+    /// Generation latents and REPA features are loaded from, or added to, `cacheDirectory/generation-<hash>.safetensors`,
+    /// keyed by the manifest's bytes and the image size, VAE scaling factor and encoder width (not the weights).
+    ///
+    /// - Returns: The examples, and one report per manifest read.
+    /// - Throws: `TrainingError` when a manifest cannot be read or generation data has no VAE; errors from reading or writing the cache.
     public func build(config: TrainingConfig, cacheDirectory: URL) throws -> (data: TrainingData, reports: [ManifestReport]) {
         let processor = try ChatProcessor(tokenizer: tokenizer, imageTokens: model.config.siglip.tokens)
         let preprocessor = ImagePreprocessor(size: size)

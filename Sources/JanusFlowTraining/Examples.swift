@@ -4,6 +4,7 @@ import MLXEngine
 
 /// One image + conversation, tokenized with the chat template (image block expanded).
 public struct UnderstandingExample {
+    /// Token ids of the whole conversation, the image block expanded to its placeholders.
     public var ids: [Int]
     /// True at response tokens (the assistant's answer and its end-of-sentence token).
     public var labelMask: [Bool]
@@ -14,6 +15,7 @@ public struct UnderstandingExample {
     /// For samples sharing a prefix (`sharingPrefix`): 0 at the prefix, k at the k-th sample's own tokens.
     public var branches: [Int]?
 
+    /// Creates an example from per-token arrays, each as long as `ids`.
     public init(ids: [Int], labelMask: [Bool], imageSeqMask: [Bool], pixels: Tensor, branches: [Int]? = nil) {
         self.ids = ids
         self.labelMask = labelMask
@@ -62,6 +64,7 @@ public struct GenerationExample {
     /// (N, D_und) understanding-encoder features of the clean image, for REPA.
     public var repaTarget: Tensor?
 
+    /// Creates an example from its prompt ids, latent and optional REPA target.
     public init(promptIDs: [Int], latent: Tensor, repaTarget: Tensor?) {
         self.promptIDs = promptIDs
         self.latent = latent
@@ -69,18 +72,26 @@ public struct GenerationExample {
     }
 }
 
+/// One plain-text sample, tokenized.
 public struct TextExample {
+    /// Token ids; `DataPreparation` makes them BOS, the text's tokens, then EOS.
     public var ids: [Int]
+    /// Creates an example from token ids.
     public init(ids: [Int]) { self.ids = ids }
 }
 
 /// In-memory training data for the three task types.
 public struct TrainingData {
+    /// Image + conversation examples.
     public var understanding: [UnderstandingExample]
+    /// Caption + latent examples.
     public var generation: [GenerationExample]
+    /// Plain-text examples.
     public var text: [TextExample]
+    /// Token id that pads rows and fills dropped (unconditional) prompts.
     public var padID: Int
 
+    /// Creates a data set; any task may be empty.
     public init(understanding: [UnderstandingExample] = [], generation: [GenerationExample] = [], text: [TextExample] = [], padID: Int) {
         self.understanding = understanding
         self.generation = generation
@@ -91,6 +102,7 @@ public struct TrainingData {
 
 /// Batch assembly. Right padding for AR tasks; left padding for generation so image tokens align at the end.
 public enum Collate {
+    /// One example per row, right-padded to the longest; shared-prefix examples also get `segments` and `branches`.
     public static func understanding(_ examples: [UnderstandingExample], padID: Int) -> UnderstandingBatch {
         let t = examples.map(\.ids.count).max() ?? 0
         var ids: [Int32] = [], keys: [Int32] = [], labels: [Int32] = [], images: [Bool] = [], branches: [Int32] = []
@@ -163,6 +175,7 @@ public enum Collate {
                                   branches: examples.contains { $0.branches != nil } ? Tensor(branches, shape: [b, t]) : nil)
     }
 
+    /// Text samples packed greedily into rows of at most `rowLength` tokens; each sample's BOS is not a target.
     public static func packedText(_ examples: [TextExample], padID: Int, rowLength: Int) -> TextBatch {
         let rows = packRows(examples.map(\.ids.count), rowLength: rowLength)
         let t = rows.map { $0.reduce(0) { $0 + examples[$1].ids.count } }.max() ?? 0
@@ -186,6 +199,7 @@ public enum Collate {
                          labelMask: Tensor(labels, shape: [b, t]))
     }
 
+    /// One example per row, right-padded to the longest.
     public static func text(_ examples: [TextExample], padID: Int) -> TextBatch {
         let t = examples.map(\.ids.count).max() ?? 0
         var ids: [Int32] = [], keys: [Int32] = []

@@ -3,15 +3,20 @@ import Foundation
 /// Renders loss curves as an RGB image: one panel per series (stacked), log-scaled y, a light grid at each
 /// power of ten, the raw values faint and a moving average bold, stage boundaries as vertical grey lines.
 public struct LossPlot {
+    /// Line colour (RGB) per series name; other series are drawn black.
     public static let palette: [String: (UInt8, UInt8, UInt8)] = [
         "loss": (40, 40, 40), "understanding": (31, 119, 180), "rf": (214, 39, 40), "repa": (44, 160, 44), "text": (148, 103, 189),
         "vae": (140, 86, 75), "siglip": (23, 190, 207), "llm": (188, 189, 34),
     ]
 
+    /// Image width in pixels.
     public var width = 720
+    /// Height of each series' panel in pixels.
     public var panelHeight = 140
+    /// Gap around and between the panels in pixels.
     public var margin = 12
 
+    /// Creates a plot with the default size: 720 pixels wide, 140-pixel panels, 12-pixel margins.
     public init() {}
 
     /// Pixels (HWC RGB) and size for the series in `history` (rows with "step" and loss keys).

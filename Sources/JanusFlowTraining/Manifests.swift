@@ -6,13 +6,20 @@ import Foundation
 /// - generation: `{"image": "images/2.png", "caption": "a photo of a red circle"}`
 /// - text: `{"text": "a triangle has three corners."}`
 public enum ManifestRecord: Equatable {
+    /// An image and the conversation about it.
     case understanding(image: URL, turns: [Turn])
+    /// An image and its caption.
     case generation(image: URL, caption: String)
+    /// A plain-text sample.
     case text(String)
 
+    /// One message of a conversation.
     public struct Turn: Equatable, Codable {
+        /// The speaker, such as `User` or `Assistant`.
         public var role: String
+        /// The message text; the image goes where it says `<image_placeholder>`.
         public var content: String
+        /// Creates a turn from its speaker and text.
         public init(role: String, content: String) {
             self.role = role
             self.content = content
@@ -20,29 +27,42 @@ public enum ManifestRecord: Equatable {
     }
 }
 
+/// The task a manifest holds, which decides the fields its lines need.
 public enum ManifestKind: String, CaseIterable, Sendable {
+    /// The three kinds: `understanding` (image + conversation), `generation` (image + caption) and `text`.
     case understanding, generation, text
 }
 
 /// Records that were read, and the ones skipped with the reason, for the run's report.
 public struct ManifestReport: CustomStringConvertible, Equatable {
+    /// Path of the manifest.
     public var file: String
+    /// Non-empty lines read.
     public var lines = 0
+    /// Records kept for training.
     public var used = 0
+    /// Skipped records counted by reason.
+    ///
     /// reason -> count
     public var skipped: [String: Int] = [:]
     /// The first few problems with their line numbers.
     public var samples: [String] = []
 
+    /// Creates an empty report for the manifest at `file`.
     public init(file: String) { self.file = file }
 
+    /// Counts a skipped record under `reason`, keeping its line number and `detail` among the first five samples.
+    ///
+    /// It does not change `used`; callers that had counted the record lower `used` themselves.
     public mutating func skip(line: Int, _ reason: String, detail: String = "") {
         skipped[reason, default: 0] += 1
         if samples.count < 5 { samples.append("line \(line): \(reason)\(detail.isEmpty ? "" : " (\(detail))")") }
     }
 
+    /// Records skipped, over all reasons.
     public var skippedCount: Int { skipped.values.reduce(0, +) }
 
+    /// A summary line of counts, then the sample problems indented, one per line.
     public var description: String {
         var text = "\(file): \(used) of \(lines) records used"
         if !skipped.isEmpty {
@@ -53,6 +73,7 @@ public struct ManifestReport: CustomStringConvertible, Equatable {
     }
 }
 
+/// Reading of the JSONL training manifests.
 public enum Manifest {
     /// Parses a manifest, skipping (and reporting) lines that are not valid records or whose image is missing.
     /// A missing or unreadable manifest file is an error.

@@ -8,13 +8,16 @@ import MLXEngine
 
 /// h_phi: the REPA projector, a three-layer MLP with SiLU from the LLM width to the understanding encoder's width.
 public final class RepaProjector: Module {
+    /// The three linear layers in order, with SiLU after the first two.
     public let layers: [Linear]
 
+    /// Creates a freshly initialised MLP `inputWidth -> hiddenWidth -> hiddenWidth -> outputWidth`.
     public init(inputWidth: Int, hiddenWidth: Int, outputWidth: Int) {
         layers = [Linear(inputWidth, hiddenWidth), Linear(hiddenWidth, hiddenWidth), Linear(hiddenWidth, outputWidth)]
         super.init()
     }
 
+    /// Maps LLM features `(..., inputWidth)` to `(..., outputWidth)`.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         layers[2](NN.silu(layers[1](NN.silu(layers[0](x)))))
     }
@@ -22,9 +25,12 @@ public final class RepaProjector: Module {
 
 /// Everything a training run updates: the model (published names under `model.`) and the REPA projector.
 public final class TrainingModules: Module {
+    /// The JanusFlow model being trained.
     public let model: JanusFlowModel
+    /// The REPA projector (LLM width to SigLIP width), stored under `repa_projector`; it exists even when REPA is off.
     @Child("repa_projector") public var repaProjector: RepaProjector
 
+    /// Wraps `model` and adds a freshly initialised REPA projector with `repaHidden` hidden units.
     public init(model: JanusFlowModel, repaHidden: Int) {
         self.model = model
         super.init()
@@ -35,16 +41,22 @@ public final class TrainingModules: Module {
 
 /// A batch of image + conversation examples, right-padded.
 public struct UnderstandingBatch {
+    /// Token ids, `(B, T)` int32, padded with the pad id.
     public var ids: Tensor  // (B, T) int32
+    /// Key mask, `(B, T)`: 1 at real tokens, 0 at padding; unused when `segments` is set.
     public var keyMask: Tensor  // (B, T) 1 for real tokens
+    /// Targets, `(B, T)`: 1 at the response tokens whose prediction is scored.
     public var labelMask: Tensor  // (B, T) 1 where the token is a response token to predict
+    /// The images, `(B, n, 3, S, S)`: each row's images in order (`n` is 1 unless rows are packed).
     public var pixels: Tensor  // (B, n, 3, S, S): the images of each row in order
+    /// `(B, T)` bool, true at the positions whose embeddings come from the image.
     public var imageSeqMask: Tensor  // (B, T) bool
     /// Packed rows: (B, T) sample index per position (-1 for padding); attention stays inside a sample.
     public var segments: Tensor?
     /// With `segments`: (B, T) branch ids of shared-prefix examples (see `UnderstandingExample.sharingPrefix`).
     public var branches: Tensor?
 
+    /// Creates a batch; `segments` and `branches` are only for packed or shared-prefix rows.
     public init(ids: Tensor, keyMask: Tensor, labelMask: Tensor, pixels: Tensor, imageSeqMask: Tensor, segments: Tensor? = nil,
                 branches: Tensor? = nil) {
         self.ids = ids
@@ -59,11 +71,16 @@ public struct UnderstandingBatch {
 
 /// A batch of caption + image-latent examples; prompts are left-padded so the image tokens line up at the end.
 public struct GenerationBatch {
+    /// Prompt ids, `(B, L)` int32, each ending with the generation tag, whose slot the time embedding takes.
     public var promptIDs: Tensor  // (B, L) int32, ending with the generation tag (its slot is replaced by t_emb)
+    /// Key mask, `(B, L - 1 + 1 + N)`, over the prompt without its last slot, the time embedding and the `N` image tokens.
     public var keyMask: Tensor  // (B, L - 1 + 1 + N): 0 at padding and, for dropped prompts, after BOS
+    /// Clean image latents, `(B, 4, h, w)`, already multiplied by the VAE scaling factor.
     public var latents: Tensor  // (B, 4, h, w), already multiplied by the VAE scaling factor
+    /// REPA targets, `(B, N, D_und)`; nil when any example of the batch lacks them.
     public var repaTarget: Tensor?  // (B, N, D_und): understanding-encoder features of the clean image
 
+    /// Creates a batch from its tensors.
     public init(promptIDs: Tensor, keyMask: Tensor, latents: Tensor, repaTarget: Tensor?) {
         self.promptIDs = promptIDs
         self.keyMask = keyMask
@@ -74,12 +91,16 @@ public struct GenerationBatch {
 
 /// A batch of plain text, right-padded.
 public struct TextBatch {
+    /// Token ids, `(B, T)`, padded with the pad id.
     public var ids: Tensor  // (B, T)
+    /// Key mask, `(B, T)`: 1 at real tokens, 0 at padding; unused when `segments` is set.
     public var keyMask: Tensor  // (B, T)
     /// Packed rows: sample index per position (-1 for padding) and the targets (every token but each BOS).
     public var segments: Tensor?
+    /// Targets, `(B, T)`, 1 at the tokens to predict; nil scores every real token but the first of each row.
     public var labelMask: Tensor?
 
+    /// Creates a batch; packed rows also pass `segments` and `labelMask`.
     public init(ids: Tensor, keyMask: Tensor, segments: Tensor? = nil, labelMask: Tensor? = nil) {
         self.ids = ids
         self.keyMask = keyMask
@@ -88,6 +109,7 @@ public struct TextBatch {
     }
 }
 
+/// The losses of a training step (paper §3.3): next-token cross-entropy, rectified flow and REPA.
 public enum Objectives {
     /// Next-token cross-entropy averaged over the positions whose *target* is marked in `labelMask`.
     public static func nextTokenLoss(logits: Tensor, ids: Tensor, labelMask: Tensor) -> Tensor {
@@ -118,11 +140,15 @@ public enum Objectives {
     /// Noise, times and the interpolated latents for one rectified-flow step: t ~ logit-normal(mean, std),
     /// z_t = t x + (1 - t) z0 (t = 0 is noise), target x - z0.
     public struct FlowSample {
+        /// Times, `(B,)`, between 0 and 1; 0 is pure noise.
         public let t: Tensor  // (B,) in [0, 1]
+        /// Interpolated latents `t x + (1 - t) z0`, shaped like the input latents.
         public let zt: Tensor
+        /// The velocity to predict, `x - z0`.
         public let target: Tensor
     }
 
+    /// Draws noise `z0` and times from `key` and interpolates `latents` `(B, C, h, w)` for one rectified-flow step.
     public static func flowSample(latents x: Tensor, key: RandomKey, logitMean: Double = 0, logitStd: Double = 1) -> FlowSample {
         let keys = key.split(into: 2)
         let b = x.dim(0)

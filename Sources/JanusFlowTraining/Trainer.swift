@@ -4,19 +4,31 @@ import MLXEngine
 
 /// What the trainer reports after each step.
 public struct TrainingProgress: Sendable {
+    /// Global steps completed, this one included.
     public var step: Int  // steps completed (global)
+    /// The step this `run` call ends at (its `until`, capped at the recipe's total), not always the whole recipe.
     public var totalSteps: Int
+    /// Name of the stage the step belongs to.
     public var stage: String
+    /// The step's mean losses by name: `loss` (the weighted total) and `understanding`, `rf`, `repa`, `text` for the tasks it drew.
     public var losses: [String: Double]
+    /// Learning rate of the step's update.
     public var learningRate: Double
+    /// Global gradient norm before clipping (summed over all processes).
     public var gradNorm: Double
+    /// Mean speed since this `run` call began.
     public var stepsPerSecond: Double
+    /// Estimated seconds left until `totalSteps` at `stepsPerSecond`.
     public var etaSeconds: Double
 }
 
+/// A training failure with a readable message: a bad config, manifest or checkpoint, or a diverged step.
 public struct TrainingError: Error, CustomStringConvertible {
+    /// What went wrong, and where possible what to change.
     public let message: String
+    /// Creates an error with `message`.
     public init(_ message: String) { self.message = message }
+    /// The message itself, so the error prints as plain text.
     public var description: String { message }
 }
 
@@ -26,12 +38,19 @@ public struct TrainingError: Error, CustomStringConvertible {
 /// Every random choice of step s (which examples, which prompts are dropped, noise and t) is a pure function of
 /// (seed, s), so a run resumed from a checkpoint makes exactly the choices the uninterrupted run made.
 public final class Trainer {
+    /// The run's configuration.
     public let config: TrainingConfig
+    /// The model and REPA projector, updated in place by each step and by `resume`.
     public let modules: TrainingModules
+    /// The prepared examples; each step draws from them uniformly, with replacement.
     public let data: TrainingData
+    /// Run folder that receives metrics.jsonl and checkpoints/ (and whose tokenizer.json checkpoints copy).
     public let outputDirectory: URL
+    /// Global steps completed; `resume` sets it from the checkpoint.
     public private(set) var step = 0
+    /// One row per step run by this object (losses plus `step`, `lr`, `grad_norm`); `resume` does not restore earlier rows.
     public private(set) var history: [[String: Double]] = []
+    /// Called after each step with its report, before that step's metrics row and checkpoint are written.
     public var onProgress: ((TrainingProgress) -> Void)?
     /// Asked after each step (after its progress report and checkpoint); true ends `run` early, the state intact.
     public var shouldStop: (() -> Bool)?
@@ -43,9 +62,15 @@ public final class Trainer {
 
     var optimizer: AdamW?
     var stageIndex = -1
+    /// Float32 moving average of the weights under internal names (`model.…`, `repa_projector.…`); nil until a stage starts.
     public private(set) var ema: EMA?
     let imageTokens: Int
 
+    /// Creates a trainer at step 0 and checks the config against the data, the model and the process group.
+    ///
+    /// - Throws: `TrainingError` when a stage's batch does not split into processes x accumulation steps, a stage's mix
+    ///   asks for a task without data, REPA is on with a generation token count unlike the understanding encoder's patch
+    ///   count, or `repaLayer` is not one of the LLM's blocks.
     public init(config: TrainingConfig, modules: TrainingModules, data: TrainingData, outputDirectory: URL,
                 processGroup: ProcessGroup = .single) throws {
         self.processGroup = processGroup

@@ -28,6 +28,7 @@ private let tracedCallback: mlxs_closure_fn = { context, inputs, nInputs, output
     return 0
 }
 
+/// Gradients of Swift closures over tensors, through MLX's `value_and_grad` and `vjp` transforms.
 public enum Autograd {
     /// Evaluates `f(inputs)` and the gradient of its first output (a scalar) with respect to the inputs listed
     /// in `argnums` (all inputs when nil). Returns every output of `f` and one gradient per argnum.

@@ -3,10 +3,14 @@ import CMLXShim
 /// Where MLX runs ops: the CPU (with the shim's fast kernels), or the GPU of MLX's CUDA build (`make setup
 /// BACKEND=cuda`), where the same model code runs on MLX's own GPU ops.
 public enum Device: String, CaseIterable, Sendable {
+    /// `cpu` runs ops on the processor; `gpu` on the GPU of MLX's CUDA build. Raw values are the names in lowercase.
     case cpu, gpu
 
+    /// The error `use(_:)` throws when MLX cannot make the device the default (no GPU in this build or on this machine).
     public struct Unavailable: Error, CustomStringConvertible {
+        /// MLX's reason for refusing the device.
         public let message: String
+        /// The message, unchanged.
         public var description: String { message }
     }
 

@@ -9,7 +9,9 @@ import Glibc
 /// and `MLX_HOSTFILE`, a JSON list of each rank's `"ip:port"` addresses), so `mlx.launch` and `janusflow launch`
 /// both work.
 public struct ProcessGroup: Sendable, Equatable {
+    /// This process's index in the group, from 0 to `size - 1`.
     public let rank: Int
+    /// The number of processes in the group.
     public let size: Int
 
     /// Values per all-reduce of `allSum(_:bucketElements:)` (64 MB of float32).
@@ -21,8 +23,11 @@ public struct ProcessGroup: Sendable, Equatable {
     /// The process that writes checkpoints, metrics and reports.
     public var isWriter: Bool { rank == 0 }
 
+    /// An error joining the group (MLX's message) or finding a free loopback port.
     public struct Failure: Error, CustomStringConvertible {
+        /// What failed, in words.
         public let message: String
+        /// The message, unchanged.
         public var description: String { message }
     }
 

@@ -3,10 +3,14 @@ import CMLXShim
 /// The weights of one pre-norm decoder block in the Llama layout: RMSNorm, rotary (rotate-half) self-attention,
 /// RMSNorm, SwiGLU MLP, each sub-layer added to the residual stream. Linear layers without biases.
 public struct DecoderBlockWeights {
+    /// Weight of the RMSNorm before self-attention, (hidden).
     public var inputNorm: Tensor
+    /// Weight of the RMSNorm before the MLP, (hidden).
     public var postAttentionNorm: Tensor
+    /// The attention's query, key, value and output projections and the MLP's gate, up and down projections.
     public var q, k, v, o, gate, up, down: Linear
 
+    /// Collects one block's two norm weights and seven linear layers.
     public init(inputNorm: Tensor, postAttentionNorm: Tensor, q: Linear, k: Linear, v: Linear, o: Linear, gate: Linear,
                 up: Linear, down: Linear) {
         self.inputNorm = inputNorm
@@ -19,12 +23,18 @@ public struct DecoderBlockWeights {
 
 /// The shape of the attention in a stack of decoder blocks.
 public struct DecoderAttentionShape: Equatable {
+    /// Number of query heads.
     public var heads: Int
+    /// Number of key/value heads; fewer than `heads` for grouped-query attention.
     public var kvHeads: Int
+    /// Features per head.
     public var headDim: Int
+    /// Base of the rotary embedding's frequencies (10000 in Llama).
     public var ropeBase: Float
+    /// Epsilon of every RMSNorm in the stack, the final norm included.
     public var normEps: Float
 
+    /// Groups the head counts, head width and the rotary and norm constants.
     public init(heads: Int, kvHeads: Int, headDim: Int, ropeBase: Float, normEps: Float) {
         (self.heads, self.kvHeads, self.headDim, self.ropeBase, self.normEps) = (heads, kvHeads, headDim, ropeBase, normEps)
     }
@@ -35,7 +45,7 @@ public struct DecoderAttentionShape: Equatable {
 /// cost about a fifth of each token on two cores. Same result as the blocks run op by op (tested).
 public enum FusedDecoding {
     /// Whether `step` can run these blocks and caches: fast kernels on, float32 rows of one position, bias-free
-    /// float32/bfloat16/int8 linears, and float32 caches that already hold at least one position.
+    /// float32/bfloat16/int8 linears, and float32 or bfloat16 caches that already hold at least one position.
     public static func supports(_ x: Tensor, blocks: [DecoderBlockWeights], caches: [KVCache]) -> Bool {
         guard Kernels.enabled, !blocks.isEmpty, caches.count == blocks.count, x.ndim == 3, x.dim(1) == 1, x.dtype == .float32,
               let first = caches.first, first.offset > 0 else { return false }

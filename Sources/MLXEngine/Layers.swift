@@ -11,6 +11,7 @@ public enum Initializer {
         key = RandomKey(seed: seed)
     }
 
+    /// Splits the next key off the shared stream (thread-safe); each call gives a different key.
     public static func nextKey() -> RandomKey {
         lock.lock(); defer { lock.unlock() }
         return key.next()
@@ -21,6 +22,7 @@ public enum Initializer {
         (Random.uniform(shape, key: nextKey()) * (2 * bound) - bound).asType(dtype)
     }
 
+    /// Normal samples with mean 0 and standard deviation `std`, drawn in float32 from the shared stream, then cast to `dtype`.
     public static func normal(_ shape: [Int], std: Double, dtype: DType = .float32) -> Tensor {
         (Random.normal(shape, key: nextKey()) * std).asType(dtype)
     }
@@ -28,13 +30,17 @@ public enum Initializer {
 
 /// y = x W^T + b, with W (out, in) as in PyTorch checkpoints.
 public final class Linear: Module {
+    /// The weight matrix, (out, in); int8 after `quantize(groupSize:)`.
     @Parameter public var weight: Tensor
+    /// The bias, (out), or nil for a layer built with `bias: false`.
     @Parameter public var bias: Tensor?
     /// After `quantize`: `weight` holds int8 values and these their float32 scales, one per `quantizationGroup`
     /// consecutive inputs of each output row, (out, in / group).
     public private(set) var scales: Tensor?
+    /// Consecutive inputs that share one scale after `quantize(groupSize:)`; 0 before.
     public private(set) var quantizationGroup = 0
 
+    /// A layer from `inFeatures` to `outFeatures` with PyTorch's default initialisation: weight and bias uniform in ±1/sqrt(inFeatures).
     public init(_ inFeatures: Int, _ outFeatures: Int, bias: Bool = true) {
         let bound = 1 / Foundation.sqrt(Double(inFeatures))
         self.weight = Initializer.uniform([outFeatures, inFeatures], bound: bound)
@@ -42,6 +48,7 @@ public final class Linear: Module {
         super.init()
     }
 
+    /// Maps x (..., in) to (..., out); a quantized layer runs `NN.quantizedLinear` and adds the bias afterwards.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         guard let scales else { return NN.linear(x, weight: weight, bias: bias) }
         var y = NN.quantizedLinear(x, weight: weight, scales: scales, groupSize: quantizationGroup)
@@ -71,13 +78,16 @@ public final class Linear: Module {
 
 /// Lookup table of row vectors.
 public final class Embedding: Module {
+    /// The table, (count, dimensions).
     @Parameter public var weight: Tensor
 
+    /// A table of `count` vectors of `dimensions` values drawn from the standard normal (PyTorch's default).
     public init(_ count: Int, _ dimensions: Int) {
         self.weight = Initializer.normal([count, dimensions], std: 1)
         super.init()
     }
 
+    /// The rows of integer `ids` of any shape, giving (ids..., dimensions); ids are cast to int32.
     public func callAsFunction(_ ids: Tensor) -> Tensor { weight.take(ids.asType(.int32), axis: 0) }
 
     /// Logits against the embedding table (tied output layer).
@@ -87,12 +97,18 @@ public final class Embedding: Module {
 /// 2D convolution on NHWC input; the weight is kept in PyTorch's (out, in/groups, kh, kw) layout so it binds
 /// to checkpoint tensors unchanged.
 public final class Conv2d: Module {
+    /// The kernel in PyTorch's layout, (out, in / groups, kh, kw).
     @Parameter public var weight: Tensor
+    /// The bias, (out), or nil for a layer built with `bias: false`.
     @Parameter public var bias: Tensor?
+    /// Step between kernel positions, (vertical, horizontal).
     public let stride: (Int, Int)
+    /// Zero rows and columns added on each side, (vertical, horizontal).
     public let padding: (Int, Int)
+    /// Number of channel groups; the channel count for a depthwise convolution.
     public let groups: Int
 
+    /// A square-kernel convolution with PyTorch's default initialisation: weight and bias uniform in ±1/sqrt(fan_in).
     public init(_ inChannels: Int, _ outChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
                 groups: Int = 1, bias: Bool = true) {
         let fanIn = inChannels / groups * kernelSize * kernelSize
@@ -105,6 +121,7 @@ public final class Conv2d: Module {
         super.init()
     }
 
+    /// Convolves x (B, H, W, in) into (B, H', W', out), the weight cast to x's dtype; depthwise stride-1 layers take the shim's depthwise kernel.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let channels = weight.dim(0)
         let weight = self.weight.asType(x.dtype)
@@ -120,11 +137,16 @@ public final class Conv2d: Module {
     }
 }
 
+/// Layer normalisation over the last axis, with an optional learned per-feature scale and shift.
 public final class LayerNorm: Module {
+    /// Per-feature scale, ones at first; nil without `affine`.
     @Parameter public var weight: Tensor?
+    /// Per-feature shift, zeros at first; nil without `affine`.
     @Parameter public var bias: Tensor?
+    /// Added to the variance before its square root.
     public let eps: Float
 
+    /// A LayerNorm over `dimensions` features; `affine` false leaves out the scale and shift.
     public init(_ dimensions: Int, eps: Float = 1e-5, affine: Bool = true) {
         self.weight = affine ? Tensor.ones([dimensions]) : nil
         self.bias = affine ? Tensor.zeros([dimensions]) : nil
@@ -132,29 +154,40 @@ public final class LayerNorm: Module {
         super.init()
     }
 
+    /// Normalises x over its last axis, then scales and shifts it.
     public func callAsFunction(_ x: Tensor) -> Tensor { NN.layerNorm(x, weight: weight, bias: bias, eps: eps) }
 }
 
+/// Root-mean-square normalisation over the last axis with a learned per-feature scale (no mean subtraction, no shift).
 public final class RMSNorm: Module {
+    /// Per-feature scale, ones at first.
     @Parameter public var weight: Tensor
+    /// Added to the mean square before its square root.
     public let eps: Float
 
+    /// An RMSNorm over `dimensions` features.
     public init(_ dimensions: Int, eps: Float = 1e-6) {
         self.weight = Tensor.ones([dimensions])
         self.eps = eps
         super.init()
     }
 
+    /// Normalises x over its last axis, as `NN.rmsNorm(_:weight:eps:)` does.
     public func callAsFunction(_ x: Tensor) -> Tensor { NN.rmsNorm(x, weight: weight, eps: eps) }
 }
 
 /// GroupNorm over the channels of NHWC input (PyTorch semantics).
 public final class GroupNorm: Module {
+    /// Per-channel scale, ones at first.
     @Parameter public var weight: Tensor
+    /// Per-channel shift, zeros at first.
     @Parameter public var bias: Tensor
+    /// Number of channel groups; it must divide the channel count.
     public let groups: Int
+    /// Added to each group's variance before its square root.
     public let eps: Float
 
+    /// A GroupNorm of `channels` channels split into `groups` groups.
     public init(groups: Int, channels: Int, eps: Float = 1e-5) {
         self.weight = Tensor.ones([channels])
         self.bias = Tensor.zeros([channels])
@@ -163,6 +196,7 @@ public final class GroupNorm: Module {
         super.init()
     }
 
+    /// Normalises NHWC x over each sample's groups of channels, then scales and shifts per channel.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         NN.groupNorm(x, groups: groups, weight: weight, bias: bias, eps: eps)
     }
@@ -173,28 +207,38 @@ public final class GroupNorm: Module {
     }
 }
 
+/// The GELU activation as a module, in the exact (erf) form or the tanh approximation.
 public final class GELU: Module {
+    /// Whether the layer uses the tanh approximation rather than the erf form.
     public let approximateTanh: Bool
+    /// A GELU layer, exact unless `approximateTanh` is true.
     public init(approximateTanh: Bool = false) {
         self.approximateTanh = approximateTanh
         super.init()
     }
+    /// Applies GELU element-wise.
     public func callAsFunction(_ x: Tensor) -> Tensor { approximateTanh ? NN.geluTanh(x) : NN.gelu(x) }
 }
 
+/// The SiLU (swish) activation, x * sigmoid(x), as a module.
 public final class SiLU: Module {
+    /// A SiLU layer; it has no parameters.
     public override init() { super.init() }
+    /// Applies SiLU element-wise.
     public func callAsFunction(_ x: Tensor) -> Tensor { NN.silu(x) }
 }
 
 /// Zeroes elements with probability p in training mode and rescales the rest by 1/(1-p).
 public final class Dropout: Module {
+    /// Probability of zeroing each element.
     public let p: Double
+    /// A dropout layer that drops each element with probability `p`.
     public init(p: Double) {
         self.p = p
         super.init()
     }
 
+    /// In training mode drops elements of x, drawing from `key` or else from `Initializer`'s stream; otherwise returns x unchanged.
     public func callAsFunction(_ x: Tensor, key: RandomKey? = nil) -> Tensor {
         guard training, p > 0 else { return x }
         let keep = Random.bernoulli(1 - p, shape: x.shape, key: key ?? Initializer.nextKey())
@@ -218,12 +262,15 @@ public final class KVCache {
     /// reads; `update` still returns the dtype it is given.
     public let dtype: DType?
 
+    /// An empty cache whose buffers grow `step` positions at a time, storing in `dtype` (nil: the dtype of what is appended).
     public init(step: Int = 256, dtype: DType? = nil) {
         self.step = step
         self.dtype = dtype
     }
 
+    /// The cached keys, (B, H, offset, D), or nil before the first append.
     public var keys: Tensor? { keyBuffer.map { $0.dim(2) == offset ? $0 : $0.slice(axis: 2, 0, offset) } }
+    /// The cached values, (B, H, offset, D), or nil before the first append.
     public var values: Tensor? { valueBuffer.map { $0.dim(2) == offset ? $0 : $0.slice(axis: 2, 0, offset) } }
 
     /// Appends new keys/values and returns everything cached so far.
@@ -294,12 +341,18 @@ public final class KVCache {
 
 /// Multi-head attention with separate query/key/value/output projections and an optional KV cache.
 public final class MultiHeadAttention: Module {
+    /// Query projection, checkpoint key `query_proj`.
     @Child("query_proj") public var queryProj: Linear
+    /// Key projection, checkpoint key `key_proj`.
     @Child("key_proj") public var keyProj: Linear
+    /// Value projection, checkpoint key `value_proj`.
     @Child("value_proj") public var valueProj: Linear
+    /// Output projection, checkpoint key `out_proj`.
     @Child("out_proj") public var outProj: Linear
+    /// Number of heads; `dimensions` must be a multiple of it.
     public let heads: Int
 
+    /// Attention over `dimensions` features in `heads` heads, with four square (dimensions, dimensions) projections.
     public init(dimensions: Int, heads: Int, bias: Bool = true) {
         self.heads = heads
         super.init()

@@ -4,11 +4,17 @@ import Dispatch
 
 /// MLX allocator figures, in bytes.
 public enum Memory {
+    /// Bytes currently held by live MLX arrays.
     public static var active: Int { Int(mlxs_active_memory()) }
+    /// The most bytes held at once since the process started or `resetPeak()` was last called.
     public static var peak: Int { Int(mlxs_peak_memory()) }
+    /// Bytes of freed buffers MLX keeps for reuse (not counted in `active`).
     public static var cache: Int { Int(mlxs_cache_memory()) }
+    /// Restarts the `peak` figure from the memory in use now.
     public static func resetPeak() { mlxs_reset_peak_memory() }
+    /// Caps MLX's buffer cache at `bytes` and returns the previous limit.
     @discardableResult public static func setCacheLimit(_ bytes: Int) -> Int { Int(mlxs_set_cache_limit(bytes)) }
+    /// Releases the buffers in MLX's cache.
     public static func clearCache() { mlxs_clear_cache() }
 
     /// Makes the C allocator keep freed memory for reuse instead of returning large blocks to the system.

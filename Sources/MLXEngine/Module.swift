@@ -8,10 +8,12 @@ import Foundation
 @propertyWrapper
 public final class Parameter<Value>: ParameterSlot {
     private var value: Value?
+    /// The checkpoint name given to the wrapper, or nil to use the property's name.
     public let key: String?
     /// Frozen parameters are left out of `trainableParameters()` and so are never updated by an optimizer.
     public var isFrozen = false
 
+    /// The parameter's value; reading it before it is set stops the program with a precondition failure.
     public var wrappedValue: Value {
         get {
             guard let value else { preconditionFailure("parameter '\(key ?? "?")' read before it was set") }
@@ -20,6 +22,7 @@ public final class Parameter<Value>: ParameterSlot {
         set { value = newValue }
     }
 
+    /// Declares a parameter with an initial value and, optionally, a checkpoint key.
     public init(wrappedValue: Value, _ key: String? = nil) {
         self.value = wrappedValue
         self.key = key
@@ -30,6 +33,7 @@ public final class Parameter<Value>: ParameterSlot {
         self.key = key
     }
 
+    /// The value as a `Tensor`: nil when unset, nil for an optional parameter holding nil; assigning nil changes nothing.
     public var tensor: Tensor? {
         get {
             guard let value else { return nil }
@@ -46,8 +50,11 @@ public final class Parameter<Value>: ParameterSlot {
 
 /// What the module system needs of a parameter, whatever its declared type.
 public protocol ParameterSlot: AnyObject {
+    /// The checkpoint name, or nil when the property's name serves.
     var key: String? { get }
+    /// Whether `trainableParameters()` leaves this parameter out, so optimizers never change it.
     var isFrozen: Bool { get set }
+    /// The parameter's tensor, nil when it has none; the module tree reads and replaces parameters through it.
     var tensor: Tensor? { get set }
 }
 
@@ -56,8 +63,10 @@ public protocol ParameterSlot: AnyObject {
 @propertyWrapper
 public final class Child<Value> {
     private var value: Value?
+    /// The checkpoint name the sub-module is stored under.
     public let key: String
 
+    /// The sub-module; assigning it makes every module rediscover its members.
     public var wrappedValue: Value {
         get {
             guard let value else { preconditionFailure("sub-module '\(key)' read before it was set") }
@@ -69,6 +78,7 @@ public final class Child<Value> {
         }
     }
 
+    /// Declares a sub-module with its value and checkpoint key.
     public init(wrappedValue: Value, _ key: String) {
         self.value = wrappedValue
         self.key = key
@@ -92,13 +102,19 @@ extension Child: AnyChild {
 
 /// A problem binding weights to a module tree; lists every culprit by name.
 public struct WeightLoadingError: Error, CustomStringConvertible, Equatable {
+    /// Parameters of the model that the weights lack.
     public var missing: [String] = []
+    /// Weights that name no parameter of the model.
     public var unexpected: [String] = []
+    /// Parameters whose weight has the wrong shape or dtype, each with what was expected and what was found.
     public var mismatched: [String] = []  // "name: expected [..], found [..]"
+    /// Where the weights came from (a file, say), put in front of the message; empty when unknown.
     public var source: String = ""
 
+    /// Whether no problem of any kind was recorded.
     public var isEmpty: Bool { missing.isEmpty && unexpected.isEmpty && mismatched.isEmpty }
 
+    /// One message listing each kind of problem with its sorted names, prefixed by `source` when set.
     public var description: String {
         var parts: [String] = []
         if !missing.isEmpty { parts.append("missing \(missing.count) tensor(s): \(missing.sorted().joined(separator: ", "))") }
@@ -115,6 +131,7 @@ open class Module {
     /// Training mode switches dropout on.
     public var training = false
 
+    /// Creates a module; a subclass declares its parameters and sub-modules as stored properties.
     public init() {}
 
     // Reflection is slow (milliseconds for a model, several times a training step), so each module keeps what it
@@ -246,6 +263,7 @@ open class Module {
         }
     }
 
+    /// Unfreezes every parameter whose dotted name starts with one of `prefixes` (all when empty).
     public func unfreeze(prefixes: [String] = []) {
         for (name, slot) in parameterSlots() where prefixes.isEmpty || prefixes.contains(where: { Module.matches(name, $0) }) {
             slot.isFrozen = false

@@ -3,6 +3,7 @@ import CMLXShim
 
 /// Stateless neural-network functions. Images are channels-last (NHWC), MLX's native layout.
 public enum NN {
+    /// Element-wise SiLU, x * sigmoid(x); a one-pass kernel for float32 when the kernels are on.
     public static func silu(_ x: Tensor) -> Tensor { activation(MLXS_SILU, x) }
     /// GELU with the exact erf form (PyTorch's default).
     public static func gelu(_ x: Tensor) -> Tensor { activation(MLXS_GELU, x) }
@@ -23,13 +24,16 @@ public enum NN {
     private static func activation(_ op: mlxs_unary_op, _ x: Tensor) -> Tensor {
         Kernels.enabled ? Tensor.op(x) { mlxs_fast_activation(op, $0[0]) } : x.unary(op)
     }
+    /// Element-wise max(x, 0).
     public static func relu(_ x: Tensor) -> Tensor { x.maximum(0) }
 
+    /// Softmax along `axis`; `precise` accumulates half-precision inputs in float32.
     public static func softmax(_ x: Tensor, axis: Int = -1, precise: Bool = true) -> Tensor {
         let ax = [Int32(axis)]
         return Tensor.op(x) { mlxs_softmax($0[0], ax, 1, precise) }
     }
 
+    /// Log of the softmax along `axis`, computed as x - logsumexp(x).
     public static func logSoftmax(_ x: Tensor, axis: Int = -1) -> Tensor {
         x - x.logSumExp(axis: axis, keepDims: true)
     }
@@ -154,6 +158,7 @@ public enum NN {
         return which(kj .<= qi, Tensor(0.0, dtype: dtype), Tensor(hiddenKeyValue(dtype), dtype: dtype))
     }
 
+    /// An additive mask of `dtype` from a boolean one (true keeps): 0 where true, `hiddenKeyValue(dtype)` where false.
     public static func boolMaskToAdditive(_ mask: Tensor, dtype: DType) -> Tensor {
         which(mask, Tensor(0.0, dtype: dtype), Tensor(hiddenKeyValue(dtype), dtype: dtype))
     }
@@ -226,20 +231,26 @@ public enum NN {
         return which(m .!= 0, losses * m, Tensor(0.0)).sum() / m.sum().maximum(1)
     }
 
+    /// Mean over every element of the squared difference of `a` and `b`.
     public static func mseLoss(_ a: Tensor, _ b: Tensor) -> Tensor { (a - b).square().mean() }
 
-    /// Channels-first (NCHW) to channels-last (NHWC) and back.
+    /// Channels-first (NCHW) to channels-last (NHWC).
     public static func nchwToNHWC(_ x: Tensor) -> Tensor { x.transposed([0, 2, 3, 1]) }
+    /// Channels-last (NHWC) to channels-first (NCHW).
     public static func nhwcToNCHW(_ x: Tensor) -> Tensor { x.transposed([0, 3, 1, 2]) }
 }
 
 /// cos and sin of the rotary angles at explicit positions (B, L), laid out (B, 1, L, dims) for the rotate-half
 /// layout: computed once per forward instead of once per layer and projection.
 public struct RotaryTables {
+    /// Rotated features per head, the last axis of `cos` and `sin`.
     public let dims: Int
+    /// Cosines of the angles, (B, 1, L, dims): each frequency's value in both halves of the last axis.
     public let cos: Tensor
+    /// Sines of the angles, (B, 1, L, dims): each frequency's value in both halves of the last axis.
     public let sin: Tensor
 
+    /// Tables for `positions` (B, L) with frequencies base^(-2i/dims), computed in float32 and stored as `dtype`.
     public init(positions: Tensor, dims: Int, base: Float = 10000, dtype: DType = .float32) {
         let half = dims / 2
         let inv = (Tensor.arange(0, Double(half), dtype: .float32) * (-2 * Foundation.log(Double(base)) / Double(dims))).exp()
@@ -252,6 +263,7 @@ public struct RotaryTables {
 
 /// Switch for the shim's hand-written CPU kernels (on by default); off runs MLX's own ops.
 public enum Kernels {
+    /// Whether the shim's kernels replace MLX ops (process-wide; `Device.use(_:)` switches them off for the GPU).
     public static var enabled: Bool {
         get { mlxs_fast_kernels_enabled() != 0 }
         set { mlxs_set_fast_kernels(newValue ? 1 : 0) }
@@ -292,15 +304,18 @@ public enum Kernels {
         /// AMX BF16 tiles: the same rounding as avx512_bf16.
         case amx
 
+        /// Orders paths by capability, which is their declaration order.
         public static func < (a: CPUPath, b: CPUPath) -> Bool {
             allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
         }
     }
 
-    /// The path in use: the best this CPU has (`bestCPUPath`), or lower as set here or by MLXS_CPU_PATH. Setting a
-    /// path the CPU lacks keeps the current one and returns false.
+    /// The path in use: the best this CPU has (`bestCPUPath`), or a lower one chosen with `useCPUPath` or by the
+    /// MLXS_CPU_PATH environment variable.
     public static var cpuPath: CPUPath { CPUPath(rawValue: String(cString: mlxs_cpu_path())) ?? .avx2 }
+    /// The most capable path this CPU can run.
     public static var bestCPUPath: CPUPath { CPUPath(rawValue: String(cString: mlxs_best_cpu_path())) ?? .avx2 }
+    /// Switches the kernels to `path`; returns false, keeping the current path, when this CPU cannot run it.
     @discardableResult
     public static func useCPUPath(_ path: CPUPath) -> Bool { mlxs_set_cpu_path(path.rawValue) == 0 }
 
@@ -316,7 +331,7 @@ public enum Kernels {
         let size = mlxs_cpu_features(nil, 0)
         var buffer = [CChar](repeating: 0, count: size + 1)
         mlxs_cpu_features(&buffer, buffer.count)
-        return String(cString: buffer)
+        return cString(buffer)
     }
 
     /// Products (in flops) up to which the kernels' sgemm runs one single-threaded OpenBLAS call per core on a share
@@ -342,6 +357,11 @@ public enum Kernels {
         let length = mlxs_profile_report(nil, 0)
         var buffer = [CChar](repeating: 0, count: length + 1)
         _ = mlxs_profile_report(&buffer, buffer.count)
-        return String(cString: buffer)
+        return cString(buffer)
     }
+}
+
+/// The text of a NUL-terminated C buffer as UTF-8.
+private func cString(_ buffer: [CChar]) -> String {
+    String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

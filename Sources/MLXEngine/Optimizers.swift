@@ -3,23 +3,32 @@ import Foundation
 
 /// Learning rate as a function of the (0-based) step.
 public protocol LearningRateSchedule: Sendable {
+    /// The learning rate at the 0-based `step`.
     func callAsFunction(_ step: Int) -> Double
 }
 
+/// The same learning rate at every step.
 public struct ConstantSchedule: LearningRateSchedule {
+    /// The learning rate.
     public let value: Double
+    /// A schedule that always gives `value`.
     public init(_ value: Double) { self.value = value }
+    /// Returns `value` whatever the step.
     public func callAsFunction(_ step: Int) -> Double { value }
 }
 
 /// Linear warm-up from 0 to `peak` over `warmupSteps` (step s uses peak*(s+1)/warmup), then constant.
 public struct WarmupConstantSchedule: LearningRateSchedule {
+    /// The learning rate once warm-up is over.
     public let peak: Double
+    /// Steps of linear warm-up; 0 for none.
     public let warmupSteps: Int
+    /// A schedule rising linearly to `peak` over `warmupSteps` steps, then flat.
     public init(peak: Double, warmupSteps: Int) {
         self.peak = peak
         self.warmupSteps = warmupSteps
     }
+    /// `peak * (step + 1) / warmupSteps` during warm-up, `peak` afterwards.
     public func callAsFunction(_ step: Int) -> Double {
         warmupSteps > 0 && step < warmupSteps ? peak * Double(step + 1) / Double(warmupSteps) : peak
     }
@@ -27,16 +36,22 @@ public struct WarmupConstantSchedule: LearningRateSchedule {
 
 /// Linear warm-up, then cosine decay from `peak` to `final` at `totalSteps`.
 public struct WarmupCosineSchedule: LearningRateSchedule {
+    /// The learning rate at the end of warm-up, where the decay starts.
     public let peak: Double
+    /// The learning rate reached at `totalSteps` and kept afterwards.
     public let final: Double
+    /// Steps of linear warm-up, as in `WarmupConstantSchedule`; 0 for none.
     public let warmupSteps: Int
+    /// The step at which the decay reaches `final`, counted from 0 with the warm-up included.
     public let totalSteps: Int
+    /// A warm-up-then-cosine schedule; `final` defaults to 0.
     public init(peak: Double, warmupSteps: Int, totalSteps: Int, final: Double = 0) {
         self.peak = peak
         self.final = final
         self.warmupSteps = warmupSteps
         self.totalSteps = totalSteps
     }
+    /// The warm-up ramp, then `final + (peak - final) * (1 + cos(pi * progress)) / 2` with `progress` going from 0 to 1 and held at 1.
     public func callAsFunction(_ step: Int) -> Double {
         if warmupSteps > 0 && step < warmupSteps { return peak * Double(step + 1) / Double(warmupSteps) }
         let span = Swift.max(totalSteps - warmupSteps, 1)
@@ -100,12 +115,14 @@ public protocol Optimizer: AnyObject {
     /// Returns the updated parameters for the given gradients (names present in both), each gradient multiplied
     /// by `gradientScale` (a scalar, e.g. the clipping factor) when given.
     func update(parameters: [String: Tensor], gradients: [String: Tensor], gradientScale: Tensor?) -> [String: Tensor]
-    /// Per-parameter state tensors ("name.m", ...), for saving.
+    /// Per-parameter state tensors named `<parameter>.<state>` (AdamW: `exp_avg`, `exp_avg_sq`), for saving.
     func stateTensors() -> [String: Tensor]
+    /// Replaces the state by tensors named as `stateTensors()` names them; throws `MLXError` on a name it does not know.
     func loadState(_ state: [String: Tensor]) throws
 }
 
 extension Optimizer {
+    /// `update(parameters:gradients:gradientScale:)` without a gradient scale.
     public func update(parameters: [String: Tensor], gradients: [String: Tensor]) -> [String: Tensor] {
         update(parameters: parameters, gradients: gradients, gradientScale: nil)
     }
@@ -121,15 +138,22 @@ extension Optimizer {
 
 /// AdamW (decoupled weight decay, bias-corrected moments), as torch.optim.AdamW.
 public final class AdamW: Optimizer {
+    /// The learning rate per step; read at `step` before each update.
     public var schedule: LearningRateSchedule
+    /// Decay rate of the running mean of the gradients (first moment).
     public let beta1: Double
+    /// Decay rate of the running mean of the squared gradients (second moment).
     public let beta2: Double
+    /// Added to the square root of the bias-corrected second moment.
     public let eps: Double
+    /// Decoupled weight decay: each update first multiplies the parameters by 1 - lr * weightDecay.
     public let weightDecay: Double
+    /// Number of updates applied so far; it also sets the bias corrections.
     public var step = 0
     private var m: [String: Tensor] = [:]
     private var v: [String: Tensor] = [:]
 
+    /// An AdamW optimizer with PyTorch's defaults (betas 0.9 and 0.999, eps 1e-8, weight decay 0.01).
     public init(schedule: LearningRateSchedule, beta1: Double = 0.9, beta2: Double = 0.999, eps: Double = 1e-8,
                 weightDecay: Double = 0.01) {
         self.schedule = schedule
@@ -139,6 +163,7 @@ public final class AdamW: Optimizer {
         self.weightDecay = weightDecay
     }
 
+    /// An AdamW optimizer with a constant learning rate.
     public convenience init(learningRate: Double, beta1: Double = 0.9, beta2: Double = 0.999, eps: Double = 1e-8,
                             weightDecay: Double = 0.01) {
         self.init(schedule: ConstantSchedule(learningRate), beta1: beta1, beta2: beta2, eps: eps, weightDecay: weightDecay)
@@ -147,6 +172,10 @@ public final class AdamW: Optimizer {
     /// The learning rate the next update will use.
     public var currentLearningRate: Double { schedule(step) }
 
+    /// One AdamW step for every parameter that has a gradient; parameters without one are left out of the result.
+    ///
+    /// Moments and arithmetic are float32 and each result is cast back to its parameter's dtype. With the kernels on and
+    /// every tensor float32, the step runs as one fused op with the same rounding.
     public func update(parameters: [String: Tensor], gradients: [String: Tensor], gradientScale: Tensor?) -> [String: Tensor] {
         let lr = schedule(step)
         step += 1
@@ -209,6 +238,7 @@ public final class AdamW: Optimizer {
         return updated
     }
 
+    /// The moments, named `<parameter>.exp_avg` and `<parameter>.exp_avg_sq` as in PyTorch's AdamW state.
     public func stateTensors() -> [String: Tensor] {
         var s: [String: Tensor] = [:]
         for (k, t) in m { s["\(k).exp_avg"] = t }
@@ -216,6 +246,7 @@ public final class AdamW: Optimizer {
         return s
     }
 
+    /// Replaces the moments by saved ones; throws `MLXError` on a name without either suffix.
     public func loadState(_ state: [String: Tensor]) throws {
         m = [:]
         v = [:]
@@ -229,18 +260,24 @@ public final class AdamW: Optimizer {
 
 /// Stochastic gradient descent with optional momentum and (coupled) weight decay, as torch.optim.SGD.
 public final class SGD: Optimizer {
+    /// The learning rate per step: constant as `init` sets it, but it may be replaced.
     public var schedule: LearningRateSchedule
+    /// Momentum factor; 0 for plain SGD.
     public let momentum: Double
+    /// L2 penalty added to each gradient as `weightDecay * parameter` (coupled, as in torch.optim.SGD).
     public let weightDecay: Double
+    /// Number of updates applied so far.
     public var step = 0
     private var velocity: [String: Tensor] = [:]
 
+    /// An SGD optimizer with a constant learning rate.
     public init(learningRate: Double, momentum: Double = 0, weightDecay: Double = 0) {
         self.schedule = ConstantSchedule(learningRate)
         self.momentum = momentum
         self.weightDecay = weightDecay
     }
 
+    /// One SGD step for every parameter that has a gradient, computed in float32 and cast back to each parameter's dtype.
     public func update(parameters: [String: Tensor], gradients: [String: Tensor], gradientScale: Tensor?) -> [String: Tensor] {
         let lr = schedule(step)
         step += 1
@@ -260,8 +297,10 @@ public final class SGD: Optimizer {
         return out
     }
 
+    /// The momentum buffers, named `<parameter>.momentum_buffer` as in PyTorch's SGD state.
     public func stateTensors() -> [String: Tensor] { velocity.mapKeys { "\($0).momentum_buffer" } }
 
+    /// Replaces the momentum buffers; throws `MLXError` on a name without the `.momentum_buffer` suffix.
     public func loadState(_ state: [String: Tensor]) throws {
         velocity = [:]
         for (k, t) in state {
@@ -279,14 +318,18 @@ extension Dictionary {
 
 /// Exponential moving average of parameters: ema = decay*ema + (1-decay)*param.
 public final class EMA {
+    /// Weight of the old average in each update (close to 1, such as 0.999).
     public let decay: Double
+    /// The averaged parameters by name, in float32.
     public private(set) var shadow: [String: Tensor]
 
+    /// Starts the averages at `parameters`, converted to float32.
     public init(decay: Double, parameters: [String: Tensor]) {
         self.decay = decay
         self.shadow = parameters.mapValues { $0.asType(.float32) }
     }
 
+    /// Moves every tracked average toward `parameters`; a name not tracked yet starts at its current value.
     public func update(with parameters: [String: Tensor]) {
         let names = parameters.keys.filter { shadow[$0] != nil }.sorted()
         for (k, p) in parameters where shadow[k] == nil { shadow[k] = p.asType(.float32) }
@@ -302,5 +345,6 @@ public final class EMA {
         }
     }
 
+    /// Replaces the averages by `values` as given (from a checkpoint, say), without converting them.
     public func load(_ values: [String: Tensor]) { shadow = values }
 }

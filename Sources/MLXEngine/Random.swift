@@ -3,8 +3,10 @@ import CMLXShim
 /// An explicit MLX random key (threefry). Split it to get independent streams; the same key always gives the
 /// same draws.
 public struct RandomKey: @unchecked Sendable {
+    /// The key as an MLX array (two uint32 values), as MLX's random functions take it.
     public let tensor: Tensor
 
+    /// The key MLX derives from `seed`.
     public init(seed: UInt64) { tensor = Tensor(checked: mlxs_random_key(seed)) }
     init(tensor: Tensor) { self.tensor = tensor }
 
@@ -27,7 +29,9 @@ public struct RandomKey: @unchecked Sendable {
     }
 }
 
+/// Random draws from an explicit `RandomKey` (MLX's threefry generator); a key always gives the same values.
 public enum Random {
+    /// Samples of `shape` from the standard normal distribution (mean 0, standard deviation 1).
     public static func normal(_ shape: [Int], dtype: DType = .float32, key: RandomKey) -> Tensor {
         let dims = shape.map { Int32($0) }
         return Tensor.op(key.tensor) { mlxs_random_normal(dims, Int32(dims.count), dtype.c, $0[0]) }

@@ -3,8 +3,11 @@ import Foundation
 
 /// A problem with a safetensors file; the message names the file and, where it applies, the tensor.
 public struct SafetensorsError: Error, CustomStringConvertible, Equatable {
+    /// What is wrong, naming the file and, where it applies, the tensor.
     public let message: String
+    /// An error carrying `message`.
     public init(_ message: String) { self.message = message }
+    /// The message, unchanged.
     public var description: String { message }
 }
 
@@ -12,8 +15,11 @@ public struct SafetensorsError: Error, CustomStringConvertible, Equatable {
 public enum Safetensors {
     /// What the header says about one tensor.
     public struct Entry: Equatable, Sendable {
+        /// The element type the header declares.
         public let dtype: DType
+        /// The tensor's shape as the header declares it.
         public let shape: [Int]
+        /// The tensor's bytes, as offsets from the start of the data section (which follows the 8-byte length and the header).
         public let byteRange: Range<Int>
     }
 

@@ -3,6 +3,7 @@ import Foundation
 
 /// Element types an MLX array can hold.
 public enum DType: Int32, Sendable, CaseIterable, CustomStringConvertible {
+    /// One case per MLX element type: `bool`, unsigned and signed integers of 8 to 64 bits, `float16`, `float32`, `float64` and `bfloat16` (raw values are the shim's `mlxs_dtype` numbers).
     case bool = 0, uint8, uint16, uint32, uint64, int8, int16, int32, int64, float16, float32, float64, bfloat16
 
     var c: mlxs_dtype { mlxs_dtype(rawValue: UInt32(rawValue)) }
@@ -18,6 +19,7 @@ public enum DType: Int32, Sendable, CaseIterable, CustomStringConvertible {
         }
     }
 
+    /// Whether this is `float16`, `float32`, `float64` or `bfloat16`.
     public var isFloatingPoint: Bool { [.float16, .float32, .float64, .bfloat16].contains(self) }
 
     /// The name used by safetensors headers.
@@ -39,11 +41,13 @@ public enum DType: Int32, Sendable, CaseIterable, CustomStringConvertible {
         }
     }
 
+    /// The dtype a safetensors header names (`"BF16"`, `"F32"`, ...), or nil for a name with no MLX dtype.
     public init?(safetensorsName: String) {
         guard let match = DType.allCases.first(where: { $0.safetensorsName == safetensorsName }) else { return nil }
         self = match
     }
 
+    /// MLX's lowercase name of the dtype, such as `bfloat16`.
     public var description: String {
         switch self {
         case .bool: return "bool"
@@ -65,8 +69,11 @@ public enum DType: Int32, Sendable, CaseIterable, CustomStringConvertible {
 
 /// An error raised by MLX (shape mismatch, bad argument, ...) or by the engine around it.
 public struct MLXError: Error, CustomStringConvertible, Equatable {
+    /// What went wrong, as MLX or the engine worded it.
     public let message: String
+    /// An error carrying `message`.
     public init(_ message: String) { self.message = message }
+    /// The message, unchanged.
     public var description: String { message }
 }
 
@@ -159,25 +166,35 @@ public struct Tensor: @unchecked Sendable {
         self.init(checked: mlxs_scalar_f64(value, dtype.c))
     }
 
+    /// A scalar tensor of a `Float` value, float32 unless `dtype` says otherwise.
     public init(_ value: Float, dtype: DType = .float32) { self.init(Double(value), dtype: dtype) }
+    /// A scalar tensor of an `Int` value, int32 by default; the value passes through `Double`, so it is exact only up to 2^53.
     public init(_ value: Int, dtype: DType = .int32) { self.init(Double(value), dtype: dtype) }
+    /// A scalar `bool` tensor.
     public init(_ value: Bool) { self.init(value ? 1.0 : 0.0, dtype: .bool) }
 
+    /// A tensor of `shape` with every element set to `value` (rounded through float32 for floating dtypes, truncated for integer ones).
     public static func full(_ shape: [Int], value: Double, dtype: DType = .float32) -> Tensor {
         let dims = shape.map { Int32($0) }
         return Tensor(checked: dims.withUnsafeBufferPointer { mlxs_full($0.baseAddress, Int32(dims.count), value, dtype.c) })
     }
 
+    /// A tensor of `shape` filled with zeros.
     public static func zeros(_ shape: [Int], dtype: DType = .float32) -> Tensor { full(shape, value: 0, dtype: dtype) }
+    /// A tensor of `shape` filled with ones.
     public static func ones(_ shape: [Int], dtype: DType = .float32) -> Tensor { full(shape, value: 1, dtype: dtype) }
 
+    /// Zeros with the shape and dtype of `t`.
     public static func zeros(like t: Tensor) -> Tensor { zeros(t.shape, dtype: t.dtype) }
+    /// Ones with the shape and dtype of `t`.
     public static func ones(like t: Tensor) -> Tensor { ones(t.shape, dtype: t.dtype) }
 
+    /// A 1-D tensor of `start`, `start + step`, ... up to but not including `stop` (int32 by default).
     public static func arange(_ start: Double, _ stop: Double, step: Double = 1, dtype: DType = .int32) -> Tensor {
         Tensor(checked: mlxs_arange(start, stop, step, dtype.c))
     }
 
+    /// The 1-D tensor `0, 1, ..., stop - 1` (int32 by default).
     public static func arange(_ stop: Int, dtype: DType = .int32) -> Tensor { arange(0, Double(stop), dtype: dtype) }
 
     // MARK: Queries
@@ -191,9 +208,13 @@ public struct Tensor: @unchecked Sendable {
         return dims.map(Int.init)
     }
 
+    /// The number of axes; 0 for a scalar and for a tensor carrying an error.
     public var ndim: Int { handle.map { Int(mlxs_ndim($0)) } ?? 0 }
+    /// The element type; `float32` for a tensor carrying an error.
     public var dtype: DType { handle.map { DType(mlxs_get_dtype($0)) } ?? .float32 }
+    /// The number of elements (the product of the shape); 0 for a tensor carrying an error.
     public var size: Int { handle.map { Int(mlxs_size($0)) } ?? 0 }
+    /// The bytes the elements take (`size` times `dtype.size`); 0 for a tensor carrying an error.
     public var nbytes: Int { handle.map { Int(mlxs_nbytes($0)) } ?? 0 }
 
     /// The size of one axis (negative axes count from the end).
@@ -260,26 +281,41 @@ public struct Tensor: @unchecked Sendable {
 
 /// Swift scalar types that map onto an MLX dtype.
 public protocol TensorElement {
+    /// The MLX dtype that values of this type are stored and read as.
     static var dtype: DType { get }
+    /// The zero value, which fills the buffer `values()` copies into.
     static var zero: Self { get }
 }
 
+/// `Float` values are stored as float32.
 extension Float: TensorElement { public static var dtype: DType { .float32 } }
+/// `Double` values are stored as float64.
 extension Double: TensorElement { public static var dtype: DType { .float64 } }
+/// `Int32` values are stored as int32.
 extension Int32: TensorElement { public static var dtype: DType { .int32 } }
+/// `Int64` values are stored as int64.
 extension Int64: TensorElement { public static var dtype: DType { .int64 } }
+/// `UInt8` values are stored as uint8.
 extension UInt8: TensorElement { public static var dtype: DType { .uint8 } }
+/// `UInt32` values are stored as uint32.
 extension UInt32: TensorElement { public static var dtype: DType { .uint32 } }
+/// `Int8` values are stored as int8.
 extension Int8: TensorElement { public static var dtype: DType { .int8 } }
+/// `Int16` values are stored as int16.
 extension Int16: TensorElement { public static var dtype: DType { .int16 } }
+/// `UInt16` values are stored as uint16.
 extension UInt16: TensorElement { public static var dtype: DType { .uint16 } }
 extension Bool: TensorElement {
+    /// Booleans are stored as MLX `bool`.
     public static var dtype: DType { .bool }
+    /// `false`, the fill value for `values()`.
     public static var zero: Bool { false }
 }
+/// `Int` values are stored as int64 (the scalar `Tensor(_:dtype:)` for an `Int` defaults to int32 instead).
 extension Int: TensorElement { public static var dtype: DType { .int64 } }
 
 extension Tensor: CustomStringConvertible {
+    /// The error, or the shape and dtype plus the values when there are at most 16 (reading them evaluates the tensor).
     public var description: String {
         if let error { return "Tensor(error: \(error.message))" }
         var text = "Tensor(shape: \(shape), dtype: \(dtype)"

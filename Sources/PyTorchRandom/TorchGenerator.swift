@@ -8,6 +8,7 @@ public struct MT19937: Sendable {
     var state: [UInt32]
     var index: Int
 
+    /// Seeds the state with `init_genrand(seed)`; 5489 is the reference implementation's default.
     public init(seed: UInt32 = 5489) {
         var s = [UInt32](repeating: 0, count: MT19937.n)
         s[0] = seed

@@ -16,6 +16,8 @@ public struct DatasetCounts: Equatable, Codable, Sendable {
     /// balanced POPE questions in each of the three settings.
     public var evalUnderstandingImages: Int
 
+    /// Creates counts; the defaults write 2,000 understanding and 2,400 generation images, 4,000 text lines,
+    /// 300 held-out prompts and 200 held-out images.
     public init(understandingImages: Int = 2000, questionsPerImage: Int = 3, generationImages: Int = 2400, textLines: Int = 4000,
                 evalPromptsPerCategory: Int = 50, evalUnderstandingImages: Int = 200) {
         self.understandingImages = understandingImages
@@ -46,7 +48,12 @@ extension ShapesWorld {
     ///                                  "setting": "adversarial"}  ("setting" only on POPE lines)
     /// ```
     ///
-    /// - Parameter writePNG: encodes an image to a file (the PNG codec lives outside this module).
+    /// - Parameters:
+    ///   - directory: the folder to write into (created if missing).
+    ///   - seed: the seed of the world's random draws; the same seed writes the same files.
+    ///   - counts: how many training and held-out examples of each kind to write.
+    ///   - config: the shapes, colours and most objects per scene.
+    ///   - writePNG: encodes an image to a file (the PNG codec lives outside this module).
     public static func writeDataset(to directory: URL, seed: UInt64, counts: DatasetCounts = DatasetCounts(),
                                     config: WorldConfig = .standard, writePNG: (ShapeImage, URL) throws -> Void) throws {
         let fm = FileManager.default

@@ -2,7 +2,9 @@ import Foundation
 
 /// An object found in an image (or, from `Scene.annotations`, known to be there).
 public struct DetectedObject: Equatable, Sendable {
+    /// The best-matching shape.
     public var kind: ShapeKind
+    /// The palette colour most of the object's pixels take.
     public var color: ShapeColor
     /// `large` when the box's longer side is at least 29% of the image side (large shapes span 36%, small ones 22%).
     public var size: ShapeSize
@@ -14,6 +16,7 @@ public struct DetectedObject: Equatable, Sendable {
     /// times the fraction of the pixels that have the object's colour. GenEval's "most confident" objects come first.
     public var confidence: Double
 
+    /// Creates a detection from its parts.
     public init(kind: ShapeKind, color: ShapeColor, size: ShapeSize, box: BoundingBox, area: Int, confidence: Double) {
         self.kind = kind
         self.color = color
@@ -25,6 +28,7 @@ public struct DetectedObject: Equatable, Sendable {
 
     /// The centre of the bounding box (GenEval compares box centres).
     public var centerX: Double { box.centerX }
+    /// The vertical centre of the bounding box (y grows downwards).
     public var centerY: Double { box.centerY }
 
     /// The 2x2 grid cell that contains the box centre.

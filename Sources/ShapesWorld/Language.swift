@@ -6,6 +6,7 @@ import Foundation
 
 /// GenEval's six task categories (the raw values are GenEval's tags).
 public enum GenEvalCategory: String, CaseIterable, Codable, Sendable {
+    /// A category; the raw value is GenEval's tag (`single_object`, `two_object`, `counting`, `colors`, `position`, `color_attr`).
     case singleObject = "single_object", twoObject = "two_object", counting, colors, position, colorAttr = "color_attr"
 }
 
@@ -15,10 +16,15 @@ public struct Requirements: Equatable, Codable, Sendable {
     /// `{"class": ..., "count": n, "color": ..., "position": [relation, index]}`: at least `count` objects of `shape`
     /// (the most confident ones must have `color` if given, and be `position` the objects matched for `include[index]`).
     public struct Include: Equatable, Codable, Sendable {
+        /// The class that must be found.
         public var shape: ShapeKind
+        /// How many objects of `shape` must be found (at least).
         public var count: Int
+        /// The colour every matched object must have, if any.
         public var color: ShapeColor?
+        /// Where the matched objects must be relative to an earlier include, if anywhere.
         public var position: Position?
+        /// Creates an include with no colour or position requirement unless given.
         public init(shape: ShapeKind, count: Int, color: ShapeColor? = nil, position: Position? = nil) {
             self.shape = shape
             self.count = count
@@ -29,9 +35,11 @@ public struct Requirements: Equatable, Codable, Sendable {
 
     /// GenEval's `"position": [relation, index]`.
     public struct Position: Equatable, Codable, Sendable {
+        /// How the matched objects must lie relative to every object matched for the target.
         public var relation: SpatialRelation
         /// Index into `include` of the reference object.
         public var target: Int
+        /// Requires the objects to be `relation` the objects matched for `include[target]`.
         public init(_ relation: SpatialRelation, of target: Int) {
             self.relation = relation
             self.target = target
@@ -40,19 +48,26 @@ public struct Requirements: Equatable, Codable, Sendable {
 
     /// `{"class": ..., "count": n}`: the image fails when it has `count` or more objects of `shape`.
     public struct Exclude: Equatable, Codable, Sendable {
+        /// The class that must not occur `count` or more times.
         public var shape: ShapeKind
+        /// The number of objects of `shape` at which the image fails.
         public var count: Int
+        /// Creates an exclude: fail at `count` or more objects of `shape`.
         public init(shape: ShapeKind, count: Int) {
             self.shape = shape
             self.count = count
         }
     }
 
+    /// The category the prompt belongs to.
     /// GenEval's "tag".
     public var category: GenEvalCategory
+    /// Objects that must be present; a `position` refers to an earlier entry by index.
     public var include: [Include]
+    /// Objects that must not be present in the given numbers (counting prompts use one).
     public var exclude: [Exclude]
 
+    /// Creates requirements for a prompt of `category`.
     public init(category: GenEvalCategory, include: [Include], exclude: [Exclude] = []) {
         self.category = category
         self.include = include
@@ -114,7 +129,9 @@ public struct Requirements: Equatable, Codable, Sendable {
 
 /// Errors from reading ShapesWorld files.
 public enum ShapesWorldError: Error, CustomStringConvertible {
+    /// A metadata line that cannot be read; the text says what is wrong and quotes the line.
     case badMetadata(String)
+    /// The message, prefixed with "bad GenEval metadata".
     public var description: String {
         switch self {
         case .badMetadata(let s): return "bad GenEval metadata: \(s)"
@@ -124,8 +141,11 @@ public enum ShapesWorldError: Error, CustomStringConvertible {
 
 /// A text-to-image training or evaluation item: the prompt, what it requires, and a scene satisfying it.
 public struct GenerationSample: Equatable, Sendable {
+    /// The caption, such as "a photo of two red circles".
     public var prompt: String
+    /// What GenEval checks in an image made for the prompt.
     public var requirements: Requirements
+    /// A scene that satisfies the requirements (the training image).
     public var scene: Scene
 }
 
@@ -160,8 +180,11 @@ public enum POPESetting: String, CaseIterable, Codable, Sendable {
 
 /// An understanding question about a scene with its exact short answer.
 public struct QuestionSample: Equatable, Sendable {
+    /// The scene the question is about.
     public var scene: Scene
+    /// The question text, lowercase ASCII.
     public var question: String
+    /// The exact expected answer, lowercase ASCII (numbers as words).
     public var answer: String
     /// A `QuestionType` raw value: "shape", "color", "count", "position", "size", "pope" or "describe".
     public var type: String
@@ -172,16 +195,20 @@ public struct QuestionSample: Equatable, Sendable {
 /// The deterministic generator of scenes, prompts, questions and text. Same seed and config, same sequence of calls:
 /// same output, on every platform.
 public struct WorldGenerator: Sendable {
+    /// The world the generator draws from.
     public let config: WorldConfig
+    /// The random stream; every draw advances it.
     public var random: WorldRandom
     /// How often each object phrase ("red circle") occurred in the scenes drawn by `scene(objectCount:)`; POPE's
     /// popular setting ranks absent objects by it.
     public var objectFrequencies: [String: Int] = [:]
 
+    /// A generator whose stream starts from `seed`.
     public init(seed: UInt64, config: WorldConfig = .standard) {
         self.init(random: WorldRandom(seed: seed), config: config)
     }
 
+    /// A generator that continues an existing stream.
     public init(random: WorldRandom, config: WorldConfig = .standard) {
         self.config = config
         self.random = random
@@ -189,6 +216,7 @@ public struct WorldGenerator: Sendable {
 
     static let numberWords = ["zero", "one", "two", "three", "four"]
 
+    /// The English word for `n` from zero to four; other numbers as digits.
     /// "zero" ... "four".
     public static func numberWord(_ n: Int) -> String { n >= 0 && n < numberWords.count ? numberWords[n] : String(n) }
 

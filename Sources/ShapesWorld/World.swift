@@ -7,8 +7,10 @@ import Foundation
 /// The shapes of the world. The default world uses circle, square and triangle; `diamond` is available through
 /// `WorldConfig.shapes`.
 public enum ShapeKind: String, CaseIterable, Codable, Sendable {
+    /// A disc, an axis-aligned square, a triangle pointing up, or a square turned 45 degrees (`diamond`).
     case circle, square, triangle, diamond
 
+    /// The plural noun that counting prompts and questions use.
     /// "circles", "squares", ...
     public var plural: String { rawValue + "s" }
 
@@ -27,6 +29,7 @@ public enum ShapeKind: String, CaseIterable, Codable, Sendable {
 /// Well-separated, saturated colours (every pair and the background are at least 120 apart in RGB). The default
 /// world uses red, green, blue and yellow; the others are available through `WorldConfig.colors`.
 public enum ShapeColor: String, CaseIterable, Codable, Sendable {
+    /// A palette colour; the raw value is the word captions and answers use.
     case red, green, blue, yellow, purple, cyan, white
 
     /// The exact fill colour.
@@ -45,6 +48,7 @@ public enum ShapeColor: String, CaseIterable, Codable, Sendable {
 
 /// Object sizes: the shape spans 72% (large) or 44% (small) of its grid cell. The default world uses only `large`.
 public enum ShapeSize: String, CaseIterable, Codable, Sendable {
+    /// Small (44% of the cell) or large (72% of the cell); the raw value is the word captions use.
     case small, large
 
     /// Half of the shape's extent as a fraction of the cell side.
@@ -53,12 +57,14 @@ public enum ShapeSize: String, CaseIterable, Codable, Sendable {
 
 /// The four cells of the 2x2 layout, in reading order; captions, answers and relations refer to them.
 public enum Cell: Int, CaseIterable, Codable, Sendable {
+    /// A cell of the 2x2 grid; raw values 0 to 3 in reading order.
     case topLeft, topRight, bottomLeft, bottomRight
 
     /// 0 for the left column, 1 for the right one.
     public var column: Int { rawValue % 2 }
     /// 0 for the top row, 1 for the bottom one.
     public var row: Int { rawValue / 2 }
+    /// The phrase captions, questions and answers use for the cell.
     /// "top left", "top right", "bottom left", "bottom right".
     public var name: String { "\(vertical) \(horizontal)" }
     /// "left" or "right".
@@ -71,31 +77,43 @@ public enum Cell: Int, CaseIterable, Codable, Sendable {
 
 /// The spatial relations of GenEval's position category ("A left of B" and so on).
 public enum SpatialRelation: String, CaseIterable, Codable, Sendable {
+    /// A relation of one object to another; the raw value is the phrase prompts use ("left of", "right of", "above", "below").
     case leftOf = "left of", rightOf = "right of", above, below
 }
 
 /// An axis-aligned box in pixels: x0 <= x < x1, y0 <= y < y1.
 public struct BoundingBox: Equatable, Codable, Sendable {
+    /// The left, top, right and bottom edges in pixels (right and bottom exclusive).
     public var x0: Double, y0: Double, x1: Double, y1: Double
+    /// Creates a box from its edges, in pixels.
     public init(x0: Double, y0: Double, x1: Double, y1: Double) {
         self.x0 = x0
         self.y0 = y0
         self.x1 = x1
         self.y1 = y1
     }
+    /// The box width in pixels, `x1 - x0`.
     public var width: Double { x1 - x0 }
+    /// The box height in pixels, `y1 - y0`.
     public var height: Double { y1 - y0 }
+    /// The horizontal centre, `(x0 + x1) / 2`.
     public var centerX: Double { (x0 + x1) / 2 }
+    /// The vertical centre, `(y0 + y1) / 2` (y grows downwards).
     public var centerY: Double { (y0 + y1) / 2 }
 }
 
 /// One object of a scene.
 public struct ShapeObject: Equatable, Codable, Sendable {
+    /// The object's shape.
     public var kind: ShapeKind
+    /// The object's fill colour.
     public var color: ShapeColor
+    /// The grid cell the object is centred in.
     public var cell: Cell
+    /// How large the object is within its cell.
     public var size: ShapeSize
 
+    /// Creates an object; it is large unless `size` says otherwise.
     public init(kind: ShapeKind, color: ShapeColor, cell: Cell, size: ShapeSize = .large) {
         self.kind = kind
         self.color = color
@@ -125,10 +143,14 @@ public struct ShapeObject: Equatable, Codable, Sendable {
 
 /// An 8-bit RGB image, row-major, HWC (`pixels.count == width * height * 3`).
 public struct ShapeImage: Equatable, Sendable {
+    /// The width in pixels.
     public var width: Int
+    /// The height in pixels.
     public var height: Int
+    /// The RGB bytes, three per pixel, rows top to bottom.
     public var pixels: [UInt8]
 
+    /// Wraps existing bytes; traps unless `pixels.count == width * height * 3`.
     public init(width: Int, height: Int, pixels: [UInt8]) {
         precondition(pixels.count == width * height * 3, "ShapeImage: expected \(width * height * 3) bytes, got \(pixels.count)")
         self.width = width
@@ -142,7 +164,6 @@ public struct ShapeImage: Equatable, Sendable {
     }
 }
 
-/// A scene: objects in distinct cells of the 2x2 grid.
 /// Attribute targets of a scene for pretraining an understanding encoder on a 4x4 patch grid (each 2x2 cell
 /// covers 2x2 patches). Per patch: the colour, shape and colour-and-shape pair of the object in the patch's cell, or
 /// "none" (the last class). Per image, meant to be read from the mean of the patch features: how many objects of
@@ -156,10 +177,12 @@ public struct EncoderLabels: Equatable, Sendable {
     /// Objects per pair (same index as `pair`), then per colour, per shape, then in all (`countTargets` values).
     public var counts: [Int32]
 
+    /// The length of `counts` for `world`: one entry per colour-and-shape pair, per colour and per shape, plus the total.
     public static func countTargets(_ world: WorldConfig) -> Int {
         world.colors.count * world.shapes.count + world.colors.count + world.shapes.count + 1
     }
 
+    /// Computes the targets of `scene`; traps if an object's colour or shape is not in `world`.
     public init(scene: Scene, world: WorldConfig) {
         let colors = world.colors.count, shapes = world.shapes.count
         color = Array(repeating: Int32(colors), count: 16)
@@ -181,10 +204,12 @@ public struct EncoderLabels: Equatable, Sendable {
     }
 }
 
+/// A scene: up to four objects, each in its own cell of the 2x2 grid.
 public struct Scene: Equatable, Codable, Sendable {
     /// The objects, in the order their caption mentions them (generation samples) or drawn (random scenes).
     public var objects: [ShapeObject]
 
+    /// Creates a scene; the objects are expected to occupy distinct cells (this is not checked).
     public init(objects: [ShapeObject]) { self.objects = objects }
 
     /// The background colour (mid-grey: far from every palette colour, and what a blurry model output fades to).
@@ -244,6 +269,8 @@ public struct WorldConfig: Equatable, Codable, Sendable {
     /// The most objects in a random scene (1 to 4).
     public var maxObjects: Int
 
+    /// Creates a world; traps unless there are at least two distinct shapes and colours, at least one size without repeats,
+    /// and `maxObjects` is 2 to 4.
     public init(imageSize: Int = 32, shapes: [ShapeKind] = [.circle, .square, .triangle],
                 colors: [ShapeColor] = [.red, .green, .blue, .yellow], sizes: [ShapeSize] = [.large], maxObjects: Int = 4) {
         precondition(shapes.count >= 2 && Set(shapes).count == shapes.count, "WorldConfig: need at least two distinct shapes")
@@ -272,6 +299,7 @@ public struct WorldConfig: Equatable, Codable, Sendable {
 public struct WorldRandom: Sendable {
     var state: UInt64
 
+    /// Starts the stream at `seed`; equal seeds give equal streams.
     public init(seed: UInt64) { state = seed }
 
     /// The next 64 random bits.
@@ -292,10 +320,13 @@ public struct WorldRandom: Sendable {
     /// Uniform in [0, 1).
     public mutating func double() -> Double { Double(next() >> 11) / Double(UInt64(1) << 53) }
 
+    /// A fair coin flip (the lowest bit of the next draw).
     public mutating func bool() -> Bool { next() & 1 == 1 }
 
+    /// A uniformly chosen element of `items`; traps when it is empty.
     public mutating func pick<T>(_ items: [T]) -> T { items[int(items.count)] }
 
+    /// A uniformly shuffled copy of `items`.
     /// Fisher-Yates.
     public mutating func shuffled<T>(_ items: [T]) -> [T] {
         var a = items

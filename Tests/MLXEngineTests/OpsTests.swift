@@ -45,7 +45,7 @@ final class OpsTests: XCTestCase {
         XCTAssertEqual(try t.sum().item(Float.self), 21)
         XCTAssertEqual(try t.sum(axis: 0).values(Float.self), [5, 7, 9])
         XCTAssertEqual(try t.mean(axis: 1).values(Float.self), [2, 5])
-        XCTAssertEqual(try t.max(axis: 1, keepDims: true).shape, [2, 1])
+        XCTAssertEqual(t.max(axis: 1, keepDims: true).shape, [2, 1])
         XCTAssertEqual(try t.argMax(axis: 1).values(Int32.self), [2, 2])
         XCTAssertEqual(try t.cumsum(axis: 1).values(Float.self), [1, 3, 6, 4, 9, 15])
         XCTAssertEqual(try Tensor([3, 1, 2] as [Float]).sorted().values(Float.self), [1, 2, 3])
