@@ -22,7 +22,7 @@ CLI           := $(BUILD_DIR)/release/janusflow
 # system time 90 -> 11 s and its wall time 7% (same numbers: BLAS threading does not change results).
 export OPENBLAS_THREAD_TIMEOUT ?= 4
 
-.PHONY: setup build test demo demo-quick clean bench
+.PHONY: setup build test demo demo-quick docs clean bench
 
 setup: $(APT_STAMP) $(MLX_STAMP)
 
@@ -65,6 +65,13 @@ demo: build
 
 demo-quick: build
 	$(CLI) demo --quick --out demo-out/quick
+
+# DocC for every library module (catalog: Sources/JanusFlow/JanusFlow.docc). Fails on any DocC warning and on any
+# public symbol without a summary. Archives: $(BUILD_DIR)/plugins/Swift-DocC/outputs/MODULE.doccarchive.
+DOC_MODULES := JanusFlow JanusFlowImageIO JanusFlowTokenizer JanusFlowServer JanusFlowTraining JanusFlowDemo MLXEngine ShapesWorld PyTorchRandom
+docs: setup
+	swift package $(SWIFT_FLAGS) --disable-sandbox generate-documentation $(foreach m,$(DOC_MODULES),--target $(m)) --warnings-as-errors
+	$(PYTHON) scripts/check-doc-coverage $(BUILD_DIR) $(DOC_MODULES)
 
 bench: build
 	$(CLI) bench kernels
