@@ -22,7 +22,7 @@ CLI           := $(BUILD_DIR)/release/janusflow
 # system time 90 -> 11 s and its wall time 7% (same numbers: BLAS threading does not change results).
 export OPENBLAS_THREAD_TIMEOUT ?= 4
 
-.PHONY: setup build test demo demo-quick docs clean bench
+.PHONY: setup build test demo demo-quick docs fuzz clean bench
 
 setup: $(APT_STAMP) $(MLX_STAMP)
 
@@ -72,6 +72,20 @@ DOC_MODULES := JanusFlow JanusFlowImageIO JanusFlowTokenizer JanusFlowServer Jan
 docs: setup
 	swift package $(SWIFT_FLAGS) --disable-sandbox generate-documentation $(foreach m,$(DOC_MODULES),--target $(m)) --warnings-as-errors
 	$(PYTHON) scripts/check-doc-coverage $(BUILD_DIR) $(DOC_MODULES)
+
+# libFuzzer + AddressSanitizer builds of the fuzz targets (Fuzz/Targets, one per reader) in their own build folder,
+# then each target SECONDS seconds from its seeds (scripts/fuzz: table, fuzz-out/summary.json, reproducers kept).
+SECONDS     ?= 60
+FUZZ_BUILD  := .build-fuzz
+FUZZ_NAMES  := Safetensors ModelConfig TokenizerJSON TokenizerText PNG JPEG Manifest DemoSettings ServerBodies
+FUZZ_FLAGS  := -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xcc -fsanitize=fuzzer-no-link,address \
+               -Xswiftc -Xclang-linker -Xswiftc -fuse-ld=lld
+fuzz: setup
+	@for name in $(FUZZ_NAMES); do \
+	  swift build --build-path $(FUZZ_BUILD) --product Fuzz$$name $(FUZZ_FLAGS) 2>&1 | grep -E "error|Compiling|Build of" ; \
+	  test -x $(FUZZ_BUILD)/debug/Fuzz$$name || { echo "fuzz: Fuzz$$name did not build"; exit 1; }; \
+	done
+	$(PYTHON) scripts/fuzz --bin $(FUZZ_BUILD)/debug --seconds $(SECONDS)
 
 bench: build
 	$(CLI) bench kernels

@@ -98,3 +98,22 @@ let package = Package(
     ],
     cxxLanguageStandard: .cxx20
 )
+
+// Fuzz targets, one executable per reader (Fuzz/Targets/NAME). `make fuzz` builds them with libFuzzer and
+// AddressSanitizer; an ordinary build makes them replay files, which FuzzRegressionTests runs on the corpus.
+let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+    ("Safetensors", ["MLXEngine"]),
+    ("ModelConfig", ["JanusFlow"]),
+    ("TokenizerJSON", ["JanusFlowTokenizer"]),
+    ("TokenizerText", ["JanusFlowTokenizer"]),
+    ("PNG", ["JanusFlowImageIO"]),
+    ("JPEG", ["JanusFlowImageIO"]),
+    ("Manifest", ["JanusFlowTraining"]),
+    ("DemoSettings", ["JanusFlowDemo"]),
+    ("ServerBodies", ["JanusFlowServer"]),
+]
+package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/Support"))
+for target in fuzzTargets {
+    package.targets.append(.executableTarget(name: "Fuzz\(target.name)", dependencies: ["FuzzSupport"] + target.dependencies,
+                                             path: "Fuzz/Targets/\(target.name)"))
+}

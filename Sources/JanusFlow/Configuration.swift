@@ -92,18 +92,20 @@ public struct LanguageConfig: Codable, Equatable, Sendable {
     /// Required: the sizes. Defaulted as transformers' LlamaConfig does: KV heads = heads, eps 1e-6, theta 10000.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
-        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
-        numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
-        numHiddenLayers = try c.decode(Int.self, forKey: .numHiddenLayers)
-        numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? numAttentionHeads
-        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-        rmsNormEps = try c.decodeIfPresent(Float.self, forKey: .rmsNormEps) ?? 1e-6
-        ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
-        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 16384
+        hiddenSize = try c.decodeSize(.hiddenSize)
+        intermediateSize = try c.decodeSize(.intermediateSize)
+        numAttentionHeads = try c.decodeSize(.numAttentionHeads)
+        numHiddenLayers = try c.decodeSize(.numHiddenLayers)
+        numKeyValueHeads = try c.decodeSize(.numKeyValueHeads, default: numAttentionHeads)
+        vocabSize = try c.decodeSize(.vocabSize)
+        rmsNormEps = try c.decodePositive(.rmsNormEps, default: 1e-6)
+        ropeTheta = try c.decodePositive(.ropeTheta, default: 10000)
+        maxPositionEmbeddings = try c.decodeSize(.maxPositionEmbeddings, default: 16384)
         guard hiddenSize % numAttentionHeads == 0 else {
-            throw DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [CodingKeys.hiddenSize],
-                                                    debugDescription: "hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads)"))
+            throw c.invalid(.hiddenSize, "hidden_size \(hiddenSize) is not a multiple of num_attention_heads \(numAttentionHeads)")
+        }
+        guard numAttentionHeads % numKeyValueHeads == 0 else {
+            throw c.invalid(.numKeyValueHeads, "num_attention_heads \(numAttentionHeads) is not a multiple of num_key_value_heads \(numKeyValueHeads)")
         }
     }
 
@@ -166,6 +168,15 @@ public struct SigLIPConfig: Codable, Equatable, Sendable {
         let m: Double = try value(.mlpRatio, table?.mlp)
         let p: Int = try value(.patchSize, table?.patch)
         let i: Int = try value(.imageSize, table?.image)
+        for (key, v) in [(CodingKeys.width, w), (.layers, l), (.heads, h), (.patchSize, p), (.imageSize, i)]
+        where !(1...largestConfigSize).contains(v) {
+            throw c.invalid(key, "must be from 1 to \(largestConfigSize) (got \(v))")
+        }
+        guard w % h == 0 else { throw c.invalid(.heads, "width \(w) is not a multiple of heads \(h)") }
+        guard p <= i else { throw c.invalid(.patchSize, "patch_size \(p) is larger than image_size \(i)") }
+        guard m.isFinite, m > 0, m * Double(w) <= Double(largestConfigSize) else {
+            throw c.invalid(.mlpRatio, "must be above 0 and give an MLP width of at most \(largestConfigSize) (got \(m))")
+        }
         modelName = name
         width = w
         layers = l
@@ -174,6 +185,7 @@ public struct SigLIPConfig: Codable, Equatable, Sendable {
         patchSize = p
         imageSize = i
         selectLayer = try c.decodeIfPresent(Int.self, forKey: .selectLayer) ?? -1
+        guard (-l...l).contains(selectLayer) else { throw c.invalid(.selectLayer, "must be from -\(l) to \(l) (got \(selectLayer))") }
         selectFeature = try c.decodeIfPresent(String.self, forKey: .selectFeature) ?? "same"
     }
 
@@ -251,13 +263,13 @@ public struct UViTEncoderConfig: Codable, Equatable, Sendable {
     /// Defaults are the official constructor's (uvit.py); padding defaults to ceil(kernel - stride).
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        inputChannels = try c.decodeIfPresent(Int.self, forKey: .inputChannels) ?? 3
-        kernelSize = try c.decodeIfPresent(Int.self, forKey: .kernelSize) ?? 7
-        stride = try c.decodeIfPresent(Int.self, forKey: .stride) ?? 4
-        padding = try c.decodeIfPresent(Int.self, forKey: .padding) ?? Swift.max(kernelSize - stride, 0)
-        blockOutChannels = try c.decodeIfPresent([Int].self, forKey: .blockOutChannels) ?? [768]
-        layersInMiddle = try c.decodeIfPresent(Int.self, forKey: .layersInMiddle) ?? 2
-        hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? 2048
+        inputChannels = try c.decodeSize(.inputChannels, default: 3)
+        kernelSize = try c.decodeSize(.kernelSize, default: 7, in: 1...1024)
+        stride = try c.decodeSize(.stride, default: 4, in: 1...1024)
+        padding = try c.decodeSize(.padding, default: Swift.max(kernelSize - stride, 0), in: 0...1024)
+        blockOutChannels = try c.decodeSizes(.blockOutChannels, default: [768])
+        layersInMiddle = try c.decodeSize(.layersInMiddle, default: 2, in: 0...1024)
+        hiddenSize = try c.decodeSize(.hiddenSize, default: 2048)
         useBias = try c.decodeIfPresent(Bool.self, forKey: .useBias) ?? true
         normEps = try c.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-6
         useMidBlock = try c.decodeIfPresent(Bool.self, forKey: .useMidBlock) ?? true
@@ -319,12 +331,12 @@ public struct UViTDecoderConfig: Codable, Equatable, Sendable {
     /// `block_out_channels` is empty.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        inChannels = try c.decodeIfPresent(Int.self, forKey: .inChannels) ?? 768
-        outChannels = try c.decodeIfPresent(Int.self, forKey: .outChannels) ?? 3
-        blockOutChannels = try c.decodeIfPresent([Int].self, forKey: .blockOutChannels) ?? [768]
-        upsamples = try c.decodeIfPresent(Int.self, forKey: .upsamples) ?? 2
-        layersInMiddle = try c.decodeIfPresent(Int.self, forKey: .layersInMiddle) ?? 2
-        hiddenSize = try c.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? 2048
+        inChannels = try c.decodeSize(.inChannels, default: 768)
+        outChannels = try c.decodeSize(.outChannels, default: 3)
+        blockOutChannels = try c.decodeSizes(.blockOutChannels, default: [768])
+        upsamples = try c.decodeSize(.upsamples, default: 2, in: 0...16)
+        layersInMiddle = try c.decodeSize(.layersInMiddle, default: 2, in: 0...1024)
+        hiddenSize = try c.decodeSize(.hiddenSize, default: 2048)
         useBias = try c.decodeIfPresent(Bool.self, forKey: .useBias) ?? true
         normEps = try c.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-6
         useMidBlock = try c.decodeIfPresent(Bool.self, forKey: .useMidBlock) ?? true

@@ -88,18 +88,15 @@ public struct VAEConfig: Codable, Equatable, Sendable {
     ///   types differ from the supported ones.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        func invalid(_ key: CodingKeys, _ message: String) -> DecodingError {
-            DecodingError.dataCorrupted(.init(codingPath: c.codingPath + [key], debugDescription: message))
-        }
         // The block structure first: a file without it is not an AutoencoderKL config at all.
-        blockOutChannels = try c.decode([Int].self, forKey: .blockOutChannels)
-        layersPerBlock = try c.decode(Int.self, forKey: .layersPerBlock)
-        inChannels = try c.decode(Int.self, forKey: .inChannels)
-        outChannels = try c.decode(Int.self, forKey: .outChannels)
-        latentChannels = try c.decode(Int.self, forKey: .latentChannels)
-        normNumGroups = try c.decode(Int.self, forKey: .normNumGroups)
-        scalingFactor = try c.decode(Double.self, forKey: .scalingFactor)
-        sampleSize = try c.decode(Int.self, forKey: .sampleSize)
+        blockOutChannels = try c.decodeSizes(.blockOutChannels)
+        layersPerBlock = try c.decodeSize(.layersPerBlock, in: 1...1024)
+        inChannels = try c.decodeSize(.inChannels)
+        outChannels = try c.decodeSize(.outChannels)
+        latentChannels = try c.decodeSize(.latentChannels)
+        normNumGroups = try c.decodeSize(.normNumGroups)
+        scalingFactor = try c.decodePositive(.scalingFactor)
+        sampleSize = try c.decodeSize(.sampleSize)
         downBlockTypes = try c.decode([String].self, forKey: .downBlockTypes)
         upBlockTypes = try c.decode([String].self, forKey: .upBlockTypes)
         let act = try c.decode(String.self, forKey: .actFn)
@@ -109,19 +106,15 @@ public struct VAEConfig: Codable, Equatable, Sendable {
         useQuantConv = try c.decodeIfPresent(Bool.self, forKey: .useQuantConv) ?? true
         usePostQuantConv = try c.decodeIfPresent(Bool.self, forKey: .usePostQuantConv) ?? true
 
-        guard act == "silu" else { throw invalid(.actFn, "unsupported activation '\(act)' (only silu)") }
-        guard !blockOutChannels.isEmpty, blockOutChannels.allSatisfy({ $0 > 0 && $0 % normNumGroups == 0 }) else {
-            throw invalid(.blockOutChannels, "every width must be a positive multiple of norm_num_groups \(normNumGroups)")
-        }
-        guard layersPerBlock >= 1 else { throw invalid(.layersPerBlock, "must be at least 1") }
-        guard inChannels > 0, outChannels > 0, latentChannels > 0 else {
-            throw invalid(.latentChannels, "channel counts must be positive")
+        guard act == "silu" else { throw c.invalid(.actFn, "unsupported activation '\(act)' (only silu)") }
+        guard blockOutChannels.allSatisfy({ $0 % normNumGroups == 0 }) else {
+            throw c.invalid(.blockOutChannels, "every width must be a positive multiple of norm_num_groups \(normNumGroups)")
         }
         guard downBlockTypes == Array(repeating: Self.downBlockType, count: blockOutChannels.count) else {
-            throw invalid(.downBlockTypes, "expected \(blockOutChannels.count) x \(Self.downBlockType), found \(downBlockTypes)")
+            throw c.invalid(.downBlockTypes, "expected \(blockOutChannels.count) x \(Self.downBlockType), found \(downBlockTypes)")
         }
         guard upBlockTypes == Array(repeating: Self.upBlockType, count: blockOutChannels.count) else {
-            throw invalid(.upBlockTypes, "expected \(blockOutChannels.count) x \(Self.upBlockType), found \(upBlockTypes)")
+            throw c.invalid(.upBlockTypes, "expected \(blockOutChannels.count) x \(Self.upBlockType), found \(upBlockTypes)")
         }
     }
 

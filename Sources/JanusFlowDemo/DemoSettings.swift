@@ -85,37 +85,51 @@ extension ShapesDemo {
         public func overridden(byJSONFile url: URL) throws -> Settings {
             let data: Data
             do { data = try Data(contentsOf: url) } catch { throw ShapesDemoError("\(url.path): cannot read the settings file") }
+            return try overridden(byJSON: data, name: url.path)
+        }
+
+        /// `overridden(byJSONFile:)` for the file's bytes; `name` is what errors call it.
+        public func overridden(byJSON data: Data, name: String) throws -> Settings {
             guard let patch = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw ShapesDemoError("\(url.path): the settings file is not a JSON object")
+                throw ShapesDemoError("\(name): the settings file is not a JSON object")
             }
             var merged = try JSONSerialization.jsonObject(with: JSONEncoder().encode(self)) as! [String: Any]
             for key in patch.keys.sorted() where merged[key] == nil {
-                throw ShapesDemoError("\(url.path): unknown setting '\(key)' (known: \(merged.keys.sorted().joined(separator: ", ")))")
+                throw ShapesDemoError("\(name): unknown setting '\(key)' (known: \(merged.keys.sorted().joined(separator: ", ")))")
             }
+            let base = merged
             merged.merge(patch) { _, new in new }
+            func decoded(_ object: [String: Any]) throws -> Settings {
+                try JSONDecoder().decode(Settings.self, from: JSONSerialization.data(withJSONObject: object))
+            }
             let settings: Settings
             do {
-                settings = try JSONDecoder().decode(Settings.self, from: JSONSerialization.data(withJSONObject: merged))
+                settings = try decoded(merged)
             } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-                throw ShapesDemoError("\(url.path): setting '\(context.codingPath.first?.stringValue ?? "?")' has the wrong type")
+                throw ShapesDemoError("\(name): setting '\(context.codingPath.first?.stringValue ?? "?")' has the wrong type")
+            } catch {
+                // A number that does not fit the setting's type (an integer past Int's range, say) fails the whole
+                // document, without a path: the setting is the first that fails alone.
+                let culprit = patch.keys.sorted().first { key in (try? decoded(base.merging([key: patch[key]!]) { _, new in new })) == nil }
+                throw ShapesDemoError("\(name): setting '\(culprit ?? "?")' is out of range for its type")
             }
             guard settings.captionMix.count == GenEvalCategory.allCases.count, settings.captionMix.allSatisfy({ $0 >= 0 }),
                   settings.captionMix.contains(where: { $0 > 0 }) else {
-                throw ShapesDemoError("\(url.path): setting 'captionMix' must be \(GenEvalCategory.allCases.count) counts >= 0, not all 0 (\(settings.captionMix))")
+                throw ShapesDemoError("\(name): setting 'captionMix' must be \(GenEvalCategory.allCases.count) counts >= 0, not all 0 (\(settings.captionMix))")
             }
             let types = Set(QuestionType.allCases.map(\.rawValue))
             if let bad = settings.questionMix.keys.sorted().first(where: { !types.contains($0) }) {
-                throw ShapesDemoError("\(url.path): setting 'questionMix' has an unknown question type '\(bad)' (known: \(types.sorted().joined(separator: ", ")))")
+                throw ShapesDemoError("\(name): setting 'questionMix' has an unknown question type '\(bad)' (known: \(types.sorted().joined(separator: ", ")))")
             }
             let standardTypes = QuestionType.allCases.filter { $0 != .size }
             if settings.questionMix.values.contains(where: { $0 < 0 }) || !standardTypes.contains(where: { (settings.questionMix[$0.rawValue] ?? 1) > 0 }) {
-                throw ShapesDemoError("\(url.path): setting 'questionMix' must have counts >= 0, not 0 for every type")
+                throw ShapesDemoError("\(name): setting 'questionMix' must have counts >= 0, not 0 for every type")
             }
             guard settings.flowTimeLogitStd > 0 else {
-                throw ShapesDemoError("\(url.path): setting 'flowTimeLogitStd' must be > 0 (\(settings.flowTimeLogitStd))")
+                throw ShapesDemoError("\(name): setting 'flowTimeLogitStd' must be > 0 (\(settings.flowTimeLogitStd))")
             }
             guard settings.questionsPerImage >= 1 else {
-                throw ShapesDemoError("\(url.path): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
+                throw ShapesDemoError("\(name): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
             }
             return settings
         }

@@ -81,11 +81,17 @@ public enum Manifest {
         guard let data = FileManager.default.contents(atPath: url.path) else {
             throw TrainingError("\(url.path): manifest not found or not readable")
         }
+        return try read(data: data, name: url.path, imageFolder: url.deletingLastPathComponent(), kind: kind)
+    }
+
+    /// `read(_:kind:)` for a manifest's bytes: `name` is what the report and errors call it, and relative image
+    /// paths are looked up in `imageFolder`.
+    public static func read(data: Data, name: String, imageFolder base: URL, kind: ManifestKind) throws
+        -> (records: [ManifestRecord], report: ManifestReport) {
         guard let text = String(data: data, encoding: .utf8) else {
-            throw TrainingError("\(url.path): manifest is not UTF-8 text")
+            throw TrainingError("\(name): manifest is not UTF-8 text")
         }
-        let base = url.deletingLastPathComponent()
-        var report = ManifestReport(file: url.path)
+        var report = ManifestReport(file: name)
         var records: [ManifestRecord] = []
         for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = raw.trimmingCharacters(in: .whitespaces)

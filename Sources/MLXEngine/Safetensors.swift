@@ -34,17 +34,32 @@ public enum Safetensors {
         // The open file's own size: the path may be a symlink (the Hugging Face cache links snapshots to blobs).
         let fileSize = Int((try? handle.seekToEnd()) ?? 0)
         try handle.seek(toOffset: 0)
-        let prefix = handle.readData(ofLength: 8)
-        guard prefix.count == 8 else { throw SafetensorsError("\(path): truncated file (\(fileSize) bytes, no header)") }
-        let headerLength = prefix.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
-        guard headerLength > 0, headerLength <= 100_000_000, 8 + headerLength <= fileSize else {
-            throw SafetensorsError("\(path): truncated or corrupt header (declares \(headerLength) header bytes, file has \(fileSize))")
+        let headerLength = try declaredHeaderLength(handle.readData(ofLength: 8), fileSize: fileSize, name: path)
+        return try parseHeader(handle.readData(ofLength: headerLength), fileSize: fileSize, name: path)
+    }
+
+    /// `header(of:)` for a whole file already in memory; `name` is what errors call it.
+    public static func header(in file: Data, name: String) throws -> (entries: [String: Entry], metadata: [String: String]) {
+        let headerLength = try declaredHeaderLength(file.prefix(8), fileSize: file.count, name: name)
+        return try parseHeader(file.dropFirst(8).prefix(headerLength), fileSize: file.count, name: name)
+    }
+
+    /// The header length the first 8 bytes declare, checked against the file's size.
+    private static func declaredHeaderLength(_ prefix: Data, fileSize: Int, name: String) throws -> Int {
+        guard prefix.count == 8 else { throw SafetensorsError("\(name): truncated file (\(fileSize) bytes, no header)") }
+        let declared = prefix.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        guard declared > 0, declared <= 100_000_000, 8 + Int(declared) <= fileSize else {
+            throw SafetensorsError("\(name): truncated or corrupt header (declares \(declared) header bytes, file has \(fileSize))")
         }
-        let headerData = handle.readData(ofLength: headerLength)
+        return Int(declared)
+    }
+
+    /// The entries and metadata of a header's JSON, each checked against the data section's size.
+    private static func parseHeader(_ headerData: Data, fileSize: Int, name path: String) throws -> (entries: [String: Entry], metadata: [String: String]) {
         guard let json = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any] else {
             throw SafetensorsError("\(path): header is not a JSON object")
         }
-        let dataSize = fileSize - 8 - headerLength
+        let dataSize = fileSize - 8 - headerData.count
         var entries: [String: Entry] = [:]
         var metadata: [String: String] = [:]
         for (name, value) in json {
@@ -57,15 +72,16 @@ public enum Safetensors {
             guard let dtype = DType(safetensorsName: dtypeName) else {
                 throw SafetensorsError("\(path): tensor '\(name)': unsupported dtype \(dtypeName)")
             }
-            guard let shape = (info["shape"] as? [NSNumber])?.map({ $0.intValue }), shape.allSatisfy({ $0 >= 0 }) else {
+            guard let shape = integers(info["shape"]), shape.allSatisfy({ $0 >= 0 }) else {
                 throw SafetensorsError("\(path): tensor '\(name)': missing or invalid shape")
             }
-            guard let offsets = (info["data_offsets"] as? [NSNumber])?.map({ $0.intValue }), offsets.count == 2,
-                  offsets[0] >= 0, offsets[1] >= offsets[0]
+            guard let offsets = integers(info["data_offsets"]), offsets.count == 2, offsets[0] >= 0, offsets[1] >= offsets[0]
             else { throw SafetensorsError("\(path): tensor '\(name)': missing or invalid data_offsets") }
-            let expected = shape.reduce(1, *) * dtype.size
-            guard offsets[1] - offsets[0] == expected else {
-                throw SafetensorsError("\(path): tensor '\(name)': \(offsets[1] - offsets[0]) bytes for shape \(shape) \(dtypeName) (expected \(expected))")
+            // A shape whose byte count does not fit in an Int cannot match any offsets.
+            var expected: Int? = dtype.size
+            for d in shape { expected = expected.flatMap { e in let (p, o) = e.multipliedReportingOverflow(by: d); return o ? nil : p } }
+            guard let expected, offsets[1] - offsets[0] == expected else {
+                throw SafetensorsError("\(path): tensor '\(name)': \(offsets[1] - offsets[0]) bytes for shape \(shape) \(dtypeName) (expected \(expected.map(String.init) ?? "more than \(Int.max)"))")
             }
             guard offsets[1] <= dataSize else {
                 throw SafetensorsError("\(path): truncated file: tensor '\(name)' ends at byte \(offsets[1]) of a \(dataSize)-byte data section")
@@ -75,25 +91,44 @@ public enum Safetensors {
         return (entries, metadata)
     }
 
+    /// A JSON array of whole numbers below 2^53 (beyond any real file), or nil: 2.5, 1e30 and "3" are not.
+    private static func integers(_ value: Any?) -> [Int]? {
+        guard let numbers = value as? [NSNumber] else { return nil }
+        var result: [Int] = []
+        for number in numbers {
+            let d = number.doubleValue
+            guard d.rounded() == d, abs(d) < 9_007_199_254_740_992 else { return nil }
+            result.append(Int(d))
+        }
+        return result
+    }
+
     /// Loads every tensor after validating the header. The file is memory-mapped and each tensor copied into
     /// MLX memory, so peak memory stays near the size of the weights.
     public static func load(_ url: URL) throws -> (tensors: [String: Tensor], metadata: [String: String]) {
-        let (entries, metadata) = try header(of: url)
+        guard FileManager.default.isReadableFile(atPath: url.path) else {
+            throw SafetensorsError("\(url.path): file not found or not readable")
+        }
         let data: Data
         do {
             data = try Data(contentsOf: url, options: .alwaysMapped)
         } catch {
             throw SafetensorsError("\(url.path): cannot read (\(error.localizedDescription))")
         }
-        let headerLength = data.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
-        let base = 8 + headerLength
+        return try load(from: data, name: url.path)
+    }
+
+    /// `load(_:)` for a whole file already in memory (or mapped); the header is validated against these bytes.
+    public static func load(from file: Data, name: String) throws -> (tensors: [String: Tensor], metadata: [String: String]) {
+        let (entries, metadata) = try header(in: file, name: name)
+        let base = 8 + (try declaredHeaderLength(file.prefix(8), fileSize: file.count, name: name))
         var tensors: [String: Tensor] = [:]
-        try data.withUnsafeBytes { raw in
-            for (name, entry) in entries {
+        try file.withUnsafeBytes { raw in
+            for (tensorName, entry) in entries {
                 let slice = UnsafeRawBufferPointer(rebasing: raw[(base + entry.byteRange.lowerBound)..<(base + entry.byteRange.upperBound)])
                 let t = Tensor(bytes: slice, shape: entry.shape, dtype: entry.dtype)
-                if let e = t.error { throw SafetensorsError("\(url.path): tensor '\(name)': \(e.message)") }
-                tensors[name] = t
+                if let e = t.error { throw SafetensorsError("\(name): tensor '\(tensorName)': \(e.message)") }
+                tensors[tensorName] = t
             }
         }
         return (tensors, metadata)

@@ -103,6 +103,10 @@ final class ShapesDemoTests: XCTestCase {
         XCTAssertThrowsError(try ShapesDemo.Settings().overridden(byJSONFile: file)) { error in
             XCTAssertTrue((error as? ShapesDemoError)?.message.hasPrefix("\(file.path): unknown setting 'stageStep' (known: ") == true, "\(error)")
         }
+        // Found by the fuzzer (Fuzz/Regressions/DemoSettings): a number past Int's range was a DecodingError.
+        XCTAssertThrowsError(try ShapesDemo.Settings().overridden(byJSON: Data(#"{"merges": 33333333333333333333333}"#.utf8), name: "s.json")) {
+            XCTAssertEqual(($0 as? ShapesDemoError)?.message, "s.json: setting 'merges' is out of range for its type")
+        }
         try #"{"vaeSteps": 3}"#.write(to: file, atomically: true, encoding: .utf8)
         let s = try ShapesDemo.Settings.quick.overridden(byJSONFile: file)
         XCTAssertEqual(s.vaeSteps, 3)

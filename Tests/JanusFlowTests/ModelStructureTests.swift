@@ -119,6 +119,42 @@ final class LoadingErrorTests: XCTestCase {
         XCTAssertEqual(loadError(), "\(url.path): missing field 'language_config.hidden_size'")
     }
 
+    /// Values that would divide by zero or build nothing (the fuzzer's first find: zero attention heads) are
+    /// refused by their dotted field, before any layer is built.
+    func testConfigWithImpossibleSizes() throws {
+        let url = dir.appendingPathComponent("config.json")
+        let original = try Data(contentsOf: url)
+        func error(_ section: String, _ key: String, _ value: Any, params: Bool = false) throws -> String? {
+            var json = try JSONSerialization.jsonObject(with: original) as! [String: Any]
+            var part = json[section] as! [String: Any]
+            if params {
+                var inner = part["params"] as! [String: Any]
+                inner[key] = value
+                part["params"] = inner
+            } else {
+                part[key] = value
+            }
+            json[section] = part
+            let data = try JSONSerialization.data(withJSONObject: json)
+            do {
+                _ = try decodeConfig(JanusFlowConfig.self, from: data, name: "config.json")
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        XCTAssertEqual(try error("language_config", "num_attention_heads", 0),
+                       "config.json: field 'language_config.num_attention_heads': must be from 1 to 16777216 (got 0)")
+        XCTAssertEqual(try error("language_config", "num_key_value_heads", 3),
+                       "config.json: field 'language_config.num_key_value_heads': num_attention_heads 4 is not a multiple of num_key_value_heads 3")
+        XCTAssertEqual(try error("language_config", "rms_norm_eps", -1),
+                       "config.json: field 'language_config.rms_norm_eps': must be a finite number above 0 (got -1.0)")
+        XCTAssertEqual(try error("vision_gen_enc_config", "block_out_channels", [Int](), params: true),
+                       "config.json: field 'vision_gen_enc_config.params.block_out_channels': must be a non-empty list of sizes from 1 to 16777216 (got [])")
+        XCTAssertEqual(try error("vision_gen_dec_config", "upsamples", 99, params: true),
+                       "config.json: field 'vision_gen_dec_config.params.upsamples': must be from 0 to 16 (got 99)")
+    }
+
     func testUnknownComponentClass() throws {
         let url = dir.appendingPathComponent("config.json")
         var json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]

@@ -228,6 +228,16 @@ final class VAETests: XCTestCase {
         XCTAssertThrowsError(try decoded { $0["norm_num_groups"] = 5 }) {
             XCTAssertTrue("\($0)".hasPrefix("config.json: field 'block_out_channels':"), "\($0)")
         }
+        // Zero groups divided by zero before it was checked; a bad channel count was reported as latent_channels.
+        XCTAssertThrowsError(try decoded { $0["norm_num_groups"] = 0 }) {
+            XCTAssertEqual("\($0)", "config.json: field 'norm_num_groups': must be from 1 to 16777216 (got 0)")
+        }
+        XCTAssertThrowsError(try decoded { $0["in_channels"] = -3 }) {
+            XCTAssertEqual("\($0)", "config.json: field 'in_channels': must be from 1 to 16777216 (got -3)")
+        }
+        XCTAssertThrowsError(try decoded { $0["scaling_factor"] = 0 }) {
+            XCTAssertEqual("\($0)", "config.json: field 'scaling_factor': must be a finite number above 0 (got 0.0)")
+        }
         // Optional fields take diffusers' defaults.
         let minimal = try decoded {
             for key in ["mid_block_add_attention", "use_quant_conv", "use_post_quant_conv", "force_upcast", "shift_factor"] {

@@ -88,6 +88,33 @@ final class SafetensorsTests: XCTestCase {
         }
     }
 
+    /// Headers the fuzzer (Fuzz/Targets/Safetensors) is aimed at: sizes that overflow, numbers that are not
+    /// integers, bytes given in memory.
+    func testHostileHeadersAreRefusedByName() throws {
+        func file(_ header: String, data: Int = 0) -> Data {
+            var bytes = withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { Data($0) }
+            bytes.append(Data(header.utf8))
+            bytes.append(Data(count: data))
+            return bytes
+        }
+        let overflow = file(#"{"t": {"dtype": "F32", "shape": [4294967296, 4294967296, 16], "data_offsets": [0, 4]}}"#, data: 4)
+        XCTAssertThrowsError(try Safetensors.load(from: overflow, name: "big.safetensors")) {
+            XCTAssertEqual("\($0)", "big.safetensors: tensor 't': 4 bytes for shape [4294967296, 4294967296, 16] F32 (expected more than \(Int.max))")
+        }
+        let fractional = file(#"{"t": {"dtype": "F32", "shape": [1.5], "data_offsets": [0, 4]}}"#, data: 4)
+        XCTAssertThrowsError(try Safetensors.load(from: fractional, name: "f.safetensors")) {
+            XCTAssertEqual("\($0)", "f.safetensors: tensor 't': missing or invalid shape")
+        }
+        let past = file(#"{"t": {"dtype": "F32", "shape": [1], "data_offsets": [1e30, 1e30]}}"#, data: 4)
+        XCTAssertThrowsError(try Safetensors.load(from: past, name: "p.safetensors")) {
+            XCTAssertEqual("\($0)", "p.safetensors: tensor 't': missing or invalid data_offsets")
+        }
+        let good = file(#"{"t": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "__metadata__": {"k": "v"}}"#, data: 8)
+        let (tensors, metadata) = try Safetensors.load(from: good, name: "g.safetensors")
+        XCTAssertEqual(try tensors["t"]?.values(Float.self), [0, 0])
+        XCTAssertEqual(metadata, ["k": "v"])
+    }
+
     func testWrongShapeParameterNamesTheTensor() throws {
         let url = dir.appendingPathComponent("linear.safetensors")
         try Safetensors.save(["weight": Tensor.ones([3, 5]), "bias": Tensor.ones([3])], to: url)

@@ -1,0 +1,23 @@
+import Foundation
+import FuzzSupport
+import JanusFlowImageIO
+
+/// Any bytes as an image file (the seed corpus is PNGs), and a decoded image through the official preprocessing.
+@main
+struct FuzzPNG {
+    static func main() {
+        let preprocessor = ImagePreprocessor(size: 32)
+        FuzzTarget.run { data in
+            let image: RGBImage
+            do {
+                image = try RGBImage(data: data, name: "input")
+            } catch is ImageError {
+                return
+            } catch {
+                fatalError("RGBImage(data:) threw \(type(of: error)), not ImageError: \(error)")
+            }
+            precondition(image.pixels.count == image.width * image.height * 3, "pixel count does not match the size")
+            _ = preprocessor.pixelValues(image)
+        }
+    }
+}
