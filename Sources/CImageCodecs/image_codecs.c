@@ -23,9 +23,13 @@ void ic_free(ic_image* image) {
 }
 
 // Pixel buffers: refuse sizes whose byte count would not fit comfortably.
+// Pillow's limit (twice its DecompressionBombWarning threshold): a few hundred bytes of JPEG can declare a
+// 64000 x 64000 image, and the model resizes every picture to a few hundred pixels anyway.
+#define IC_MAX_PIXELS ((size_t)178956970)
+
 static uint8_t* alloc_pixels(size_t width, size_t height, size_t bytes_per_pixel) {
   if (width == 0 || height == 0) return NULL;
-  if (width > ((size_t)1 << 20) || height > ((size_t)1 << 20)) return NULL;
+  if (width > ((size_t)1 << 20) || height > ((size_t)1 << 20) || width * height > IC_MAX_PIXELS) return NULL;
   return (uint8_t*)malloc(width * height * bytes_per_pixel);
 }
 
@@ -133,7 +137,8 @@ int ic_decode_png(const uint8_t* data, size_t size, ic_image* out, char* error, 
     free(pixels);
     free(wide);
     free(rows);
-    if (source.out_of_memory) return fail(error, cap, IC_ERR_MEMORY, "image too large or out of memory%s", NULL);
+    if (source.out_of_memory)
+      return fail(error, cap, IC_ERR_MEMORY, "image too large (%s; at most 178956970 pixels, as Pillow) or out of memory", source.message);
     if (source.truncated) return fail(error, cap, IC_ERR_TRUNCATED, "truncated PNG file (data ends early)%s", NULL);
     return fail(error, cap, IC_ERR_CORRUPT, "corrupt PNG file (libpng: %s)", source.message);
   }
@@ -162,7 +167,9 @@ int ic_decode_png(const uint8_t* data, size_t size, ic_image* out, char* error, 
   rows = (png_bytep*)malloc(sizeof(png_bytep) * (size_t)height);
   if (!pixels || !rows || (gray16 && !wide)) {
     source.out_of_memory = 1;
-    png_error(png, "out of memory");
+    char size_text[64];  // copied into source.message by png_on_error before it jumps
+    snprintf(size_text, sizeof(size_text), "%d x %d pixels", width, height);
+    png_error(png, size_text);
   }
   uint8_t* target = gray16 ? wide : pixels;
   for (int y = 0; y < height; ++y) rows[y] = target + (size_t)y * row_bytes;
@@ -365,7 +372,8 @@ int ic_decode_jpeg(const uint8_t* data, size_t size, ic_image* out, char* error,
   if (cmyk && pixels) row = (uint8_t*)malloc((size_t)width * 4);
   if (!pixels || (cmyk && !row)) {
     code = IC_ERR_MEMORY;
-    snprintf(state.message, sizeof(state.message), "image too large or out of memory");
+    snprintf(state.message, sizeof(state.message), "image too large (%d x %d pixels; at most 178956970, as Pillow) or out of memory",
+             width, height);
     longjmp(state.jump, 1);
   }
   while (cinfo.output_scanline < cinfo.output_height) {

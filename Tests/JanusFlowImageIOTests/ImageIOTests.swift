@@ -144,6 +144,22 @@ final class ImageIOTests: XCTestCase {
         assertError(try RGBImage(data: Data(), name: "upload"), .empty, "upload: empty file, not an image")
     }
 
+    /// A few hundred bytes can declare a huge picture (the fuzzer's JPEG: 64000 x 2093 in 201 bytes). Past
+    /// Pillow's limit of 178956970 pixels the decoder refuses before allocating, saying the size.
+    func testDecompressionBombsAreRefusedBySize() throws {
+        let fuzzFolder = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Fuzz/Regressions/JPEG")
+        var bytes = [UInt8](try Data(contentsOf: fuzzFolder.appendingPathComponent("134-megapixels-in-201-bytes.jpg")))
+        let frame = try XCTUnwrap((0..<(bytes.count - 1)).first { bytes[$0] == 0xFF && bytes[$0 + 1] == 0xC0 })
+        XCTAssertEqual(Array(bytes[(frame + 5)..<(frame + 9)]), [0x08, 0x2D, 0xFA, 0x00])  // height 2093, width 64000
+        bytes[frame + 5] = 0x0B
+        bytes[frame + 6] = 0xB8  // height 3000: 192 million pixels
+        XCTAssertThrowsError(try RGBImage(data: Data(bytes), name: "bomb.jpg")) { error in
+            XCTAssertEqual((error as? ImageError)?.kind, .outOfMemory)
+            XCTAssertEqual("\(error)", "bomb.jpg: image too large (64000 x 3000 pixels; at most 178956970, as Pillow) or out of memory")
+        }
+    }
+
     func testTrailersAsPillowTreatsThem() throws {
         // Pillow decodes a PNG whose image data is complete but whose IEND chunk is missing, and rejects a JPEG
         // without its end-of-image marker as truncated.
