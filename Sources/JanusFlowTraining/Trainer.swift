@@ -302,22 +302,36 @@ public final class Trainer {
         let final = checkpointsDirectory.appendingPathComponent(name)
         guard processGroup.isWriter else { return final }  // every process holds the same state; one writes it
         let tmp = checkpointsDirectory.appendingPathComponent(".tmp-\(name)-\(ProcessInfo.processInfo.processIdentifier)")
-        try? fm.removeItem(at: tmp)
-        try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
-        try exportModel(to: tmp, parameters: modules.model.parameters())
-        // With the run's tokenizer the checkpoint is a complete model folder for the inference pipeline.
-        let tokenizer = outputDirectory.appendingPathComponent("tokenizer.json")
-        if fm.fileExists(atPath: tokenizer.path) { try fm.copyItem(at: tokenizer, to: tmp.appendingPathComponent("tokenizer.json")) }
-        try Safetensors.save(modules.repaProjector.parameters(), to: tmp.appendingPathComponent("repa_projector.safetensors"))
-        if let ema { try Safetensors.save(ema.shadow, to: tmp.appendingPathComponent("ema.safetensors")) }
-        if let optimizer {
-            try Safetensors.save(optimizer.stateTensors(), metadata: ["step": "\(optimizer.step)"],
-                                 to: tmp.appendingPathComponent("optimizer.safetensors"))
+        // Folders that killed writers left half-written; never read, only in the way.
+        for entry in (try? fm.contentsOfDirectory(atPath: checkpointsDirectory.path)) ?? [] where entry.hasPrefix(".tmp-") || entry.hasPrefix(".old-") {
+            try? fm.removeItem(at: checkpointsDirectory.appendingPathComponent(entry))
         }
-        let state: [String: Any] = ["step": step, "stage": stageIndex, "seed": config.seed, "format": 1]
-        try JSONSerialization.data(withJSONObject: state, options: [.sortedKeys]).write(to: tmp.appendingPathComponent("state.json"))
-        if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+        do {
+            try fm.createDirectory(at: tmp, withIntermediateDirectories: true)
+            try exportModel(to: tmp, parameters: modules.model.parameters())
+            // With the run's tokenizer the checkpoint is a complete model folder for the inference pipeline.
+            let tokenizer = outputDirectory.appendingPathComponent("tokenizer.json")
+            if fm.fileExists(atPath: tokenizer.path) { try fm.copyItem(at: tokenizer, to: tmp.appendingPathComponent("tokenizer.json")) }
+            try Safetensors.save(modules.repaProjector.parameters(), to: tmp.appendingPathComponent("repa_projector.safetensors"))
+            if let ema { try Safetensors.save(ema.shadow, to: tmp.appendingPathComponent("ema.safetensors")) }
+            if let optimizer {
+                try Safetensors.save(optimizer.stateTensors(), metadata: ["step": "\(optimizer.step)"],
+                                     to: tmp.appendingPathComponent("optimizer.safetensors"))
+            }
+            let state: [String: Any] = ["step": step, "stage": stageIndex, "seed": config.seed, "format": 1]
+            try JSONSerialization.data(withJSONObject: state, options: [.sortedKeys]).write(to: tmp.appendingPathComponent("state.json"))
+        } catch {
+            // A full disk, say: the half-written folder goes, and `latest` still names the previous checkpoint.
+            try? fm.removeItem(at: tmp)
+            let previous = (try? String(contentsOf: checkpointsDirectory.appendingPathComponent("latest"), encoding: .utf8)) ?? "none"
+            throw TrainingError("\(final.path): could not write the checkpoint (\(error.localizedDescription)); the previous one is unchanged (latest: \(previous))")
+        }
+        // A folder of the same step (from a run killed before it moved `latest`) is moved aside, not deleted
+        // first, so that some complete copy of it exists at every moment.
+        let old = checkpointsDirectory.appendingPathComponent(".old-\(name)-\(ProcessInfo.processInfo.processIdentifier)")
+        if fm.fileExists(atPath: final.path) { try fm.moveItem(at: final, to: old) }
         try fm.moveItem(at: tmp, to: final)
+        try? fm.removeItem(at: old)
         let latestTmp = checkpointsDirectory.appendingPathComponent(".latest.tmp")
         try name.data(using: .utf8)!.write(to: latestTmp)
         guard rename(latestTmp.path, checkpointsDirectory.appendingPathComponent("latest").path) == 0 else {
@@ -355,6 +369,11 @@ public final class Trainer {
             let latest = checkpointsDirectory.appendingPathComponent("latest")
             guard let name = try? String(contentsOf: latest, encoding: .utf8) else { return false }
             dir = checkpointsDirectory.appendingPathComponent(name.trimmingCharacters(in: .whitespacesAndNewlines))
+            // Killed between moving a same-step folder aside and its replacement in: the newest whole one is as good
+            // (training from it again gives the same numbers).
+            if !fm.fileExists(atPath: dir!.appendingPathComponent("state.json").path), let newest = newestCompleteCheckpoint() {
+                dir = newest
+            }
         }
         let d = dir!
         guard let stateData = fm.contents(atPath: d.appendingPathComponent("state.json").path),
@@ -379,6 +398,15 @@ public final class Trainer {
         if fm.fileExists(atPath: emaURL.path) { ema!.load(try Safetensors.load(emaURL).tensors) }
         try modules.evalParameters()
         return true
+    }
+}
+
+extension Trainer {
+    /// The highest-step `step-*` folder that has its state.json (written last, so the folder is whole).
+    func newestCompleteCheckpoint() -> URL? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: checkpointsDirectory.path)) ?? []
+        return names.filter { $0.hasPrefix("step-") }.sorted(by: >).map { checkpointsDirectory.appendingPathComponent($0) }
+            .first { FileManager.default.fileExists(atPath: $0.appendingPathComponent("state.json").path) }
     }
 }
 
