@@ -22,7 +22,7 @@ CLI           := $(BUILD_DIR)/release/janusflow
 # system time 90 -> 11 s and its wall time 7% (same numbers: BLAS threading does not change results).
 export OPENBLAS_THREAD_TIMEOUT ?= 4
 
-.PHONY: setup build test demo demo-quick docs fuzz clean bench
+.PHONY: setup build test test-sanitized demo demo-quick docs fuzz clean bench
 
 setup: $(APT_STAMP) $(MLX_STAMP)
 
@@ -86,6 +86,20 @@ fuzz: setup
 	  test -x $(FUZZ_BUILD)/debug/Fuzz$$name || { echo "fuzz: Fuzz$$name did not build"; exit 1; }; \
 	done
 	$(PYTHON) scripts/fuzz --bin $(FUZZ_BUILD)/debug --seconds $(SECONDS)
+
+# The engine and kernel tests (and the readers' and the server's) under AddressSanitizer, then the engine and the
+# server's worker and queue under ThreadSanitizer: debug builds in their own folders, any report fails the run.
+# Leak checking is off here (XCTest on Linux keeps every test case alive, which LeakSanitizer reports); the fuzz
+# targets check the readers for leaks.
+ASAN_TESTS := MLXEngineTests|JanusFlowImageIOTests|JanusFlowTokenizerTests|PyTorchRandomTests|ServerTests|ServerAuthTests
+TSAN_TESTS := MLXEngineTests|ServerTests|ServerAuthTests
+test-sanitized: setup
+	swift build --build-path .build-asan --build-tests --sanitize=address
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 swift test --build-path .build-asan --skip-build --sanitize=address \
+	  --disable-swift-testing --filter "$(ASAN_TESTS)"
+	swift build --build-path .build-tsan --build-tests --sanitize=thread
+	TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/scripts/sanitizers/tsan.supp swift test --build-path .build-tsan \
+	  --skip-build --sanitize=thread --disable-swift-testing --filter "$(TSAN_TESTS)"
 
 bench: build
 	$(CLI) bench kernels

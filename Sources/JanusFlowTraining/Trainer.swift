@@ -367,7 +367,11 @@ public final class Trainer {
         var dir = checkpoint
         if dir == nil {
             let latest = checkpointsDirectory.appendingPathComponent("latest")
-            guard let name = try? String(contentsOf: latest, encoding: .utf8) else { return false }
+            guard let name = try? String(contentsOf: latest, encoding: .utf8) else {
+                // Killed before its first checkpoint: the run starts over, and so do its metrics.
+                try rewindMetrics(to: 0)
+                return false
+            }
             dir = checkpointsDirectory.appendingPathComponent(name.trimmingCharacters(in: .whitespacesAndNewlines))
             // Killed between moving a same-step folder aside and its replacement in: the newest whole one is as good
             // (training from it again gives the same numbers).
@@ -397,7 +401,26 @@ public final class Trainer {
         let emaURL = d.appendingPathComponent("ema.safetensors")
         if fm.fileExists(atPath: emaURL.path) { ema!.load(try Safetensors.load(emaURL).tensors) }
         try modules.evalParameters()
+        try rewindMetrics(to: savedStep)
         return true
+    }
+
+    /// Drops the metrics rows of steps after `savedStep` (logged by a run killed after its last checkpoint, and
+    /// about to be logged again) and takes the rest back into `history`, so that the file and the loss plots
+    /// read as those of an uninterrupted run.
+    func rewindMetrics(to savedStep: Int) throws {
+        guard let text = try? String(contentsOf: metricsURL, encoding: .utf8) else { return }
+        var kept: [Substring] = []
+        history = []
+        for line in text.split(separator: "\n") {
+            guard let row = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Double],
+                  let rowStep = row["step"], Int(rowStep) <= savedStep else { continue }
+            kept.append(line)
+            history.append(row.filter { $0.key != "stage_index" })
+        }
+        guard processGroup.isWriter else { return }
+        let rewritten = kept.isEmpty ? "" : kept.joined(separator: "\n") + "\n"
+        try Data(rewritten.utf8).write(to: metricsURL, options: .atomic)
     }
 }
 

@@ -127,6 +127,9 @@ final class KilledTrainingTests: XCTestCase {
         for (name, bytes) in expected.sorted(by: { $0.key < $1.key }) {
             XCTAssertTrue(actual[name] == bytes, "\(name) differs from the uninterrupted run's")
         }
+        // The metrics read as the uninterrupted run's: rows logged after the last checkpoint were dropped on resume.
+        XCTAssertEqual(try String(contentsOf: killed.appendingPathComponent("metrics.jsonl"), encoding: .utf8),
+                       try String(contentsOf: reference.appendingPathComponent("metrics.jsonl"), encoding: .utf8))
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: killed.appendingPathComponent("checkpoints").path).filter { $0.hasPrefix(".") }
         XCTAssertEqual(leftovers, [], "half-written folders left behind")
     }
