@@ -25,6 +25,10 @@ struct ServeCommand: AsyncParsableCommand {
     var maxSteps = 200
     @Option(help: "Most new tokens one answer may ask for.")
     var maxTokens = 2048
+    @Option(help: "Seconds a client has to send a whole request body; a slower one gets 408.")
+    var requestTimeout = 30.0
+    @Option(help: "Seconds a connection may sit idle before it is closed.")
+    var idleTimeout = 120.0
     @Option(help: "Require 'Authorization: Bearer KEY' on every endpoint but /health (default: $JANUSFLOW_API_KEY; the variable keeps the key out of process listings).")
     var apiKey: String?
 
@@ -38,6 +42,8 @@ struct ServeCommand: AsyncParsableCommand {
         guard maxImages >= 1 else { throw ValidationError("--max-images must be at least 1 (got \(maxImages))") }
         guard maxSteps >= 1 else { throw ValidationError("--max-steps must be at least 1 (got \(maxSteps))") }
         guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1 (got \(maxTokens))") }
+        guard requestTimeout > 0, requestTimeout.isFinite else { throw ValidationError("--request-timeout must be above 0 seconds (got \(requestTimeout))") }
+        guard idleTimeout > 0, idleTimeout.isFinite else { throw ValidationError("--idle-timeout must be above 0 seconds (got \(idleTimeout))") }
         if apiKey?.isEmpty == true { throw ValidationError("--api-key must not be empty") }
         if apiKey == nil, ProcessInfo.processInfo.environment["JANUSFLOW_API_KEY"]?.isEmpty == true {
             throw ValidationError("JANUSFLOW_API_KEY is set but empty (unset it to serve without a key)")
@@ -50,7 +56,7 @@ struct ServeCommand: AsyncParsableCommand {
         let configuration = ServerConfiguration(
             host: host, port: port, maxQueued: maxQueued, maxBodyBytes: maxBodyMb << 20, maxImagesPerRequest: maxImages,
             maxSteps: maxSteps, maxNewTokens: maxTokens, modelName: URL(fileURLWithPath: modelOptions.model).lastPathComponent,
-            apiKey: resolvedAPIKey)
+            apiKey: resolvedAPIKey, requestTimeout: requestTimeout, idleTimeout: idleTimeout)
         let server = JanusFlowServer(pipeline: pipeline, configuration: configuration)
         let host = self.host
         let generation = vae == nil ? "off (no --vae)" : "on"

@@ -26,10 +26,15 @@ public struct ServerConfiguration: Sendable {
     public var modelName: String
     /// When set, every endpoint but `/health` requires `Authorization: Bearer <apiKey>`.
     public var apiKey: String?
+    /// Seconds a client has to send a whole request body; a slower one gets 408 and its connection closes.
+    public var requestTimeout: Double
+    /// Seconds a connection may stay open with nothing read or written before it is closed.
+    public var idleTimeout: Double
 
     /// Creates a configuration; by default the server listens on 127.0.0.1:8080 without an API key.
     public init(host: String = "127.0.0.1", port: Int = 8080, maxQueued: Int = 8, maxBodyBytes: Int = 32 << 20,
-                maxImagesPerRequest: Int = 8, maxSteps: Int = 200, maxNewTokens: Int = 2048, modelName: String = "janusflow", apiKey: String? = nil) {
+                maxImagesPerRequest: Int = 8, maxSteps: Int = 200, maxNewTokens: Int = 2048, modelName: String = "janusflow", apiKey: String? = nil,
+                requestTimeout: Double = 30, idleTimeout: Double = 120) {
         self.host = host
         self.port = port
         self.maxQueued = maxQueued
@@ -38,6 +43,8 @@ public struct ServerConfiguration: Sendable {
         self.maxSteps = maxSteps
         self.maxNewTokens = maxNewTokens
         self.modelName = modelName
+        self.requestTimeout = requestTimeout
+        self.idleTimeout = idleTimeout
         self.apiKey = apiKey
     }
 }
@@ -72,6 +79,7 @@ public final class JanusFlowServer: Sendable {
         if let warning = configuration.exposureWarning { logger.warning("\(warning)") }
         let app = Application(
             router: makeRouter(),
+            server: .http1(configuration: .init(idleTimeout: .milliseconds(Int64(configuration.idleTimeout * 1000)))),
             configuration: .init(address: .hostname(configuration.host, port: port), serverName: "janusflow"),
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? port) },
             logger: logger)
@@ -231,10 +239,32 @@ public final class JanusFlowServer: Sendable {
         }
     }
 
+    /// `30` for 30.0, `2.5` for 2.5.
+    static func seconds(_ value: Double) -> String { value.rounded() == value ? String(Int(value)) : String(value) }
+
     func body(of request: Request) async throws -> Data {
         var request = request
+        let limit = configuration.maxBodyBytes, timeout = configuration.requestTimeout
         do {
-            let buffer = try await request.collectBody(upTo: configuration.maxBodyBytes)
+            // A client that sends its body slowly (one byte now and then) would hold a connection and a task for
+            // ever; past the deadline the body is abandoned and the client told.
+            let buffer = try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+                let unread = request
+                group.addTask {
+                    var request = unread
+                    return try await request.collectBody(upTo: limit)
+                }
+                group.addTask {
+                    try await Task.sleep(nanoseconds: UInt64(timeout * 1e9))
+                    return nil
+                }
+                let first = try await group.next()!
+                group.cancelAll()
+                guard let first else {
+                    throw APIError(408, "the request body did not arrive within \(Self.seconds(timeout)) s (--request-timeout)")
+                }
+                return first
+            }
             return Data(buffer.readableBytesView)
         } catch is NIOTooManyBytesError {
             throw APIError(413, "the request body is larger than the server's limit of \(configuration.maxBodyBytes) bytes (--max-body-mb)")

@@ -158,6 +158,18 @@ final class ServerTests: XCTestCase {
         XCTAssertEqual(health["generation"] as? Bool, false)
     }
 
+    /// A client that sends part of its body and then nothing gets 408 when the request timeout passes.
+    func testASlowBodyTimesOut() throws {
+        let server = RunningServer(JanusFlowServer(pipeline: pipeline, configuration: ServerConfiguration(port: 0, requestTimeout: 0.5)))
+        let started = Date()
+        let slow = try HTTPStream(port: try server.port(), method: "POST", path: "/v1/generate", body: Data(#"{"prompt": "a"#.utf8),
+                                  declaredLength: 100)
+        XCTAssertEqual(slow.status, 408)
+        let reply = try XCTUnwrap(JSONSerialization.jsonObject(with: try slow.readBody()) as? [String: Any])
+        XCTAssertEqual(reply["error"] as? String, "the request body did not arrive within 0.5 s (--request-timeout)")
+        XCTAssertLessThan(Date().timeIntervalSince(started), 5)
+    }
+
     /// One job runs at a time; with no room to wait a second request is refused, and a client that hangs up
     /// mid-stream stops its job.
     func testBusyServerRefusesAndAHungUpStreamIsCancelled() throws {
@@ -238,7 +250,9 @@ final class HTTPStream {
     private var remainingInChunk = 0
     private var body: [UInt8] = []
 
-    init(port: Int, method: String, path: String, headers extra: [String: String] = [:], body: Data? = nil) throws {
+    /// `declaredLength`: the Content-Length to send when it is not the body's (a client that never sends the rest).
+    init(port: Int, method: String, path: String, headers extra: [String: String] = [:], body: Data? = nil,
+         declaredLength: Int? = nil) throws {
         socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard socket >= 0 else { throw HTTPTestError("socket() failed") }
         var address = sockaddr_in()
@@ -251,7 +265,7 @@ final class HTTPStream {
         guard connected == 0 else { throw HTTPTestError("cannot connect to port \(port)") }
         var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         for (name, value) in extra { request += "\(name): \(value)\r\n" }
-        if let body { request += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        if let body { request += "Content-Type: application/json\r\nContent-Length: \(declaredLength ?? body.count)\r\n" }
         request += "\r\n"
         try send(Array(request.utf8) + Array(body ?? Data()))
         try readHead()
