@@ -381,7 +381,7 @@ public final class Trainer {
         }
         let d = dir!
         guard let stateData = fm.contents(atPath: d.appendingPathComponent("state.json").path),
-              let state = try JSONSerialization.jsonObject(with: stateData) as? [String: Any],
+              let state = (try? JSONSerialization.jsonObject(with: stateData)) as? [String: Any],
               let savedStep = state["step"] as? Int
         else { throw TrainingError("\(d.path): not a checkpoint (state.json missing or invalid)") }
         let weights = try Safetensors.load(d.appendingPathComponent("model.safetensors")).tensors

@@ -106,6 +106,11 @@ public struct StageConfig: Codable, Equatable, Sendable {
             throw bad(.ratio, "must be three non-negative numbers (understanding, generation, text) with a positive sum")
         }
         guard betas.count == 2 else { throw bad(.betas, "must be two numbers") }
+        for (i, phase) in ratioSchedule.enumerated() {
+            guard phase.ratio.count == 3, phase.ratio.allSatisfy({ $0 >= 0 }), phase.ratio.reduce(0, +) > 0 else {
+                throw bad(.ratioSchedule, "phase \(i + 1): ratio must be three non-negative numbers with a positive sum (got \(phase.ratio))")
+            }
+        }
     }
 
     /// The data mix at a stage-local step.
@@ -237,6 +242,12 @@ public struct TrainingConfig: Codable, Equatable, Sendable {
         }
         guard (0...1).contains(cfgDropProbability) else {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.cfgDropProbability], debugDescription: "must be in [0, 1]"))
+        }
+        guard logEvery >= 1 else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.logEvery], debugDescription: "must be at least 1 (got \(logEvery))"))
+        }
+        guard checkpointEvery >= 0 else {
+            throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.checkpointEvery], debugDescription: "must be 0 (never) or more (got \(checkpointEvery))"))
         }
         guard flowTimeLogitStd > 0 else {
             throw DecodingError.dataCorrupted(.init(codingPath: [CodingKeys.flowTimeLogitStd], debugDescription: "must be > 0"))

@@ -95,7 +95,7 @@ public struct Requirements: Equatable, Codable, Sendable {
     public static func parseMetadataLine(_ line: String) throws -> (prompt: String, requirements: Requirements) {
         func fail(_ why: String) -> Error { ShapesWorldError.badMetadata("\(why) in \(line)") }
         guard let data = line.data(using: .utf8),
-              let object = try JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw fail("not a JSON object") }
+              let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { throw fail("not a JSON object") }
         guard let tag = object["tag"] as? String, let category = GenEvalCategory(rawValue: tag) else { throw fail("unknown tag") }
         guard let prompt = object["prompt"] as? String else { throw fail("no prompt") }
         func shape(_ d: [String: Any]) throws -> (ShapeKind, Int) {

@@ -278,6 +278,15 @@ final class TrainerTests: XCTestCase {
         XCTAssertThrowsError(try decodeConfig(TrainingConfig.self, from: badTime.data(using: .utf8)!, name: "train.json")) {
             XCTAssertEqual("\($0)", "train.json: field 'flow_time_logit_std': must be > 0")
         }
+        // Found reading the code for the documentation pass: these trapped at the first step instead.
+        let noLogging = #"{"model": "m", "data": {}, "output": "o", "log_every": 0, "stages": [{"name": "s", "steps": 5, "lr": 0.1, "batch_size": 6, "ratio": [1, 1, 0]}]}"#
+        XCTAssertThrowsError(try decodeConfig(TrainingConfig.self, from: noLogging.data(using: .utf8)!, name: "train.json")) {
+            XCTAssertEqual("\($0)", "train.json: field 'log_every': must be at least 1 (got 0)")
+        }
+        let shortPhase = #"{"model": "m", "data": {}, "output": "o", "stages": [{"name": "s", "steps": 5, "lr": 0.1, "batch_size": 6, "ratio": [1, 1, 0], "ratio_schedule": [{"until_step": 2, "ratio": [1, 1]}]}]}"#
+        XCTAssertThrowsError(try decodeConfig(TrainingConfig.self, from: shortPhase.data(using: .utf8)!, name: "train.json")) {
+            XCTAssertEqual("\($0)", "train.json: field 'stages.0.ratio_schedule': phase 1: ratio must be three non-negative numbers with a positive sum (got [1.0, 1.0])")
+        }
         XCTAssertThrowsError(try makeTrainer(stages: [stage("s", steps: 1)], output: dir, repaLayer: 9)) {
             XCTAssertEqual("\($0)", "repa_layer 9 is outside the LLM's 1...3 blocks")
         }
