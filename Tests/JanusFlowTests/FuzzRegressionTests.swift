@@ -27,16 +27,8 @@ final class FuzzRegressionTests: XCTestCase {
             let regressions = Self.fuzzFolder.appendingPathComponent("Regressions/\(name)")
             if FileManager.default.fileExists(atPath: regressions.path) { folders.append(regressions) }
             let count = try folders.map { try FileManager.default.contentsOfDirectory(atPath: $0.path).filter { !$0.hasPrefix(".") }.count }.reduce(0, +)
-            let process = Process()
-            process.executableURL = binaries.appendingPathComponent("Fuzz\(name)")
-            process.arguments = folders.map(\.path)
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
-            let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            XCTAssertEqual(process.terminationStatus, 0, "Fuzz\(name) crashed on a committed input:\n\(printed.suffix(2000))")
+            let (status, printed) = try runProgram(binaries.appendingPathComponent("Fuzz\(name)"), folders.map(\.path))
+            XCTAssertEqual(status, 0, "Fuzz\(name) crashed on a committed input:\n\(printed.suffix(2000))")
             XCTAssertEqual(printed.trimmingCharacters(in: .whitespacesAndNewlines), "Fuzz\(name): \(count) inputs replayed, none crashed")
         }
     }

@@ -157,6 +157,20 @@ func runCLI(_ arguments: [String], environment: [String: String]? = nil) throws 
     return (process.terminationStatus, String(decoding: output, as: UTF8.self), String(decoding: error, as: UTF8.self))
 }
 
+/// Runs a program to its end; what it printed on stdout and stderr together.
+func runProgram(_ executable: URL, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, printed)
+}
+
 /// The command-line tool end to end on the tiny model.
 final class CLITests: XCTestCase {
     var binary: URL { cliBinary }

@@ -7,19 +7,12 @@ final class SoakTests: XCTestCase {
     func testTheServerUnderMixedHostileLoad() throws {
         guard FileManager.default.fileExists(atPath: cliBinary.path) else { return XCTFail("janusflow is not built next to the tests (run make test)") }
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", root.appendingPathComponent("scripts/soak").path, "--cli", cliBinary.path,
-                             "--model", tinyFixture.appendingPathComponent("model").path, "--vae", tinyFixture.appendingPathComponent("vae").path,
-                             "--seconds", "10", "--max-queued", "2"]
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = output
-        try process.run()
-        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let (status, printed) = try runProgram(URL(fileURLWithPath: "/usr/bin/env"), [
+            "python3", root.appendingPathComponent("scripts/soak").path, "--cli", cliBinary.path,
+            "--model", tinyFixture.appendingPathComponent("model").path, "--vae", tinyFixture.appendingPathComponent("vae").path,
+            "--seconds", "10", "--max-queued", "2"])
         print(printed)
-        XCTAssertEqual(process.terminationStatus, 0, printed)
+        XCTAssertEqual(status, 0, printed)
         XCTAssertTrue(printed.contains("wrong or failed 0; server alive True, /health 200"), printed)
         // Every kind of client was exercised.
         for scenario in ["understand", "generate", "chat completions", "stream, hang up", "slow body", "oversized body", "malformed JSON"] {

@@ -2,7 +2,8 @@ import Foundation
 import FuzzSupport
 import JanusFlowImageIO
 
-/// Any bytes as an image file (the seed corpus is JPEGs), and a decoded image through the official preprocessing.
+/// Any bytes as a JPEG file (its signature put in front when missing, so that every input reaches the JPEG
+/// decoder), and a decoded image through the official preprocessing.
 @main
 struct FuzzJPEG {
     static func main() {
@@ -10,7 +11,8 @@ struct FuzzJPEG {
         FuzzTarget.run { data in
             let image: RGBImage
             do {
-                image = try RGBImage(data: data, name: "input")
+                let signature = Data([0xFF, 0xD8, 0xFF])
+                image = try RGBImage(data: data.starts(with: signature) ? data : signature + data, name: "input")
             } catch is ImageError {
                 return
             } catch {

@@ -2,7 +2,8 @@ import Foundation
 import FuzzSupport
 import JanusFlowImageIO
 
-/// Any bytes as an image file (the seed corpus is PNGs), and a decoded image through the official preprocessing.
+/// Any bytes as a PNG file (its signature put in front when missing, so that every input reaches the PNG
+/// decoder), and a decoded image through the official preprocessing.
 @main
 struct FuzzPNG {
     static func main() {
@@ -10,7 +11,8 @@ struct FuzzPNG {
         FuzzTarget.run { data in
             let image: RGBImage
             do {
-                image = try RGBImage(data: data, name: "input")
+                let signature = Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+                image = try RGBImage(data: data.starts(with: signature) ? data : signature + data, name: "input")
             } catch is ImageError {
                 return
             } catch {
