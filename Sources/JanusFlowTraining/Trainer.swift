@@ -320,6 +320,9 @@ public final class Trainer {
             }
             let state: [String: Any] = ["step": step, "stage": stageIndex, "seed": config.seed, "format": 1]
             try JSONSerialization.data(withJSONObject: state, options: [.sortedKeys]).write(to: tmp.appendingPathComponent("state.json"))
+            // On the device before the rename makes them the checkpoint: a power cut must not leave a renamed
+            // folder of empty files.
+            try flushToDevice(tmp)
         } catch {
             // A full disk, say: the half-written folder goes, and `latest` still names the previous checkpoint.
             try? fm.removeItem(at: tmp)
@@ -332,11 +335,13 @@ public final class Trainer {
         if fm.fileExists(atPath: final.path) { try fm.moveItem(at: final, to: old) }
         try fm.moveItem(at: tmp, to: final)
         try? fm.removeItem(at: old)
+        try? flushToDevice(checkpointsDirectory, filesToo: false)
         let latestTmp = checkpointsDirectory.appendingPathComponent(".latest.tmp")
         try name.data(using: .utf8)!.write(to: latestTmp)
         guard rename(latestTmp.path, checkpointsDirectory.appendingPathComponent("latest").path) == 0 else {
             throw TrainingError("\(checkpointsDirectory.path)/latest: could not update (errno \(errno))")
         }
+        try? flushToDevice(checkpointsDirectory, filesToo: false)
         return final
     }
 
@@ -425,6 +430,21 @@ public final class Trainer {
 }
 
 extension Trainer {
+    /// fsync of every file in `folder` (unless `filesToo` is false) and of the folder itself, so that its entries
+    /// (renames included) survive a power cut.
+    func flushToDevice(_ folder: URL, filesToo: Bool = true) throws {
+        func sync(_ path: String) throws {
+            let descriptor = open(path, O_RDONLY)
+            guard descriptor >= 0 else { throw TrainingError("\(path): cannot open to flush (errno \(errno))") }
+            defer { close(descriptor) }
+            guard fsync(descriptor) == 0 else { throw TrainingError("\(path): could not flush to the device (errno \(errno))") }
+        }
+        if filesToo {
+            for name in try FileManager.default.contentsOfDirectory(atPath: folder.path) { try sync(folder.appendingPathComponent(name).path) }
+        }
+        try sync(folder.path)
+    }
+
     /// The highest-step `step-*` folder that has its state.json (written last, so the folder is whole).
     func newestCompleteCheckpoint() -> URL? {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: checkpointsDirectory.path)) ?? []
