@@ -124,7 +124,9 @@ public enum Manifest {
                     guard let role = t["role"] as? String, let content = t["content"] as? String else { return nil }
                     return .init(role: role, content: content)
                 }
-                guard turns.count == list.count, turns.count >= 2, turns.count % 2 == 0 else {
+                // The loss masks take every odd turn as the model's: a turn out of order would train on the wrong text.
+                let inOrder = turns.enumerated().allSatisfy { $0.element.role == ($0.offset % 2 == 0 ? "User" : "Assistant") }
+                guard turns.count == list.count, turns.count >= 2, turns.count % 2 == 0, inOrder else {
                     report.skip(line: number, "conversation must alternate User/Assistant turns with role and content")
                     continue
                 }

@@ -28,11 +28,13 @@ final class ManifestTests: XCTestCase {
         let und = dir.appendingPathComponent("und.jsonl")
         try [#"{"image": "images/a.png", "conversation": [{"role": "User", "content": "<image_placeholder>\nwhat?"}, {"role": "Assistant", "content": "red"}]}"#,
              #"{"image": "images/a.png", "conversation": [{"role": "User", "content": "what?"}, {"role": "Assistant", "content": "red"}]}"#,
-             #"{"image": "images/a.png", "conversation": [{"role": "User", "content": "<image_placeholder>"}]}"#]
+             #"{"image": "images/a.png", "conversation": [{"role": "User", "content": "<image_placeholder>"}]}"#,
+             #"{"image": "images/a.png", "conversation": [{"role": "Assistant", "content": "<image_placeholder>"}, {"role": "User", "content": "red"}]}"#]
             .joined(separator: "\n").write(to: und, atomically: true, encoding: .utf8)
         let (u, ur) = try Manifest.read(und, kind: .understanding)
         XCTAssertEqual(u.count, 1)
-        XCTAssertEqual(ur.skippedCount, 2)
+        XCTAssertEqual(ur.skippedCount, 3)
+        XCTAssertEqual(ur.skipped["conversation must alternate User/Assistant turns with role and content"], 2)
 
         XCTAssertThrowsError(try Manifest.read(dir.appendingPathComponent("nope.jsonl"), kind: .text)) {
             XCTAssertEqual("\($0)", "\(dir.path)/nope.jsonl: manifest not found or not readable")
