@@ -1,4 +1,5 @@
 import Foundation
+import JanusFlowTokenizer
 
 /// One line of a training manifest (JSONL). Paths are relative to the manifest's folder.
 ///
@@ -125,7 +126,7 @@ public enum Manifest {
                     return .init(role: role, content: content)
                 }
                 // The loss masks take every odd turn as the model's: a turn out of order would train on the wrong text.
-                let inOrder = turns.enumerated().allSatisfy { $0.element.role == ($0.offset % 2 == 0 ? "User" : "Assistant") }
+                let inOrder = turns.enumerated().allSatisfy { $0.element.role == ($0.offset % 2 == 0 ? ChatMessage.user("") : ChatMessage.assistant("")).role }
                 guard turns.count == list.count, turns.count >= 2, turns.count % 2 == 0, inOrder else {
                     report.skip(line: number, "conversation must alternate User/Assistant turns with role and content")
                     continue

@@ -40,8 +40,16 @@ public enum Safetensors {
 
     /// `header(of:)` for a whole file already in memory; `name` is what errors call it.
     public static func header(in file: Data, name: String) throws -> (entries: [String: Entry], metadata: [String: String]) {
+        let (entries, metadata, _) = try headerAndDataStart(in: file, name: name)
+        return (entries, metadata)
+    }
+
+    /// The header of an in-memory file and the offset of its data section (8 + the header's length).
+    private static func headerAndDataStart(in file: Data, name: String) throws
+        -> (entries: [String: Entry], metadata: [String: String], dataStart: Int) {
         let headerLength = try declaredHeaderLength(file.prefix(8), fileSize: file.count, name: name)
-        return try parseHeader(file.dropFirst(8).prefix(headerLength), fileSize: file.count, name: name)
+        let (entries, metadata) = try parseHeader(file.dropFirst(8).prefix(headerLength), fileSize: file.count, name: name)
+        return (entries, metadata, 8 + headerLength)
     }
 
     /// The header length the first 8 bytes declare, checked against the file's size.
@@ -120,8 +128,7 @@ public enum Safetensors {
 
     /// `load(_:)` for a whole file already in memory (or mapped); the header is validated against these bytes.
     public static func load(from file: Data, name: String) throws -> (tensors: [String: Tensor], metadata: [String: String]) {
-        let (entries, metadata) = try header(in: file, name: name)
-        let base = 8 + (try declaredHeaderLength(file.prefix(8), fileSize: file.count, name: name))
+        let (entries, metadata, base) = try headerAndDataStart(in: file, name: name)
         var tensors: [String: Tensor] = [:]
         try file.withUnsafeBytes { raw in
             for (tensorName, entry) in entries {
