@@ -15,6 +15,13 @@ torch.autocast(device_type="cpu", dtype=torch.bfloat16):
 Its two sgemm readings stay float32 (autocast off there).  Writes the harness's JSON shape, with
 settings.dtype and settings.peer_variant naming what was done.
 
+    PY bench-compare-peer-bf16.py --vae-only OUT.json [--threads T] [--reps N] [--precision f32|bf16|both]
+
+The VAE-only form builds just the harness's SDXL-VAE (its config and seed, no language model) and times
+vae.decode on one 4x48x48 latent as the harness does (one warm-up, median of N, default 3), in float32 and/or with
+the VAE cast to bfloat16 under autocast (the bf16 column's "cast" mode); it writes {"f32": {...}, "bf16": {...}}
+with each precision's median_s, times_s and the process's peak RSS.
+
 The second form times torch.mm 2048x2048x2048 in float32 and bfloat16 (2 warm-ups, 10 timed; median and best
 GFLOP/s) and writes {"f32": {...}, "bf16": {...}, "threads": T, "torch": version}.
 """
@@ -50,6 +57,38 @@ def matmul_peak(out, threads, n=2048, reps=10):
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
     print(f"torch.mm {n}^3: f32 {res['f32']['gflops']:.1f} GFLOP/s, bf16 {res['bf16']['gflops']:.1f} GFLOP/s")
+
+
+def vae_only(out, peer_dir, threads, reps, precisions):
+    sys.path.insert(0, peer_dir)
+    import bench_pytorch as bp  # the peer harness, unchanged: its VAE config, seed and timing rule
+    import resource
+    import torch
+    from diffusers.models import AutoencoderKL
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(1)  # the harness builds the VAE after torch.manual_seed(seed + 1), seed 0
+    config = dict(bp.mf.REAL_SDXL_VAE_CONFIG)
+    config.pop("_class_name")
+    vae = AutoencoderKL(**config).eval()
+    latent = torch.randn(1, 4, 48, 48, generator=torch.Generator().manual_seed(0))
+    res = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    for name in precisions:
+        if name == "bf16":
+            vae.to(torch.bfloat16)
+        times = []
+        with torch.inference_mode(), torch.autocast(device_type="cpu", dtype=torch.bfloat16, enabled=name == "bf16"):
+            for i in range(reps + 1):  # the first is the warm-up
+                t0 = time.perf_counter()
+                image = vae.decode(latent / vae.config.scaling_factor).sample
+                if i:
+                    times.append(time.perf_counter() - t0)
+        assert image.shape == (1, 3, 384, 384), image.shape
+        res[name] = {"median_s": statistics.median(times), "times_s": times,
+                     "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+        print(f"peer VAE decode {name}: median {res[name]['median_s']:.3f} s {[round(t, 3) for t in times]}", flush=True)
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
 
 
 def bench_bf16(mode, peer_dir, rest):
@@ -98,8 +137,16 @@ def main():
     ap.add_argument("--peer-dir", default=os.environ.get("PEER_DIR", DEFAULT_PEER_DIR),
                     help="folder holding bench_pytorch.py and make_fixtures.py (default: %(default)s)")
     ap.add_argument("--matmul-peak", metavar="OUT.json", help="only time torch.mm f32/bf16 and write OUT.json")
+    ap.add_argument("--vae-only", metavar="OUT.json", help="only time the SDXL-VAE decode and write OUT.json")
     a, rest = ap.parse_known_args()
-    if a.matmul_peak:
+    if a.vae_only:
+        t = argparse.ArgumentParser(add_help=False)
+        t.add_argument("--threads", type=int, default=2)
+        t.add_argument("--reps", type=int, default=3)
+        t.add_argument("--precision", choices=["f32", "bf16", "both"], default="both")
+        v = t.parse_args(rest)
+        vae_only(a.vae_only, a.peer_dir, v.threads, v.reps, ["f32", "bf16"] if v.precision == "both" else [v.precision])
+    elif a.matmul_peak:
         t = argparse.ArgumentParser(add_help=False)
         t.add_argument("--threads", type=int, default=2)
         matmul_peak(a.matmul_peak, t.parse_known_args(rest)[0].threads)

@@ -25,15 +25,26 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Weight dtype for inference: bfloat16 (default, as released), float32, or int8 (the language model's linear layers in int8 with per-group scales, the rest bfloat16).")
     var dtype = "bfloat16"
 
+    @Option(help: "Weight dtype of the SDXL-VAE (with --vae): float32 (default, diffusers' force_upcast) or bfloat16 (what DeepSeek's code casts it to; its convolutions then take the CPU's bf16 products where it has them).")
+    var vaeDtype = "float32"
+
     func weightDType() throws -> DType { try parseWeightDType(dtype) }
+
+    func vaeDType() throws -> DType {
+        switch vaeDtype {
+        case "float32", "f32": return .float32
+        case "bfloat16", "bf16": return .bfloat16
+        default: throw ValidationError("--vae-dtype must be float32 or bfloat16, not '\(vaeDtype)'")
+        }
+    }
 
     func loadPipeline(vae: String? = nil) throws -> JanusFlowPipeline {
         try deviceOption.select()
         let dir = try resolveModelFolder("--model", model)
         let vaeDir = try vae.map { try resolveModelFolder("--vae", $0) }
         var bar: ProgressBar?
-        return try JanusFlowPipeline(modelDirectory: dir, vaeDirectory: vaeDir,
-                                     dtype: try weightDType()) { done, total in
+        return try JanusFlowPipeline(modelDirectory: dir, vaeDirectory: vaeDir, dtype: try weightDType(),
+                                     vaeDType: try vaeDType()) { done, total in
             if bar == nil { bar = ProgressBar("loading weight files", total: total) }
             bar!.update(done)
         }

@@ -233,14 +233,34 @@ struct GenerateBench: ParsableCommand {
     @Flag(help: "Skip the SDXL-VAE decode row.")
     var noVae = false
 
+    @Option(help: "Weight dtype of the SDXL-VAE row: float32 (diffusers' force_upcast) or bfloat16 (bf16 convolution products where the CPU has them).")
+    var vaeDtype = "float32"
+
+    @Flag(help: "Only the SDXL-VAE decode row (no language model is built; --repeats decodes after one untimed).")
+    var vaeOnly = false
+
     var imageCounts: [Int]? { commaSeparated(images, atLeast: 1) }
 
     func validate() throws {
         guard imageCounts != nil else { throw ValidationError("--images must be comma-separated counts >= 1 (got '\(images)')") }
+        guard vaeDtype == "float32" || vaeDtype == "bfloat16" else {
+            throw ValidationError("--vae-dtype must be float32 or bfloat16 (got '\(vaeDtype)')")
+        }
     }
 
     func run() throws {
         let peak = PeakMeter()
+        if vaeOnly {
+            Kernels.enabled = !options.noFastKernels
+            try options.deviceOption.select()
+            let config = try options.loadConfig()
+            emit(machineLine(peak: peak.first, extra: "VAE weights \(vaeDtype)"))
+            Memory.resetPeak()
+            try benchVAE(latentSide: Int(Double(config.siglip.tokens).squareRoot()) * config.genEncoder.stride, peak: peak, repeats: options.repeats)
+            print(row("peak memory (VAE)", String(format: "%.2f GB", Double(Memory.peak) / 1e9), ""))
+            print(peak.summary)
+            return
+        }
         let model = try options.makeModel()
         Memory.resetPeak()
         emit(machineLine(peak: peak.first, extra: "weights \(options.dtype) (\(String(format: "%.2f GB", Double(Memory.active) / 1e9)) in memory)"))
@@ -295,15 +315,7 @@ struct GenerateBench: ParsableCommand {
         Memory.resetPeak()
         var vaePeak = 0
         if !noVae {
-            // SDXL-VAE decode of one 48x48 latent to 384x384 (random float32 weights).
-            let vae = AutoencoderKL(config: .sdxl)
-            try vae.evalParameters()
-            let side = latentSide(model)
-            let latent = Random.normal([1, 4, side, side], key: RandomKey(seed: 4))
-            options.profiling.start()
-            let decode = try bestTime(repeats: Swift.max(1, options.repeats - 1)) { vae.decode(latent) }
-            report("SDXL-VAE decode \(side)x\(side) -> \(side * 8)x\(side * 8)", seconds: decode, gflop: vaeDecodeFlops(side: side) / 1e9, peak: peak)
-            options.profiling.print()
+            try benchVAE(latentSide: latentSide(model), peak: peak, repeats: Swift.max(1, options.repeats - 1))
             // The weights stay resident, so each peak includes them.
             vaePeak = Memory.peak
         }
@@ -316,6 +328,20 @@ struct GenerateBench: ParsableCommand {
             print(row("peak memory, \(most) images (\(what))", String(format: "%.2f GB", Double(Swift.max(stepsPeak, vaePeak)) / 1e9), ""))
         }
         print(peak.summary)
+    }
+
+    /// The SDXL-VAE decode row: one latent of `side` x `side` (random weights in --vae-dtype), best of `repeats`
+    /// after one untimed decode.
+    func benchVAE(latentSide side: Int, peak: PeakMeter, repeats: Int) throws {
+        let vae = AutoencoderKL(config: .sdxl)
+        if vaeDtype == "bfloat16" { vae.cast(to: .bfloat16) }
+        try vae.evalParameters()
+        let latent = Random.normal([1, 4, side, side], key: RandomKey(seed: 4))
+        options.profiling.start()
+        let decode = try bestTime(repeats: repeats) { vae.decode(latent) }
+        report("SDXL-VAE decode \(side)x\(side) -> \(side * 8)x\(side * 8)\(vaeDtype == "bfloat16" ? ", bf16" : "")", seconds: decode,
+               gflop: vaeDecodeFlops(side: side) / 1e9, peak: peak)
+        options.profiling.print()
     }
 
     /// Convolution FLOPs of the SDXL-VAE decoder at a latent side (3x3 convs dominate; attention is small).

@@ -122,11 +122,15 @@ public final class Conv2d: Module {
     }
 
     /// Convolves x (B, H, W, in) into (B, H', W', out), the weight cast to x's dtype; depthwise stride-1 layers take the shim's depthwise kernel.
+    /// bfloat16 weights on float32 input stay bfloat16 for the shim's convolution, whose products then follow the
+    /// bf16 linear layers' rule (the bf16 GEMM on the CPU paths that have one, the widened weights elsewhere).
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let channels = weight.dim(0)
-        let weight = self.weight.asType(x.dtype)
+        let depthwise = groups == channels && weight.dim(1) == 1 && stride == (1, 1) && x.dim(-1) == channels
+        let keepsBF16 = !depthwise && groups == 1 && Kernels.enabled && x.dtype == .float32 && self.weight.dtype == .bfloat16
+        let weight = keepsBF16 ? self.weight : self.weight.asType(x.dtype)
         var y: Tensor
-        if groups == channels && weight.dim(1) == 1 && stride == (1, 1) && x.dim(-1) == channels {
+        if depthwise {
             // Depthwise: the shim's kernel (weight as (C, kh, kw)).
             y = NN.depthwiseConv2d(x, weight: weight.squeezed(axis: 1), padding: padding)
         } else {

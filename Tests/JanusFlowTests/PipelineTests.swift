@@ -226,6 +226,22 @@ final class CLITests: XCTestCase {
                 XCTAssertLessThan(Double(differences.reduce(0, +)) / Double(differences.count), meanTolerance, "\(path.rawValue) \(sample): mean difference")
             }
         }
+        // The VAE in bfloat16 (--vae-dtype): the images within a few levels of the float32 VAE's, from the same
+        // latents (the language model's part is the same run); another dtype is refused by name.
+        let bf16VAE = try run(["generate", "--model", model, "--vae", vae, "--vae-dtype", "bfloat16", "--steps", "2", "--count", "2",
+                               "--metadata", metadata.path, "--out", out.appendingPathComponent("bf16-vae").path])
+        XCTAssertEqual(bf16VAE.status, 0, bf16VAE.error)
+        let bestPath = Kernels.bestCPUPath.rawValue
+        for sample in ["00000/samples/0000.png", "00001/samples/0001.png"] {
+            let a = try RGBImage(contentsOf: out.appendingPathComponent("\(bestPath)-alone/\(sample)"))
+            let b = try RGBImage(contentsOf: out.appendingPathComponent("bf16-vae/\(sample)"))
+            let differences = zip(a.pixels, b.pixels).map { abs(Int($0) - Int($1)) }
+            XCTAssertLessThanOrEqual(differences.max()!, 6, "bf16 VAE \(sample)")
+            XCTAssertLessThan(Double(differences.reduce(0, +)) / Double(differences.count), 1.0, "bf16 VAE \(sample): mean difference")
+        }
+        let badVAEType = try run(["generate", "--model", model, "--vae", vae, "--vae-dtype", "float16", "--out", out.path, "x"])
+        XCTAssertNotEqual(badVAEType.status, 0)
+        XCTAssertTrue(badVAEType.error.contains("--vae-dtype must be float32 or bfloat16, not 'float16'"), badVAEType.error)
         // A kernel path the variable cannot name, or one this CPU lacks, is said and the best path used instead.
         var environment = ProcessInfo.processInfo.environment
         environment["MLXS_CPU_PATH"] = "avx9"

@@ -69,6 +69,15 @@ final class VAETests: XCTestCase {
         XCTAssertEqual(try vae.decode(z).values(Float.self), stepwise)
     }
 
+    func testBFloat16WeightsDecodeCloseToDiffusers() throws {
+        // bf16 weights (what the official code casts the VAE to): the convolutions take the bf16 products of the CPU
+        // path, float32 activations between them. The tiny fixture's float32 output stays within bf16's rounding.
+        let io = try VAEFixtures.io
+        let vae = try AutoencoderKL.load(directory: VAEFixtures.tinyVAE, dtype: .bfloat16)
+        let z = try XCTUnwrap(io["vae.decode_in"])
+        try assertClose("vae.decoded, bf16 weights", vae.decode(z), XCTUnwrap(io["vae.decoded"]), atol: 3e-2, rtol: 3e-2)
+    }
+
     func testBlockByBlockDecodingKeepsGradients() throws {
         // The demo trains the decoder: evaluating inside the gradient trace must not cut the graph.
         let vae = try AutoencoderKL.load(directory: VAEFixtures.tinyVAE)

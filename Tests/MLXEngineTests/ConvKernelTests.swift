@@ -42,6 +42,46 @@ final class ConvKernelTests: KernelTestCase {
         assertMatchesFallback("dilated conv") { NN.conv2d(x, weight: tensor([4, 3, 3, 8], seed: 5), padding: (2, 2), dilation: (2, 2)) }
     }
 
+    func testBFloat16WeightsOnEveryCPUPath() throws {
+        // bf16 weights on float32 input: the float32 convolution of the widened weights on paths without bf16
+        // products (same arithmetic, same tolerance as above); on avx512_bf16 / amx the input rounded to bf16 for
+        // im2col and 1x1 layers (then as close as float32), and for Winograd the transformed input and weights rounded,
+        // so the whole output is held to bf16's relative error instead.
+        // (batch, h, w, cin, cout, kernel, stride, padding, Winograd)
+        let cases: [(Int, Int, Int, Int, Int, Int, Int, Int, Bool)] = [
+            (1, 9, 11, 5, 7, 3, 1, 1, false), (2, 13, 13, 6, 40, 3, 2, 0, false), (1, 12, 10, 48, 33, 1, 1, 0, false),
+            (1, 150, 150, 24, 16, 3, 1, 1, false),
+            (1, 40, 40, 64, 64, 3, 1, 1, true), (1, 9, 11, 37, 45, 3, 1, 1, true), (2, 7, 5, 32, 40, 3, 1, 1, true),
+            (1, 30, 30, 128, 96, 3, 1, 1, true), (1, 2, 2, 2048, 32, 3, 1, 1, true),
+        ]
+        let defaultStart = Kernels.winogradMinimumPixels
+        defer { Kernels.winogradMinimumPixels = defaultStart }
+        try forEachCPUPath { path in
+            let rounds = Kernels.bf16RoundsActivations
+            for (b, h, w, cin, cout, k, stride, pad, winograd) in cases {
+                Kernels.winogradMinimumPixels = winograd ? 0 : Int.max
+                let x = tensor([b, h, w, cin], seed: UInt64(h + cin)), weight = tensor([cout, k, k, cin], seed: UInt64(cout + k)).asType(.bfloat16)
+                let name = "bf16 conv \(b)x\(h)x\(w)x\(cin)->\(cout) k\(k) s\(stride)\(winograd ? " Winograd" : "") on \(path.rawValue)"
+                let input = rounds && !winograd ? x.asType(.bfloat16).asType(.float32) : x
+                Kernels.enabled = false
+                let expected = try NN.conv2d(input, weight: weight.asType(.float32), stride: (stride, stride), padding: (pad, pad)).values(Float.self)
+                Kernels.enabled = true
+                let fast = NN.conv2d(x, weight: weight, stride: (stride, stride), padding: (pad, pad))
+                if !rounds || !winograd {
+                    assertClose(fast, expected, atol: 2e-5, rtol: 1e-4, name)
+                    continue
+                }
+                let got = try fast.values(Float.self)
+                XCTAssertEqual(got.count, expected.count, name)
+                let error = zip(got, expected).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
+                let norm = expected.reduce(0.0) { $0 + Double($1 * $1) }
+                // bf16 keeps 8 bits: a relative error of a few 2^-9 (one wrong value in the layout would be ~1).
+                XCTAssertLessThan((error / norm).squareRoot(), 1e-2, name)
+                XCTAssertGreaterThan(norm, 0, name)
+            }
+        }
+    }
+
     func testGroupNormMatchesMLX() throws {
         for (b, h, w, c, groups) in [(1, 5, 7, 8, 2), (2, 9, 9, 24, 8), (1, 3, 3, 12, 12), (1, 32, 32, 64, 32), (2, 4, 4, 6, 1)] {
             // An offset mean tests the centred variance.

@@ -1,7 +1,8 @@
 // 2-D convolution (NHWC input, OHWI weights, groups 1, dilation 1). 3x3 stride-1 padding-1 convolutions with enough
 // channels use Winograd F(2x2, 3x3); the rest run as bands of im2col + OpenBLAS sgemm: a band's patch matrix
 // (pixels, kh * kw * Cin) is built on both cores and stays small (a few MB), so the full im2col of a large image
-// (680 MB for the VAE's 384x384x128 convolutions) never exists. 1x1 stride-1 convolutions are one sgemm.
+// (680 MB for the VAE's 384x384x128 convolutions) never exists. 1x1 stride-1 convolutions are one sgemm. bf16 weights
+// on the bf16 paths run the same three shapes with the shim's bf16 GEMM in place of sgemm.
 // GroupNorm (optionally followed by SiLU) over NHWC input: mean, centred variance, then one fused write.
 #include <immintrin.h>
 
@@ -29,31 +30,58 @@ namespace {
 // FLOPs), each product a plain sgemm. Tile rows go in bands so V and M stay near 32 MB.
 //   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1].
 
-// U_e[o][i] = (G g G^T)_e for every output/input channel pair; weights OHWI.
-void winograd_weights(const float* weight, float* u, int cout, int cin) {
+// U_e[o][i] = (G g G^T)_e for every output/input channel pair; weights OHWI. Written as float32 (u) or rounded to
+// bf16 (ub), whichever is given; the loops run over the input channels, contiguous on both sides.
+void winograd_weights(const float* weight, float* u, uint16_t* ub, int cout, int cin) {
   parallel_for(cout, [&](int o) {
+    const float* g = weight + size_t(o) * 9 * cin;  // g[(ky * 3 + kx) * cin + i]
+    std::vector<float> row(size_t(16) * cin);
     for (int i = 0; i < cin; ++i) {
-      float g[3][3];
-      for (int ky = 0; ky < 3; ++ky)
-        for (int kx = 0; kx < 3; ++kx) g[ky][kx] = weight[((size_t(o) * 3 + ky) * 3 + kx) * cin + i];
       float t[4][3];  // G g
       for (int c = 0; c < 3; ++c) {
-        t[0][c] = g[0][c];
-        t[1][c] = 0.5f * (g[0][c] + g[1][c] + g[2][c]);
-        t[2][c] = 0.5f * (g[0][c] - g[1][c] + g[2][c]);
-        t[3][c] = g[2][c];
+        const float g0 = g[size_t(c) * cin + i], g1 = g[size_t(3 + c) * cin + i], g2 = g[size_t(6 + c) * cin + i];
+        t[0][c] = g0;
+        t[1][c] = 0.5f * (g0 + g1 + g2);
+        t[2][c] = 0.5f * (g0 - g1 + g2);
+        t[3][c] = g2;
       }
       for (int r = 0; r < 4; ++r) {  // (G g) G^T
-        const float row[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]), 0.5f * (t[r][0] - t[r][1] + t[r][2]), t[r][2]};
-        for (int c = 0; c < 4; ++c) u[(size_t(r * 4 + c) * cout + o) * cin + i] = row[c];
+        row[size_t(r * 4 + 0) * cin + i] = t[r][0];
+        row[size_t(r * 4 + 1) * cin + i] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+        row[size_t(r * 4 + 2) * cin + i] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+        row[size_t(r * 4 + 3) * cin + i] = t[r][2];
+      }
+    }
+    for (int e = 0; e < 16; ++e) {
+      const float* src = row.data() + size_t(e) * cin;
+      if (ub) {
+        uint16_t* dst = ub + (size_t(e) * cout + o) * cin;
+        for (int i = 0; i < cin; ++i) dst[i] = f32_to_bf16(src[i]);
+      } else {
+        std::memcpy(u + (size_t(e) * cout + o) * cin, src, sizeof(float) * cin);
       }
     }
   });
 }
 
-// V_e[tile][c0 .. c0+L) = (B^T d B)_e for the input tile whose top-left input pixel is (y0, x0) (may be outside).
+// Stores L transformed values: float32 as they are, bf16 rounded to nearest even.
 template <int L>
-inline void winograd_input(const float* image, int h, int w, int cin, int y0, int x0, int c0, float* v, size_t e_stride) {
+inline void store_lanes(const float* src, float* dst) {
+  for (int l = 0; l < L; ++l) dst[l] = src[l];
+}
+template <int L>
+inline void store_lanes(const float* src, uint16_t* dst) {
+  if constexpr (L == 8) {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), cvt8_bf16(_mm256_loadu_ps(src)));
+  } else {
+    for (int l = 0; l < L; ++l) dst[l] = f32_to_bf16(src[l]);
+  }
+}
+
+// V_e[tile][c0 .. c0+L) = (B^T d B)_e for the input tile whose top-left input pixel is (y0, x0) (may be outside);
+// v points at the tile's row in V_0, e_stride apart from one e to the next. T: float, or uint16_t for bf16.
+template <int L, typename T>
+inline void winograd_input(const float* image, int h, int w, int cin, int y0, int x0, int c0, T* v, size_t e_stride) {
   float d[4][4][L];
   for (int r = 0; r < 4; ++r) {
     const int y = y0 + r;
@@ -75,14 +103,15 @@ inline void winograd_input(const float* image, int h, int w, int cin, int y0, in
       t[2][c][l] = d[2][c][l] - d[1][c][l];
       t[3][c][l] = d[1][c][l] - d[3][c][l];
     }
+  float o[4][L];
   for (int r = 0; r < 4; ++r) {  // (B^T d) B
-    float* out = v + size_t(r * 4) * e_stride;
     for (int l = 0; l < L; ++l) {
-      out[l] = t[r][0][l] - t[r][2][l];
-      out[e_stride + l] = t[r][1][l] + t[r][2][l];
-      out[2 * e_stride + l] = t[r][2][l] - t[r][1][l];
-      out[3 * e_stride + l] = t[r][1][l] - t[r][3][l];
+      o[0][l] = t[r][0][l] - t[r][2][l];
+      o[1][l] = t[r][1][l] + t[r][2][l];
+      o[2][l] = t[r][2][l] - t[r][1][l];
+      o[3][l] = t[r][1][l] - t[r][3][l];
     }
+    for (int c = 0; c < 4; ++c) store_lanes<L>(o[c], v + size_t(r * 4 + c) * e_stride);
   }
 }
 
@@ -131,35 +160,75 @@ std::atomic<int64_t> winograd_min_pixels{[] {
 
 namespace {
 
+// y (m, n) = x (m, k) @ w^T for bf16 w on the paths that round activations: vdpbf16ps or AMX tiles.
+void conv_product_bf16(const float* x, const uint16_t* w, float* y, int m, int n, int k) {
+  ProfileScope scope("FastConv2d.bf16_gemm");
+  gemm_bf16_avx512(x, w, y, m, n, k, cpu_path() >= CpuPath::amx);
+}
+
 void conv3x3_winograd(const ConvArgs& a) {
   const int h = a.h, w = a.w, cin = a.cin, cout = a.cout;
   const int tiles_h = (h + 1) / 2, tiles_w = (w + 1) / 2;
-  thread_local std::vector<float> u_buf, v_buf, m_buf;
-  u_buf.resize(size_t(16) * cout * cin);
-  const size_t per_tile = size_t(16) * (cin + cout) * sizeof(float);
+  // bf16 (conv2d leaves weight_bf16 set only where the products run in bf16): U rounded to bf16 as it is made and
+  // V written as bf16 straight into the GEMM's layout, so neither is rounded or copied again by the GEMM.
+  const bool bf16 = a.weight_bf16 != nullptr;
+  const size_t ldv = bf16 ? bf16_gemm_row_stride(cin) : size_t(cin);
+  const size_t per_tile = size_t(16) * ((bf16 ? 2 : 4) * ldv + 4 * size_t(cout));
   const int band_rows = std::max(1, std::min(tiles_h, int((size_t(32) << 20) / (per_tile * tiles_w))));
   const size_t band_tiles = size_t(band_rows) * tiles_w;
-  v_buf.resize(16 * band_tiles * cin);
+  thread_local std::vector<float> u_buf, v_buf, m_buf;
+  thread_local std::vector<uint16_t> ub_buf, vb_buf;
+  float *u = nullptr, *v = nullptr;
+  uint16_t *ub = nullptr, *vb = nullptr;
+  if (bf16) {
+    ub_buf.resize(size_t(16) * cout * cin);
+    vb_buf.resize(16 * size_t(bf16_gemm_padded_rows(int(band_tiles))) * ldv);
+    ub = ub_buf.data(), vb = vb_buf.data();
+  } else {
+    u_buf.resize(size_t(16) * cout * cin);
+    v_buf.resize(16 * band_tiles * cin);
+    u = u_buf.data(), v = v_buf.data();
+  }
   m_buf.resize(16 * band_tiles * cout);
-  float *u = u_buf.data(), *v = v_buf.data(), *m = m_buf.data();  // the workers must not name the thread_locals
-  winograd_weights(a.weight, u, cout, cin);
+  float* m = m_buf.data();  // the workers must not name the thread_locals
+  winograd_weights(a.weight, u, ub, cout, cin);
+  const int kp = bf16_gemm_padded_k(cin);
   for (int n = 0; n < a.b; ++n) {
     const float* image = a.x + size_t(n) * h * w * cin;
     float* out = a.y + size_t(n) * h * w * cout;
     for (int r0 = 0; r0 < tiles_h; r0 += band_rows) {
       const int rows = std::min(band_rows, tiles_h - r0);
       const size_t tiles = size_t(rows) * tiles_w;
+      const size_t padded = bf16 ? size_t(bf16_gemm_padded_rows(int(tiles))) : tiles;
+      const size_t e_stride = padded * ldv;
       parallel_for(int(tiles), [&](int t) {
-        const int ty = r0 + t / tiles_w, tx = t % tiles_w;
+        const int ty = r0 + t / tiles_w, tx = t % tiles_w, y0 = 2 * ty - 1, x0 = 2 * tx - 1;
         int c = 0;
-        for (; c + 8 <= cin; c += 8) winograd_input<8>(image, h, w, cin, 2 * ty - 1, 2 * tx - 1, c, v + size_t(t) * cin + c, tiles * cin);
-        for (; c < cin; ++c) winograd_input<1>(image, h, w, cin, 2 * ty - 1, 2 * tx - 1, c, v + size_t(t) * cin + c, tiles * cin);
+        if (bf16) {
+          uint16_t* row = vb + size_t(t) * ldv;
+          for (; c + 8 <= cin; c += 8) winograd_input<8>(image, h, w, cin, y0, x0, c, row + c, e_stride);
+          for (; c < cin; ++c) winograd_input<1>(image, h, w, cin, y0, x0, c, row + c, e_stride);
+          for (int e = 0; e < 16 && kp > cin; ++e) std::memset(row + e * e_stride + cin, 0, sizeof(uint16_t) * (kp - cin));
+        } else {
+          float* row = v + size_t(t) * ldv;
+          for (; c + 8 <= cin; c += 8) winograd_input<8>(image, h, w, cin, y0, x0, c, row + c, e_stride);
+          for (; c < cin; ++c) winograd_input<1>(image, h, w, cin, y0, x0, c, row + c, e_stride);
+        }
       });
-      // OpenBLAS's own threads: on these products (mostly 128+ channels both sides) they were faster than a split
-      // by rows in one A/B of bench kernels' 3x3 row (266 against 193 GFLOP/s; later pairs were within noise).
-      for (int e = 0; e < 16; ++e)
-        cblas_sgemm(101, 111, 112, int(tiles), cout, cin, 1.0f, v + e * tiles * cin, cin, u + size_t(e) * cout * cin, cin, 0.0f,
-                    m + e * tiles * cout, cout);
+      if (bf16) {
+        for (int e = 0; e < 16 && padded > tiles; ++e)  // rows past the last tile: zero (AMX tiles read them)
+          std::memset(vb + e * e_stride + tiles * ldv, 0, sizeof(uint16_t) * (padded - tiles) * ldv);
+        ProfileScope scope("FastConv2d.bf16_gemm");
+        for (int e = 0; e < 16; ++e)
+          gemm_bf16_avx512_rounded(vb + e * e_stride, ub + size_t(e) * cout * cin, m + e * tiles * cout, int(tiles), cout, cin,
+                                   cpu_path() >= CpuPath::amx);
+      } else {
+        // OpenBLAS's own threads: on these products (mostly 128+ channels both sides) they were faster than a split
+        // by rows in one A/B of bench kernels' 3x3 row (266 against 193 GFLOP/s; later pairs were within noise).
+        for (int e = 0; e < 16; ++e)
+          cblas_sgemm(101, 111, 112, int(tiles), cout, cin, 1.0f, v + e * e_stride, cin, u + size_t(e) * cout * cin, cin, 0.0f,
+                      m + e * tiles * cout, cout);
+      }
       parallel_for(int(tiles), [&](int t) {
         const int ty = r0 + t / tiles_w, tx = t % tiles_w;
         int c = 0;
@@ -201,19 +270,40 @@ void im2col(const ConvArgs& a, int oh, int ow, size_t p0, size_t count, float* p
 
 }  // namespace
 
-void conv2d(const ConvArgs& a) {
-  const int oh = (a.h + 2 * a.ph - a.kh) / a.sh + 1, ow = (a.w + 2 * a.pw - a.kw) / a.sw + 1;
-  if (oh <= 0 || ow <= 0 || a.b <= 0 || a.cout <= 0) return;
+void conv2d(const ConvArgs& args) {
+  const int oh = (args.h + 2 * args.ph - args.kh) / args.sh + 1, ow = (args.w + 2 * args.pw - args.kw) / args.sw + 1;
+  if (oh <= 0 || ow <= 0 || args.b <= 0 || args.cout <= 0) return;
+  const bool winograd = args.kh == 3 && args.kw == 3 && args.sh == 1 && args.sw == 1 && args.ph == 1 && args.pw == 1 &&
+                        args.cin >= 32 && args.cout >= 32 &&
+                        (int64_t(args.h) * args.w >= winograd_min_pixels.load() || (args.cin >= 128 && args.cout >= 128)) &&
+                        winograd_enabled();
+  ConvArgs a = args;
+  if (a.weight_bf16) {
+    if (!bf16_rounds_activations() || winograd) {
+      // Float32 weights for the float32 products or for the Winograd transform (kept between calls, like the buffers).
+      thread_local std::vector<float> widened_buf;
+      const size_t total = size_t(a.cout) * a.kh * a.kw * a.cin, chunk = size_t(1) << 16;
+      widened_buf.resize(total);
+      float* widened = widened_buf.data();
+      const uint16_t* src = a.weight_bf16;
+      parallel_for(int((total + chunk - 1) / chunk), [&](int c) {
+        for (size_t i = size_t(c) * chunk, end = std::min(total, i + chunk); i < end; ++i) widened[i] = bf16_to_f32(src[i]);
+      });
+      a.weight = widened;
+    }
+    if (!bf16_rounds_activations()) a.weight_bf16 = nullptr;
+  }
   // Winograd where the transforms are small next to the products: enough channels, and large images or many channels.
-  if (a.kh == 3 && a.kw == 3 && a.sh == 1 && a.sw == 1 && a.ph == 1 && a.pw == 1 && a.cin >= 32 && a.cout >= 32 &&
-      (int64_t(a.h) * a.w >= winograd_min_pixels.load() || (a.cin >= 128 && a.cout >= 128)) && winograd_enabled()) {
+  if (winograd) {
     conv3x3_winograd(a);
     return;
   }
   const int k = a.kh * a.kw * a.cin;
   const size_t pixels = size_t(oh) * ow;
   if (a.kh == 1 && a.kw == 1 && a.sh == 1 && a.sw == 1 && a.ph == 0 && a.pw == 0) {
-    sgemm(false, true, int(size_t(a.b) * pixels), a.cout, a.cin, a.x, a.cin, a.weight, a.cin, a.y, a.cout);
+    const int rows = int(size_t(a.b) * pixels);
+    if (a.weight_bf16) conv_product_bf16(a.x, a.weight_bf16, a.y, rows, a.cout, a.cin);
+    else sgemm(false, true, rows, a.cout, a.cin, a.x, a.cin, a.weight, a.cin, a.y, a.cout);
     return;
   }
   const size_t band = conv_band(k);
@@ -225,7 +315,8 @@ void conv2d(const ConvArgs& a) {
     for (size_t p0 = 0; p0 < pixels; p0 += band) {
       const size_t count = std::min(band, pixels - p0);
       im2col(a, oh, ow, size_t(n) * pixels + p0, count, patches);
-      sgemm(false, true, int(count), a.cout, k, patches, k, a.weight, k, out + p0 * a.cout, a.cout);
+      if (a.weight_bf16) conv_product_bf16(patches, a.weight_bf16, out + p0 * a.cout, int(count), a.cout, k);
+      else sgemm(false, true, int(count), a.cout, k, patches, k, a.weight, k, out + p0 * a.cout, a.cout);
     }
   }
 }

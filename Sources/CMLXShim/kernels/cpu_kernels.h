@@ -52,6 +52,18 @@ bool parse_cpu_path(const char* name, CpuPath* path);
 // y (m, n) = x (m, k) @ w^T for bf16 w (n, k), x rounded to bf16 (round to nearest even) and products summed in
 // float32: by AMX tiles (tiles: only where cpu_path() is amx) or vdpbf16ps (where it is at least avx512_bf16).
 void gemm_bf16_avx512(const float* x, const uint16_t* w, float* y, int m, int n, int k, bool tiles);
+// The same product for x already rounded to bf16 in the GEMM's own layout: bf16_gemm_padded_rows(m) rows of
+// bf16_gemm_row_stride(k) values, zero past k up to bf16_gemm_padded_k(k) and in the rows past m (a caller that
+// makes its activations itself, such as the Winograd convolution, writes them so and saves a pass).
+void gemm_bf16_avx512_rounded(const uint16_t* xb, const uint16_t* w, float* y, int m, int n, int k, bool tiles);
+inline int bf16_gemm_padded_k(int k) { return (k + 31) / 32 * 32; }
+inline int bf16_gemm_padded_rows(int m) { return (m + 31) / 32 * 32; }
+// One extra 64-byte line per row where the padded k is a multiple of 2048: strides of 4 KB multiples would put a
+// tile's 16 rows in one L1 set.
+inline size_t bf16_gemm_row_stride(int k) {
+  const int kp = bf16_gemm_padded_k(k);
+  return size_t(kp) + (kp % 2048 == 0 ? 32 : 0);
+}
 // Whether products with bf16 weights (any row count: GEMM, rows kernel, fused decode) round their activations to
 // bf16 first: on the avx512_bf16 and amx paths with the shim's bf16 GEMM on.
 bool bf16_rounds_activations();
@@ -122,12 +134,16 @@ void cross_entropy_grad(const float* logits, const int32_t* targets, const float
 void silu_mul_grad(const float* a, const float* b, const float* c, float* da, float* db, size_t n);
 
 // Convolution: x (b, h, w, cin) NHWC, weight (cout, kh, kw, cin) OHWI, y (b, oh, ow, cout) with
-// oh = (h + 2 ph - kh) / sh + 1 (likewise ow); zero padding, groups 1, dilation 1.
+// oh = (h + 2 ph - kh) / sh + 1 (likewise ow); zero padding, groups 1, dilation 1. With weight_bf16 set instead of
+// weight (bfloat16 weights, same layout) the products follow the bf16 linear layers' rule: on the paths that round
+// activations (bf16_rounds_activations) the shim's bf16 GEMM on activations rounded to bf16, elsewhere the weights
+// widened to float32 once and the float32 convolution (what casting them first gives).
 struct ConvArgs {
   const float* x;
   const float* weight;
   float* y;
   int b, h, w, cin, cout, kh, kw, sh, sw, ph, pw;
+  const uint16_t* weight_bf16 = nullptr;
 };
 void conv2d(const ConvArgs& a);
 // Smallest image (h * w pixels) whose 3x3 stride-1 convolutions with 32-127 channels take Winograd F(2x2, 3x3)

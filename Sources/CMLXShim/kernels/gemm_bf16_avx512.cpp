@@ -268,13 +268,17 @@ void dp_column_group(const Problem& p, int c0, int c1, uint32_t* packed) {
 
 void gemm_bf16_avx512(const float* x, const uint16_t* w, float* y, int m, int n, int k, bool tiles) {
   ProfileScope scope(tiles ? "FastLinear.amx_gemm" : "FastLinear.dpbf16_gemm");
-  const int kp = (k + TILE_K - 1) / TILE_K * TILE_K, mp = (m + 2 * TILE - 1) / (2 * TILE) * (2 * TILE);
-  // One extra 64-byte line per row: strides of 4 KB multiples would put a tile's 16 rows in one L1 set.
-  const size_t ldb = size_t(kp) + (kp % 2048 == 0 ? 32 : 0);
+  const int kp = bf16_gemm_padded_k(k), mp = bf16_gemm_padded_rows(m);
+  const size_t ldb = bf16_gemm_row_stride(k);
   thread_local Buffer x_buffer;
   uint16_t* xb = grown(x_buffer.data, x_buffer.capacity, size_t(mp) * ldb);
   parallel_for(mp / TILE, [&](int b) { convert_rows(x, m, k, xb, ldb, kp, b * TILE, (b + 1) * TILE); });
+  gemm_bf16_avx512_rounded(xb, w, y, m, n, k, tiles);
+}
 
+void gemm_bf16_avx512_rounded(const uint16_t* xb, const uint16_t* w, float* y, int m, int n, int k, bool tiles) {
+  const int kp = bf16_gemm_padded_k(k), mp = bf16_gemm_padded_rows(m);
+  const size_t ldb = bf16_gemm_row_stride(k);
   const int chunks = (kp + KC_MOST - 1) / KC_MOST;
   const int kc = ((kp + chunks - 1) / chunks + TILE_K - 1) / TILE_K * TILE_K;
   const Problem problem{xb, ldb, w, y, m, n, k, mp, kp, kc};

@@ -42,7 +42,9 @@ class FastConv2d : public ReferencedPrimitive {
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override {
     const auto& c = cotangents[0];
-    if (!fast_enabled || c.shape() != outputs[0].shape() || !mx::issubdtype(c.dtype(), mx::floating))
+    // bf16 weights (inference) take the reference's gradient; the gradient kernel reads float32 weights.
+    if (!fast_enabled || c.shape() != outputs[0].shape() || !mx::issubdtype(c.dtype(), mx::floating) ||
+        primals[1].dtype() != mx::float32)
       return ReferencedPrimitive::vjp(primals, cotangents, argnums, outputs);
     const mx::Shape empty = {0};
     auto grads = mx::array::make_arrays({asks_for(argnums, 0) ? primals[0].shape() : empty, asks_for(argnums, 1) ? primals[1].shape() : empty},
@@ -51,13 +53,14 @@ class FastConv2d : public ReferencedPrimitive {
     return selected_grads(grads, argnums);
   }
   mx::array reference(const std::vector<mx::array>& in) const override {
-    return mx::conv2d(in[0], in[1], {sh_, sw_}, {ph_, pw_}, {1, 1}, 1);
+    return mx::conv2d(in[0], mx::astype(in[1], mx::float32), {sh_, sw_}, {ph_, pw_}, {1, 1}, 1);
   }
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     dispatch(inputs, out, [x = inputs[0], w = inputs[1], out, sh = sh_, sw = sw_, ph = ph_, pw = pw_]() mutable {
-      mlxkernels::ConvArgs a{x.data<float>(), w.data<float>(), out.data<float>(), int(x.shape(0)), int(x.shape(1)),
-                             int(x.shape(2)), int(x.shape(3)), int(w.shape(0)), int(w.shape(1)), int(w.shape(2)),
-                             sh, sw, ph, pw};
+      const bool bf16 = w.dtype() == mx::bfloat16;
+      mlxkernels::ConvArgs a{x.data<float>(), bf16 ? nullptr : w.data<float>(), out.data<float>(), int(x.shape(0)),
+                             int(x.shape(1)), int(x.shape(2)), int(x.shape(3)), int(w.shape(0)), int(w.shape(1)),
+                             int(w.shape(2)), sh, sw, ph, pw, bf16 ? reinterpret_cast<const uint16_t*>(w.data<mx::bfloat16_t>()) : nullptr};
       mlxkernels::conv2d(a);
     });
   }
@@ -76,12 +79,13 @@ class FastConv2d : public ReferencedPrimitive {
 };
 
 mx::array fast_conv2d(const mx::array& x, const mx::array& w, int sh, int sw, int ph, int pw, int dh, int dw, int groups) {
-  const bool eligible = fast_enabled && x.dtype() == mx::float32 && w.dtype() == mx::float32 && x.ndim() == 4 &&
+  // Float32 input with float32 or bfloat16 weights (bf16: the products of the bf16 linear layers; conv.cpp).
+  const bool eligible = fast_enabled && x.dtype() == mx::float32 && (w.dtype() == mx::float32 || w.dtype() == mx::bfloat16) && x.ndim() == 4 &&
                         w.ndim() == 4 && x.shape(3) == w.shape(3) && groups == 1 && dh == 1 && dw == 1 && sh >= 1 &&
                         sw >= 1 && ph >= 0 && pw >= 0 && x.size() > 0 && w.size() > 0 &&
                         x.shape(1) + 2 * ph >= w.shape(1) && x.shape(2) + 2 * pw >= w.shape(2) &&
                         size_t(x.shape(0)) * x.shape(1) * x.shape(2) < size_t(INT32_MAX);
-  if (!eligible) return mx::conv2d(x, w, {sh, sw}, {ph, pw}, {dh, dw}, groups);
+  if (!eligible) return mx::conv2d(x, x.dtype() == w.dtype() ? w : mx::astype(w, x.dtype()), {sh, sw}, {ph, pw}, {dh, dw}, groups);
   mx::Shape shape = {x.shape(0), (x.shape(1) + 2 * ph - w.shape(1)) / sh + 1, (x.shape(2) + 2 * pw - w.shape(2)) / sw + 1, w.shape(0)};
   return mx::array(shape, mx::float32, std::make_shared<FastConv2d>(cpu_stream(), sh, sw, ph, pw), {mx::contiguous(x), mx::contiguous(w)});
 }
