@@ -94,7 +94,7 @@ let package = Package(
         .testTarget(name: "JanusFlowTests", dependencies: ["JanusFlow", "JanusFlowServer", "JanusFlowImageIO", "JanusFlowTokenizer", "JanusFlowTraining"], resources: [.copy("Fixtures")]),
         .testTarget(name: "JanusFlowTrainingTests", dependencies: ["JanusFlowTraining"]),
         .testTarget(name: "ShapesWorldTests", dependencies: ["ShapesWorld"]),
-        .testTarget(name: "JanusFlowDemoTests", dependencies: ["JanusFlowDemo", "JanusFlow"]),
+        .testTarget(name: "JanusFlowDemoTests", dependencies: ["JanusFlowDemo", "JanusFlow", "JanusFlowImageIO", "ShapesWorld"]),
     ],
     cxxLanguageStandard: .cxx20
 )

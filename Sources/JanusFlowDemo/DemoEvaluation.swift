@@ -14,7 +14,7 @@ extension ShapesDemo {
     /// Scores a trained model through the public pipeline on held-out prompts (GenEval rules applied to the
     /// detector's findings) and questions (exact match), and writes the image grids and samples into `report`.
     func evaluate(modelDirectory: URL, vaeDirectory: URL, prompts: [GenerationSample], questions: [QuestionSample], world: WorldConfig,
-                  report: URL) throws -> (generation: [String: Double], understanding: [String: Double]) {
+                  report: URL) throws -> (generation: [String: Double], understanding: [String: Double], position: PositionProbe) {
         let s = settings
         let pipeline = try JanusFlowPipeline(modelDirectory: modelDirectory, vaeDirectory: vaeDirectory, dtype: .float32)
         let detector = Detector(config: world)
@@ -37,6 +37,7 @@ extension ShapesDemo {
             grids[sample.requirements.category, default: []].append(image)
             promptLines.append("\(sample.requirements.category.rawValue)\t\(ok ? "correct" : "wrong")\t\(sample.prompt)")
         }
+        let probe = try probePosition(pipeline: pipeline, prompts: prompts, images: images, detector: detector)
         var qaRows: [(type: String, expected: String, predicted: String)] = []
         var qaLines = ["| question | expected | answer |", "|---|---|---|"]
         for (i, q) in questions.enumerated() {
@@ -52,7 +53,13 @@ extension ShapesDemo {
         }
         try (promptLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("generation_prompts.tsv"), atomically: true, encoding: .utf8)
         try (qaLines.joined(separator: "\n") + "\n").write(to: report.appendingPathComponent("understanding_samples.md"), atomically: true, encoding: .utf8)
-        return (GenEvalScorer.summarize(genResults), UnderstandingScorer.summarize(qaRows))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(probe).write(to: report.appendingPathComponent("position_probe.json"), options: .atomic)
+        log(String(format: "position probe: both objects %.2f, layout %@, relation word changes the drawn relation in %.2f, subject drawn first %.2f",
+                   probe.bothFound, probe.layout.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "),
+                   probe.changedBySwappedRelation, probe.subjectDrawnFirst))
+        return (GenEvalScorer.summarize(genResults), UnderstandingScorer.summarize(qaRows), probe)
     }
 
     func logScores(_ generation: [String: Double], _ understanding: [String: Double]) {

@@ -149,7 +149,13 @@ public struct ShapesDemo {
         log("== ShapesWorld (seed \(s.seed)): \(worldConfig.shapes.count) shapes, \(worldConfig.colors.count) colours, 1-\(worldConfig.maxObjects) objects"
             + (group.size > 1 ? "; \(group.size) processes, each a 1/\(group.size) share of every batch" : ""))
         let mixCycle = zip(GenEvalCategory.allCases, s.captionMix).flatMap { Array(repeating: $0, count: $1) }
-        let genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: mixCycle[i % mixCycle.count]) }
+        var genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: mixCycle[i % mixCycle.count]) }
+        // Placed captions from a stream of their own (the rest of the world is the same with or without them),
+        // spread evenly among the others.
+        var placedWorld = WorldGenerator(seed: s.seed &+ 31337)
+        for i in 0..<s.placedCaptions {
+            genSamples.insert(placedWorld.placedSample(), at: Swift.min(genSamples.count, (i * s.trainScenes) / Swift.max(1, s.placedCaptions) + i))
+        }
         // Each training image comes with several different questions (every answer a target): independent
         // shared-prefix samples by default, or one multi-turn conversation; held-out questions stay single-turn.
         // A question-type cycle drawn from when the mix is set (otherwise the generator's uniform choice).
@@ -173,7 +179,7 @@ public struct ShapesDemo {
 
         if evaluateOnly {
             // Re-score the model and VAE an earlier run left in `out` (e.g. with other sampling settings).
-            let (generation, understanding) = try evaluate(modelDirectory: out.appendingPathComponent("model"), vaeDirectory: out.appendingPathComponent("vae"),
+            let (generation, understanding, _) = try evaluate(modelDirectory: out.appendingPathComponent("model"), vaeDirectory: out.appendingPathComponent("vae"),
                                                            prompts: heldPrompts, questions: heldQuestions, world: worldConfig,
                                                            report: out.appendingPathComponent("rescored"))
             let scores: [String: Any] = ["generation": generation, "understanding": understanding,
@@ -341,7 +347,7 @@ public struct ShapesDemo {
 
         // 7. Evaluation through the public pipeline, on held-out prompts and images.
         let report = out.appendingPathComponent("report")
-        let (generation, understanding) = try evaluate(modelDirectory: modelDir, vaeDirectory: vaeDir, prompts: heldPrompts,
+        let (generation, understanding, _) = try evaluate(modelDirectory: modelDir, vaeDirectory: vaeDir, prompts: heldPrompts,
                                                        questions: heldQuestions, world: worldConfig, report: report)
 
         // 8. The rest of the report folder.

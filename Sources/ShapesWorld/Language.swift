@@ -255,6 +255,22 @@ public struct WorldGenerator: Sendable {
 
     // MARK: Generation prompts
 
+    /// A training caption that names where each object stands: "a photo of a red circle at the top left and a blue
+    /// square at the bottom right" (one or two objects, reading order). Not a GenEval category: it teaches the
+    /// image tokens the cells' absolute positions, which the relations of `position` prompts are built on.
+    public mutating func placedSample() -> GenerationSample {
+        let cells = random.shuffled(Cell.allCases)
+        let size = random.pick(config.sizes)
+        let kinds = random.shuffled(config.shapes)
+        let objects = (0..<(1 + random.int(2))).map { i in
+            ShapeObject(kind: kinds[i], color: random.pick(config.colors), cell: cells[i], size: config.namesSizes ? random.pick(config.sizes) : size)
+        }.sorted { $0.cell.rawValue < $1.cell.rawValue }
+        let prompt = "a photo of " + objects.map { "a \(phrase($0)) at the \($0.cell.name)" }.joined(separator: " and ")
+        return GenerationSample(prompt: prompt,
+                                requirements: Requirements(category: .twoObject, include: objects.map { .init(shape: $0.kind, count: 1) }),
+                                scene: Scene(objects: objects))
+    }
+
     /// A prompt of `category`, its GenEval requirements and a scene that satisfies them (the training image).
     ///
     /// Prompts always name colours ("a photo of a red circle"), so every training caption fully specifies its

@@ -1,6 +1,8 @@
 import Foundation
 import JanusFlow
 import JanusFlowDemo
+import JanusFlowImageIO
+import ShapesWorld
 import XCTest
 
 /// The demo as a library type: a very short run from Swift reports every phase in order, writes a model the public
@@ -111,5 +113,41 @@ final class ShapesDemoTests: XCTestCase {
         let s = try ShapesDemo.Settings.quick.overridden(byJSONFile: file)
         XCTAssertEqual(s.vaeSteps, 3)
         XCTAssertEqual(s.trainScenes, 600)  // the rest as the base settings
+    }
+
+    func testPositionProbeMeasuresWhatIsDrawn() throws {
+        // Images that follow their prompts: every prompt right, and its twin (the opposite relation) drawn the
+        // same, so the twins are all wrong and the relation word "changed" nothing: the probe's reading of a model
+        // that ignores the relation.
+        var world = WorldGenerator(seed: 5)
+        let prompts = (0..<40).map { _ in world.generationSample(category: .position) }
+        let images = prompts.map { RGBImage(width: 32, height: 32, pixels: $0.scene.render(size: 32).pixels) }
+        let detector = Detector(config: .standard)
+        let ignoring = PositionProbe.measure(prompts: prompts, images: images, twinImages: images, detector: detector)
+        XCTAssertEqual(ignoring.prompts, 40)
+        XCTAssertEqual(ignoring.bothFound, 1)
+        XCTAssertEqual(ignoring.accuracy, 1)
+        XCTAssertEqual(ignoring.swappedAccuracy, 0)
+        XCTAssertEqual(ignoring.changedBySwappedRelation, 0)
+        XCTAssertEqual((ignoring.layout["same_row"] ?? 0) + (ignoring.layout["same_column"] ?? 0), 1, accuracy: 1e-9)
+        for (asked, drawn) in ignoring.drawnByAsked { XCTAssertEqual(drawn, [asked: 1], asked) }
+        // The subject comes first in reading order exactly for "left of" and "above".
+        let firstAsked = prompts.filter { [.leftOf, .above].contains($0.requirements.include[1].position!.relation) }.count
+        XCTAssertEqual(ignoring.subjectDrawnFirst, Double(firstAsked) / 40, accuracy: 1e-9)
+        // Twins drawn as their own prompts ask (subject and reference trade cells): every relation changes.
+        let twins = prompts.map { sample -> RGBImage in
+            var scene = sample.scene
+            (scene.objects[0].cell, scene.objects[1].cell) = (scene.objects[1].cell, scene.objects[0].cell)
+            return RGBImage(width: 32, height: 32, pixels: scene.render(size: 32).pixels)
+        }
+        let following = PositionProbe.measure(prompts: prompts, images: images, twinImages: twins, detector: detector)
+        XCTAssertEqual(following.changedBySwappedRelation, 1)
+        XCTAssertEqual(following.swappedAccuracy, 1)
+        // The twin's prompt and requirements name the opposite relation.
+        let twin = try XCTUnwrap(PositionProbe.swapped(prompts[0]))
+        let relation = prompts[0].requirements.include[1].position!.relation
+        XCTAssertNotEqual(twin.requirements.include[1].position!.relation, relation)
+        XCTAssertTrue(twin.prompt.contains(" \(twin.requirements.include[1].position!.relation.rawValue) "), twin.prompt)
+        XCTAssertNil(PositionProbe.swapped(world.generationSample(category: .twoObject)))
     }
 }

@@ -1,0 +1,101 @@
+import Foundation
+import JanusFlow
+import JanusFlowImageIO
+import ShapesWorld
+
+/// What a trained demo model draws for position prompts, measured (`report/position_probe.json`): where the subject
+/// lands against the reference for each asked relation, and whether the relation word changes the image at all
+/// (each prompt again with the opposite relation, same seed).
+public struct PositionProbe: Codable, Equatable, Sendable {
+    /// Held-out position prompts probed.
+    public var prompts: Int
+    /// Fraction of images where both the subject's and the reference's shapes were detected.
+    public var bothFound: Double
+    /// Of those: the subject in the reference's row, in its column, or on a diagonal (GenEval's two relations).
+    public var layout: [String: Double]
+    /// For each asked relation: the fraction of images (both found) where the subject stands in each relation to
+    /// the reference (a diagonal counts for both of its relations).
+    public var drawnByAsked: [String: [String: Double]]
+    /// Fraction (both found in both images) where the subject's relation to the reference differs between the prompt
+    /// and its twin with the opposite relation word: 0 means the relation word is ignored.
+    public var changedBySwappedRelation: Double
+    /// Fraction where the first-mentioned object (the subject) is the one drawn first in reading order (row by row,
+    /// the order of the causal image tokens): 1 means the order of the words decides the layout, not the relation.
+    public var subjectDrawnFirst: Double
+    /// GenEval's verdict on the prompts, and on their twins with the opposite relation.
+    public var accuracy: Double, swappedAccuracy: Double
+
+    enum CodingKeys: String, CodingKey {
+        case prompts, layout, accuracy
+        case bothFound = "both_found", drawnByAsked = "drawn_by_asked", changedBySwappedRelation = "changed_by_swapped_relation"
+        case subjectDrawnFirst = "subject_drawn_first", swappedAccuracy = "swapped_accuracy"
+    }
+
+    /// The relation word of a position prompt replaced by its opposite, with the requirements to match.
+    public static func swapped(_ sample: GenerationSample) -> GenerationSample? {
+        guard sample.requirements.include.count == 2, let position = sample.requirements.include[1].position else { return nil }
+        let opposite: [SpatialRelation: SpatialRelation] = [.leftOf: .rightOf, .rightOf: .leftOf, .above: .below, .below: .above]
+        let flipped = opposite[position.relation]!
+        var twin = sample
+        twin.prompt = sample.prompt.replacingOccurrences(of: " \(position.relation.rawValue) ", with: " \(flipped.rawValue) ")
+        twin.requirements.include[1].position = .init(flipped, of: position.target)
+        return twin.prompt == sample.prompt ? nil : twin
+    }
+
+    /// Measures `prompts` (position prompts; others are skipped) with `images[i]` drawn for `prompts[i]` and
+    /// `twinImages[i]` for its swapped twin from the same seed.
+    public static func measure(prompts: [GenerationSample], images: [RGBImage], twinImages: [RGBImage], detector: Detector) -> PositionProbe {
+        func located(_ image: RGBImage, _ sample: GenerationSample) -> (subject: DetectedObject, reference: DetectedObject)? {
+            let found = detector.detect(ShapesDemo.toShape(image))
+            let best = { (kind: ShapeKind) in found.filter { $0.kind == kind }.max { $0.confidence < $1.confidence } }
+            guard let reference = best(sample.requirements.include[0].shape), let subject = best(sample.requirements.include[1].shape) else { return nil }
+            return (subject, reference)
+        }
+        var both = 0, changed = 0, compared = 0, first = 0, correct = 0, swappedCorrect = 0
+        var layout: [String: Int] = [:]
+        var drawn: [String: [String: Int]] = [:], asked: [String: Int] = [:]
+        for (i, sample) in prompts.enumerated() {
+            guard let relation = sample.requirements.include[1].position?.relation, let twin = swapped(sample) else { continue }
+            if GenEvalScorer.isCorrect(detector.detect(ShapesDemo.toShape(images[i])), sample.requirements) { correct += 1 }
+            if GenEvalScorer.isCorrect(detector.detect(ShapesDemo.toShape(twinImages[i])), twin.requirements) { swappedCorrect += 1 }
+            guard let pair = located(images[i], sample) else { continue }
+            both += 1
+            asked[relation.rawValue, default: 0] += 1
+            let relations = GenEvalScorer.relations(of: pair.subject.box, to: pair.reference.box)
+            for r in relations { drawn[relation.rawValue, default: [:]][r.rawValue, default: 0] += 1 }
+            let horizontal = relations.contains(.leftOf) || relations.contains(.rightOf)
+            let vertical = relations.contains(.above) || relations.contains(.below)
+            layout[horizontal && vertical ? "diagonal" : horizontal ? "same_row" : vertical ? "same_column" : "overlapping", default: 0] += 1
+            let subjectFirst = (pair.subject.centerY, pair.subject.centerX) < (pair.reference.centerY, pair.reference.centerX)
+            if subjectFirst { first += 1 }
+            if let twinPair = located(twinImages[i], twin) {
+                compared += 1
+                if GenEvalScorer.relations(of: twinPair.subject.box, to: twinPair.reference.box) != relations { changed += 1 }
+            }
+        }
+        let probed = prompts.filter { $0.requirements.include.count == 2 && $0.requirements.include[1].position != nil }.count
+        func fraction(_ n: Int, _ d: Int) -> Double { d == 0 ? 0 : Double(n) / Double(d) }
+        return PositionProbe(
+            prompts: probed, bothFound: fraction(both, probed), layout: layout.mapValues { fraction($0, both) },
+            drawnByAsked: Dictionary(uniqueKeysWithValues: drawn.map { key, counts in (key, counts.mapValues { fraction($0, asked[key] ?? 0) }) }),
+            changedBySwappedRelation: fraction(changed, compared), subjectDrawnFirst: fraction(first, both),
+            accuracy: fraction(correct, probed), swappedAccuracy: fraction(swappedCorrect, probed))
+    }
+}
+
+extension ShapesDemo {
+    /// Draws every position prompt of `prompts` and its twin with the opposite relation (same seeds as the
+    /// evaluation) and measures them; `images` are the evaluation's images of `prompts`, in order.
+    func probePosition(pipeline: JanusFlowPipeline, prompts: [GenerationSample], images: [RGBImage], detector: Detector) throws -> PositionProbe {
+        let s = settings
+        let indices = prompts.indices.filter { PositionProbe.swapped(prompts[$0]) != nil }
+        var twins: [RGBImage] = []
+        for start in stride(from: 0, to: indices.count, by: Self.evaluationBatch) {
+            let range = indices[start..<Swift.min(start + Self.evaluationBatch, indices.count)]
+            twins += try pipeline.generate(prompts: range.map { PositionProbe.swapped(prompts[$0])!.prompt },
+                                           seeds: range.map { s.seed &+ UInt64($0) }, steps: s.sampleSteps, cfg: s.cfg,
+                                           imagesPerPass: range.count)
+        }
+        return PositionProbe.measure(prompts: indices.map { prompts[$0] }, images: indices.map { images[$0] }, twinImages: twins, detector: detector)
+    }
+}
