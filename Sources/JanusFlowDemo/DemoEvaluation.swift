@@ -37,7 +37,7 @@ extension ShapesDemo {
             grids[sample.requirements.category, default: []].append(image)
             promptLines.append("\(sample.requirements.category.rawValue)\t\(ok ? "correct" : "wrong")\t\(sample.prompt)")
         }
-        let probe = try probePosition(pipeline: pipeline, prompts: prompts, images: images, detector: detector)
+        let probe = try probePosition(pipeline: pipeline, prompts: prompts, images: images, detector: detector, world: world)
         var qaRows: [(type: String, expected: String, predicted: String)] = []
         var qaLines = ["| question | expected | answer |", "|---|---|---|"]
         for (i, q) in questions.enumerated() {
@@ -56,9 +56,9 @@ extension ShapesDemo {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(probe).write(to: report.appendingPathComponent("position_probe.json"), options: .atomic)
-        log(String(format: "position probe: both objects %.2f, layout %@, relation word changes the drawn relation in %.2f, subject drawn first %.2f",
+        log(String(format: "position probe: both objects %.2f, layout %@, relation word changes the drawn relation in %.2f, subject drawn first %.2f, placed objects in their cell %.2f",
                    probe.bothFound, probe.layout.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "),
-                   probe.changedBySwappedRelation, probe.subjectDrawnFirst))
+                   probe.changedBySwappedRelation, probe.subjectDrawnFirst, probe.placedCellAccuracy))
         return (GenEvalScorer.summarize(genResults), UnderstandingScorer.summarize(qaRows), probe)
     }
 

@@ -24,9 +24,13 @@ public struct PositionProbe: Codable, Equatable, Sendable {
     public var subjectDrawnFirst: Double
     /// GenEval's verdict on the prompts, and on their twins with the opposite relation.
     public var accuracy: Double, swappedAccuracy: Double
+    /// Held-out placed prompts ("a photo of a red circle at the top left", `WorldGenerator.placedSample`) and the
+    /// fraction of their objects drawn in the named cell (chance 1/4): whether the image tokens can place an object
+    /// at an absolute position at all, which every relation needs.
+    public var placedPrompts = 0, placedCellAccuracy = 0.0
 
     enum CodingKeys: String, CodingKey {
-        case prompts, layout, accuracy
+        case prompts, layout, accuracy, placedPrompts = "placed_prompts", placedCellAccuracy = "placed_cell_accuracy"
         case bothFound = "both_found", drawnByAsked = "drawn_by_asked", changedBySwappedRelation = "changed_by_swapped_relation"
         case subjectDrawnFirst = "subject_drawn_first", swappedAccuracy = "swapped_accuracy"
     }
@@ -83,10 +87,29 @@ public struct PositionProbe: Codable, Equatable, Sendable {
     }
 }
 
+extension PositionProbe {
+    /// The fraction of the objects of `samples` (placed prompts) that `images` show in the named cell: the most
+    /// confident detection of the object's shape, by the cell of its box centre.
+    public static func placedCellAccuracy(_ samples: [GenerationSample], _ images: [RGBImage], detector: Detector) -> Double {
+        var right = 0, total = 0
+        for (sample, image) in zip(samples, images) {
+            let found = detector.detect(ShapesDemo.toShape(image))
+            for object in sample.scene.objects {
+                total += 1
+                guard let best = found.filter({ $0.kind == object.kind }).max(by: { $0.confidence < $1.confidence }) else { continue }
+                if best.cell(imageWidth: image.width, imageHeight: image.height) == object.cell { right += 1 }
+            }
+        }
+        return total == 0 ? 0 : Double(right) / Double(total)
+    }
+}
+
 extension ShapesDemo {
     /// Draws every position prompt of `prompts` and its twin with the opposite relation (same seeds as the
-    /// evaluation) and measures them; `images` are the evaluation's images of `prompts`, in order.
-    func probePosition(pipeline: JanusFlowPipeline, prompts: [GenerationSample], images: [RGBImage], detector: Detector) throws -> PositionProbe {
+    /// evaluation) and measures them; `images` are the evaluation's images of `prompts`, in order. Also draws
+    /// held-out placed prompts of `world` (as many as the prompts of a category) and scores their cells.
+    func probePosition(pipeline: JanusFlowPipeline, prompts: [GenerationSample], images: [RGBImage], detector: Detector,
+                       world: WorldConfig) throws -> PositionProbe {
         let s = settings
         let indices = prompts.indices.filter { PositionProbe.swapped(prompts[$0]) != nil }
         var twins: [RGBImage] = []
@@ -96,6 +119,16 @@ extension ShapesDemo {
                                            seeds: range.map { s.seed &+ UInt64($0) }, steps: s.sampleSteps, cfg: s.cfg,
                                            imagesPerPass: range.count)
         }
-        return PositionProbe.measure(prompts: indices.map { prompts[$0] }, images: indices.map { images[$0] }, twinImages: twins, detector: detector)
+        var probe = PositionProbe.measure(prompts: indices.map { prompts[$0] }, images: indices.map { images[$0] }, twinImages: twins, detector: detector)
+        var placedWorld = WorldGenerator(seed: s.seed &+ 424_242, config: world)
+        let placed = (0..<s.evalPromptsPerCategory).map { _ in placedWorld.placedSample() }
+        var placedImages: [RGBImage] = []
+        for start in stride(from: 0, to: placed.count, by: Self.evaluationBatch) {
+            let range = start..<Swift.min(start + Self.evaluationBatch, placed.count)
+            placedImages += try pipeline.generate(prompts: range.map { placed[$0].prompt }, seeds: range.map { s.seed &+ 7_000 &+ UInt64($0) },
+                                                  steps: s.sampleSteps, cfg: s.cfg, imagesPerPass: range.count)
+        }
+        (probe.placedPrompts, probe.placedCellAccuracy) = (placed.count, PositionProbe.placedCellAccuracy(placed, placedImages, detector: detector))
+        return probe
     }
 }
