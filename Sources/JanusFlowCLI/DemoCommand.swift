@@ -14,8 +14,8 @@ struct DemoCommand: ParsableCommand {
     @Flag(help: "The short variant used in CI.")
     var quick = false
 
-    @Option(help: "Seed for the world, the weights and the training run.")
-    var seed: UInt64 = 0
+    @Option(help: "Seed for the world, the weights and the training run (default: the settings file's seed, else 0).")
+    var seed: UInt64?
 
     @Option(help: "A JSON file overriding any of the demo settings (the keys of report/config.json), e.g. {\"stageSteps\": [300, 1600, 500]}.")
     var settings: String?
@@ -42,7 +42,7 @@ struct DemoCommand: ParsableCommand {
         if let path = self.settings {
             do { settings = try settings.overridden(byJSONFile: URL(fileURLWithPath: path)) } catch let error as ShapesDemoError { throw ValidationError(error.message) }
         }
-        settings.seed = seed
+        if let seed { settings.seed = seed }  // a seed in the settings file counts unless --seed is given
         for (name, batch) in [("batchSize", settings.batchSize), ("the VAE's batch", 16)] where batch % processes != 0 {
             throw ValidationError("--processes \(processes): \(name) \(batch) does not split into \(processes) processes")
         }

@@ -27,9 +27,11 @@ extension ShapesDemo {
         /// two_object, counting, colors, position, color_attr); held-out prompts stay equal per category.
         /// Counting and position, the hardest, get twice the captions.
         public var captionMix = [1, 1, 2, 1, 2, 1]
+        // Without them the relation word was ignored (position 0.22; docs/demo.md, "Position"): 3000 gave 0.52,
+        // 6000 0.25 with counting and POPE down (a third of the captions then named cells).
         /// Extra training captions that name each object's cell ("a photo of a red circle at the top left"), on
         /// top of `trainScenes` (0: none; `WorldGenerator.placedSample`).
-        public var placedCaptions = 0
+        public var placedCaptions = 3000
         /// Understanding conversations, one scene each, of `questionsPerImage` question-answer turns.
         public var trainQuestions = 12000
         // Eight (with the scene heads below) measured understanding 0.97 where four without them gave 0.80.
@@ -40,8 +42,8 @@ extension ShapesDemo {
         /// can read the earlier answers instead of the image.
         public var independentQuestions = true
         /// Relative number of training questions per question type ("pope": 3, ...); types left out count 1.
-        /// Held-out questions stay uniform over the types.
-        public var questionMix: [String: Int] = [:]
+        /// Held-out questions stay uniform over the types. Position questions get three times the share.
+        public var questionMix: [String: Int] = ["position": 3]
         /// Lines of the text-only corpus, used for LLM pretraining and the text loss of the stages.
         public var trainTexts = 4000
         /// Scenes in the VAE and SigLIP pretraining bank, half from the captions and half from the questions.
@@ -146,6 +148,7 @@ extension ShapesDemo {
         public static let quick: Settings = {
             var q = Settings()
             (q.trainScenes, q.trainQuestions, q.questionsPerImage, q.trainTexts, q.pretrainImages) = (600, 600, 2, 600, 1200)
+            q.placedCaptions = 150
             (q.vaeSteps, q.siglipSteps, q.llmSteps, q.stageSteps) = (250, 100, 120, [60, 300, 120])
             (q.evalPromptsPerCategory, q.evalQuestions, q.sampleSteps) = (5, 60, 10)
             return q

@@ -145,6 +145,8 @@ public struct ShapesDemo {
         var world = WorldGenerator(seed: s.seed &+ 1)
         let worldConfig = world.config
 
+        let clock = PhaseClock()
+        clock.mark("world and tokenizer")
         // 1. The world: training scenes with captions, questions and text; held-out prompts and questions.
         log("== ShapesWorld (seed \(s.seed)): \(worldConfig.shapes.count) shapes, \(worldConfig.colors.count) colours, 1-\(worldConfig.maxObjects) objects"
             + (group.size > 1 ? "; \(group.size) processes, each a 1/\(group.size) share of every batch" : ""))
@@ -213,6 +215,7 @@ public struct ShapesDemo {
             var r = WorldRandom(seed: s.seed &* 31 &+ UInt64(step) &* 7919 &+ salt)
             return Tensor(share((0..<(size ?? s.batchSize)).map { _ in Int32(r.int(count)) }))
         }
+        clock.mark("VAE")
         let vaeLosses = try fit("VAE", module: vae, steps: s.vaeSteps, lr: 2e-3) { step in
             let x = imageBank.take(batchIndices(step, allScenes.count, salt: 1, size: 16), axis: 0)
             return Self.vaeLoss(vae, x, noiseKey: RandomKey(seed: UInt64(step) &+ 77), share: (group.rank, group.size))
@@ -265,6 +268,7 @@ public struct ShapesDemo {
         let countLabels = Tensor(labels.flatMap(\.counts), shape: [allScenes.count, countTargets])
         let shareSize = s.batchSize / group.size
         let patchIndex = Tensor((0..<(shareSize * 16)).map { Int32($0 % 16) }, shape: [shareSize, 16])
+        clock.mark("SigLIP")
         let siglipLosses = try fit("SigLIP", module: heads, steps: s.siglipSteps, lr: 2e-3) { step in
             let idx = batchIndices(step, allScenes.count, salt: 2)
             let features = heads.encoder(imageBank.take(idx, axis: 0))
@@ -278,6 +282,7 @@ public struct ShapesDemo {
         }
         let textIDs = texts.map { tokenizer.encode($0) + [tokenizer.eosID] }
         let lm = model.languageModel
+        clock.mark("LLM")
         let llmLosses = try fit("LLM", module: lm, steps: s.llmSteps, lr: 2e-3) { step in
             var r = WorldRandom(seed: UInt64(step) &+ 3)
             let batch = Collate.text(share((0..<s.batchSize).map { _ in TextExample(ids: textIDs[r.int(textIDs.count)]) }), padID: tokenizer.padID)
@@ -285,6 +290,7 @@ public struct ShapesDemo {
         }
 
         // 5. Training data for the three stages: latents and REPA targets computed once.
+        clock.mark("stage data (latents, REPA targets)")
         let processor = try ChatProcessor(tokenizer: tokenizer, imageTokens: config.siglip.tokens)
         let genPixels = Tensor(genSamples.flatMap { pixels($0.scene) }, shape: [genSamples.count, 3, s.imageSize, s.imageSize])
         var latents: [Tensor] = [], targets: [Tensor] = []
@@ -339,6 +345,7 @@ public struct ShapesDemo {
             catch { cancelled = true }
         }
         trainer.shouldStop = { cancelled }
+        clock.mark("JanusFlow stages")
         try trainer.run()
         if cancelled { throw CancellationError() }
         try trainer.exportModel(to: modelDir, parameters: trainer.emaModelParameters)
@@ -346,11 +353,13 @@ public struct ShapesDemo {
         guard writes else { return DemoScores(json: [:]) }  // rank 0 scores the model and writes the report
 
         // 7. Evaluation through the public pipeline, on held-out prompts and images.
+        clock.mark("evaluation")
         let report = out.appendingPathComponent("report")
         let (generation, understanding, _) = try evaluate(modelDirectory: modelDir, vaeDirectory: vaeDir, prompts: heldPrompts,
                                                        questions: heldQuestions, world: worldConfig, report: report)
 
         // 8. The rest of the report folder.
+        clock.mark("report")
         let boundaries = [stages[0].steps, stages[0].steps + stages[1].steps]
         let plot = LossPlot().render(history: trainer.history, series: ["understanding", "rf", "repa", "text"], stageBoundaries: boundaries)
         try RGBImage(width: plot.width, height: plot.height, pixels: plot.pixels).writePNG(to: report.appendingPathComponent("loss_curves.png"))
@@ -379,6 +388,7 @@ public struct ShapesDemo {
                 .filter { !$0.value.values.contains { $0.isNaN } },  // a loss the run did not compute (REPA off) is left out
             "chance": ["generation_overall": 0.0, "understanding_accuracy": chanceAccuracy(heldQuestions)],
             "settings": ["repa": s.repa, "cfg": s.cfg, "sample_steps": s.sampleSteps, "seed": s.seed],
+            "time": clock.report(),
         ]
         let json = try JSONSerialization.data(withJSONObject: scores, options: [.prettyPrinted, .sortedKeys])
         try json.write(to: report.appendingPathComponent("scores.json"), options: .atomic)

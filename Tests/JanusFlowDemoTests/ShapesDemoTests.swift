@@ -13,6 +13,7 @@ final class ShapesDemoTests: XCTestCase {
         (s.trainScenes, s.trainQuestions, s.trainTexts, s.vaeSteps, s.siglipSteps, s.llmSteps) = (96, 96, 96, 12, 6, 6)
         (s.stageSteps, s.batchSize, s.evalPromptsPerCategory, s.evalQuestions, s.sampleSteps, s.merges) = ([6, 8, 6], 8, 2, 16, 3, 60)
         s.seed = 3
+        s.placedCaptions = 24
         return s
     }
 
@@ -149,5 +150,17 @@ final class ShapesDemoTests: XCTestCase {
         XCTAssertNotEqual(twin.requirements.include[1].position!.relation, relation)
         XCTAssertTrue(twin.prompt.contains(" \(twin.requirements.include[1].position!.relation.rawValue) "), twin.prompt)
         XCTAssertNil(PositionProbe.swapped(world.generationSample(category: .twoObject)))
+        // Placed prompts name every object's cell: drawn as asked all are in place; each object moved one cell
+        // along its row, none is.
+        let placed = (0..<30).map { _ in world.placedSample() }
+        XCTAssertTrue(placed.allSatisfy { $0.prompt.contains(" at the \($0.scene.objects[0].cell.name)") }, placed[0].prompt)
+        let asked = placed.map { RGBImage(width: 32, height: 32, pixels: $0.scene.render(size: 32).pixels) }
+        XCTAssertEqual(PositionProbe.placedCellAccuracy(placed, asked, detector: detector), 1)
+        let moved = placed.map { sample -> RGBImage in
+            var scene = sample.scene
+            for i in scene.objects.indices { scene.objects[i].cell = Cell(rawValue: scene.objects[i].cell.rawValue ^ 1)! }
+            return RGBImage(width: 32, height: 32, pixels: scene.render(size: 32).pixels)
+        }
+        XCTAssertEqual(PositionProbe.placedCellAccuracy(placed, moved, detector: detector), 0)
     }
 }

@@ -420,7 +420,7 @@ func tinyDemoFolder(_ test: XCTestCase, prefix: String) throws -> (root: URL, se
     test.addTeardownBlock { try? FileManager.default.removeItem(at: root) }
     try FileManager.default.createDirectory(at: root, withIntermediateDirectories: true)
     let settings = root.appendingPathComponent("tiny.json")
-    try #"{"trainScenes": 96, "trainQuestions": 96, "trainTexts": 96, "vaeSteps": 12, "siglipSteps": 6, "llmSteps": 6, "stageSteps": [6, 8, 6], "batchSize": 8, "evalPromptsPerCategory": 2, "evalQuestions": 16, "sampleSteps": 3, "merges": 60}"#
+    try #"{"trainScenes": 96, "trainQuestions": 96, "trainTexts": 96, "vaeSteps": 12, "siglipSteps": 6, "llmSteps": 6, "stageSteps": [6, 8, 6], "batchSize": 8, "evalPromptsPerCategory": 2, "evalQuestions": 16, "sampleSteps": 3, "merges": 60, "placedCaptions": 24}"#
         .write(to: settings, atomically: true, encoding: .utf8)
     return (root, settings)
 }
@@ -436,14 +436,33 @@ final class DemoDeterminismTests: XCTestCase {
             XCTAssertEqual(result.status, 0, result.error)
             scores.append(try JSONSerialization.jsonObject(with: Data(contentsOf: root.appendingPathComponent("\(name)/report/scores.json"))) as! [String: Any])
         }
+        // The time each phase took (and the host's sgemm peak read at the end) is the one part that may differ.
+        for i in scores.indices {
+            let time = try XCTUnwrap(scores[i].removeValue(forKey: "time") as? [String: Any])
+            XCTAssertGreaterThan(time["total_seconds"] as? Double ?? 0, 0)
+            XCTAssertGreaterThan(time["sgemm_peak_gflops"] as? Double ?? 0, 0)
+            let phases = try XCTUnwrap(time["phases_seconds"] as? [String: Double])
+            XCTAssertEqual(Set(phases.keys), ["world and tokenizer", "VAE", "SigLIP", "LLM", "stage data (latents, REPA targets)",
+                                              "JanusFlow stages", "evaluation", "report"])
+            XCTAssertEqual(phases.values.reduce(0, +), time["total_seconds"] as? Double ?? -1, accuracy: 1e-6)
+        }
         XCTAssertEqual(scores[0] as NSDictionary, scores[1] as NSDictionary)
         for file in ["model/model.safetensors", "vae/diffusion_pytorch_model.safetensors", "model/tokenizer.json", "report/generation_prompts.tsv"] {
             XCTAssertEqual(try Data(contentsOf: root.appendingPathComponent("a/\(file)")), try Data(contentsOf: root.appendingPathComponent("b/\(file)")),
                            "\(file) differs between two runs with the same seed")
         }
+        // A seed in the settings file counts when --seed is not given: the same run as --seed 3.
+        var tiny = try JSONSerialization.jsonObject(with: Data(contentsOf: settings)) as! [String: Any]
+        tiny["seed"] = 3
+        let seeded = root.appendingPathComponent("seeded.json")
+        try JSONSerialization.data(withJSONObject: tiny).write(to: seeded)
+        let fromFile = try runCLI(["demo", "--settings", seeded.path, "--out", root.appendingPathComponent("from-file").path])
+        XCTAssertEqual(fromFile.status, 0, fromFile.error)
+        XCTAssertEqual(try Data(contentsOf: root.appendingPathComponent("from-file/model/model.safetensors")),
+                       try Data(contentsOf: root.appendingPathComponent("a/model/model.safetensors")), "the settings file's seed was not used")
+        tiny["seed"] = nil
         // Without REPA (what --ablate repa trains) the report leaves the REPA loss out instead of failing on NaN.
         let noRepa = root.appendingPathComponent("no-repa.json")
-        var tiny = try JSONSerialization.jsonObject(with: Data(contentsOf: settings)) as! [String: Any]
         tiny["repa"] = false
         try JSONSerialization.data(withJSONObject: tiny).write(to: noRepa)
         let ablated = try runCLI(["demo", "--settings", noRepa.path, "--seed", "3", "--out", root.appendingPathComponent("c").path])
@@ -455,6 +474,7 @@ final class DemoDeterminismTests: XCTestCase {
         // Bad settings files stop the run before it writes anything, with an error naming the file and the key.
         for (name, json, message) in [("unknown", #"{"stageStep": [1, 1, 1]}"#, "unknown setting 'stageStep'"),
                                       ("zero", #"{"questionsPerImage": 0}"#, "setting 'questionsPerImage' must be at least 1 (0)"),
+                                      ("placed", #"{"placedCaptions": -1}"#, "setting 'placedCaptions' must be >= 0 (-1)"),
                                       ("mix", #"{"captionMix": [1, 2, 3]}"#, "setting 'captionMix' must be 6 counts >= 0, not all 0 ([1, 2, 3])"),
                                       ("types", #"{"questionMix": {"pope": 2, "popes": 1}}"#, "setting 'questionMix' has an unknown question type 'popes'"),
                                       ("no-types", #"{"questionMix": {"shape": 0, "color": 0, "count": 0, "position": 0, "pope": 0, "describe": 0}}"#,
