@@ -35,16 +35,9 @@ public struct PositionProbe: Codable, Equatable, Sendable {
         case subjectDrawnFirst = "subject_drawn_first", swappedAccuracy = "swapped_accuracy"
     }
 
-    /// The relation word of a position prompt replaced by its opposite, with the requirements to match.
-    public static func swapped(_ sample: GenerationSample) -> GenerationSample? {
-        guard sample.requirements.include.count == 2, let position = sample.requirements.include[1].position else { return nil }
-        let opposite: [SpatialRelation: SpatialRelation] = [.leftOf: .rightOf, .rightOf: .leftOf, .above: .below, .below: .above]
-        let flipped = opposite[position.relation]!
-        var twin = sample
-        twin.prompt = sample.prompt.replacingOccurrences(of: " \(position.relation.rawValue) ", with: " \(flipped.rawValue) ")
-        twin.requirements.include[1].position = .init(flipped, of: position.target)
-        return twin.prompt == sample.prompt ? nil : twin
-    }
+    /// The relation word of a position prompt replaced by its opposite, with the requirements (and the scene) to
+    /// match: `WorldGenerator.positionTwin(of:)`.
+    public static func swapped(_ sample: GenerationSample) -> GenerationSample? { WorldGenerator.positionTwin(of: sample) }
 
     /// Measures `prompts` (position prompts; others are skipped) with `images[i]` drawn for `prompts[i]` and
     /// `twinImages[i]` for its swapped twin from the same seed.

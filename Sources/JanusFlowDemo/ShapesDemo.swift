@@ -152,6 +152,9 @@ public struct ShapesDemo {
             + (group.size > 1 ? "; \(group.size) processes, each a 1/\(group.size) share of every batch" : ""))
         let mixCycle = zip(GenEvalCategory.allCases, s.captionMix).flatMap { Array(repeating: $0, count: $1) }
         var genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: mixCycle[i % mixCycle.count]) }
+        if s.positionTwins {
+            genSamples = genSamples.flatMap { sample in [sample] + (WorldGenerator.positionTwin(of: sample).map { [$0] } ?? []) }
+        }
         // Placed captions from a stream of their own (the rest of the world is the same with or without them),
         // spread evenly among the others.
         var placedWorld = WorldGenerator(seed: s.seed &+ 31337)

@@ -255,6 +255,21 @@ public struct WorldGenerator: Sendable {
 
     // MARK: Generation prompts
 
+    /// The position sample with the opposite relation word and its scene to match ("a red circle left of a blue
+    /// square" -> "a red circle right of a blue square", the two objects trading cells); nil for other categories.
+    /// Together the two are a pair of prompts that differ only in the relation.
+    public static func positionTwin(of sample: GenerationSample) -> GenerationSample? {
+        guard sample.requirements.category == .position, sample.requirements.include.count == 2,
+              let position = sample.requirements.include[1].position, sample.scene.objects.count == 2 else { return nil }
+        let opposite: [SpatialRelation: SpatialRelation] = [.leftOf: .rightOf, .rightOf: .leftOf, .above: .below, .below: .above]
+        let flipped = opposite[position.relation]!
+        var twin = sample
+        twin.prompt = sample.prompt.replacingOccurrences(of: " \(position.relation.rawValue) ", with: " \(flipped.rawValue) ")
+        twin.requirements.include[1].position = .init(flipped, of: position.target)
+        (twin.scene.objects[0].cell, twin.scene.objects[1].cell) = (sample.scene.objects[1].cell, sample.scene.objects[0].cell)
+        return twin.prompt == sample.prompt ? nil : twin
+    }
+
     /// A training caption that names where each object stands: "a photo of a red circle at the top left and a blue
     /// square at the bottom right" (one or two objects, reading order). Not a GenEval category: it teaches the
     /// image tokens the cells' absolute positions, which the relations of `position` prompts are built on.

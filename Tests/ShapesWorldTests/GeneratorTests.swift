@@ -332,6 +332,31 @@ final class GeneratorTests: XCTestCase {
         XCTAssertEqual(ShapesWorld.textSample(rng: &rng), world.text())
         XCTAssertEqual(rng.next(), world.random.next())
     }
+
+    func testPositionTwinsAndPlacedSamplesSatisfyWhatTheySay() {
+        var world = WorldGenerator(seed: 11)
+        for _ in 0..<100 {
+            let sample = world.generationSample(category: .position)
+            guard let twin = WorldGenerator.positionTwin(of: sample) else { return XCTFail("no twin for \(sample.prompt)") }
+            // The twin differs only in the relation word, and its own scene satisfies it while the original's does not.
+            let words = (sample.prompt.split(separator: " "), twin.prompt.split(separator: " "))
+            XCTAssertEqual(words.0.count, words.1.count, twin.prompt)
+            XCTAssertEqual(zip(words.0, words.1).filter { $0 != $1 }.count, 1, "\(sample.prompt) / \(twin.prompt)")
+            XCTAssertTrue(GenEvalScorer.score(image: twin.scene.render(size: 32), requirements: twin.requirements), twin.prompt)
+            XCTAssertFalse(GenEvalScorer.score(image: sample.scene.render(size: 32), requirements: twin.requirements), twin.prompt)
+            XCTAssertEqual(WorldGenerator.positionTwin(of: twin)?.prompt, sample.prompt)
+        }
+        XCTAssertNil(WorldGenerator.positionTwin(of: world.generationSample(category: .colorAttr)))
+        // Placed samples: one or two objects of different shapes, each named with its cell, in reading order.
+        for _ in 0..<100 {
+            let placed = world.placedSample()
+            let objects = placed.scene.objects
+            XCTAssertTrue((1...2).contains(objects.count))
+            XCTAssertEqual(Set(objects.map(\.kind)).count, objects.count)
+            XCTAssertEqual(placed.prompt, "a photo of " + objects.map { "a \($0.color.rawValue) \($0.kind.rawValue) at the \($0.cell.name)" }.joined(separator: " and "))
+            XCTAssertEqual(objects.map(\.cell.rawValue), objects.map(\.cell.rawValue).sorted())
+        }
+    }
 }
 
 final class EncoderLabelTests: XCTestCase {
