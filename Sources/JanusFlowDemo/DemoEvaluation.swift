@@ -23,12 +23,8 @@ extension ShapesDemo {
         var promptLines: [String] = []
         // Prompts in batches (each image still from its own seed, as if generated alone): the tiny model's rows
         // are far too small to keep the cores busy one prompt at a time.
-        var images: [RGBImage] = []
-        for start in stride(from: 0, to: prompts.count, by: Self.evaluationBatch) {
-            let range = start..<Swift.min(start + Self.evaluationBatch, prompts.count)
-            images += try pipeline.generate(prompts: prompts[range].map(\.prompt), seeds: range.map { s.seed &+ UInt64($0) },
-                                            steps: s.sampleSteps, cfg: s.cfg, imagesPerPass: range.count)
-            try reportProgress("GenEval prompts", range.upperBound, of: prompts.count)
+        let images = try generateInBatches(pipeline, prompts: prompts.map(\.prompt), seeds: prompts.indices.map { s.seed &+ UInt64($0) }) { done in
+            try reportProgress("GenEval prompts", done, of: prompts.count)
         }
         for (i, sample) in prompts.enumerated() {
             let image = images[i]
@@ -60,6 +56,20 @@ extension ShapesDemo {
                    probe.bothFound, probe.layout.sorted { $0.key < $1.key }.map { String(format: "%@ %.2f", $0.key, $0.value) }.joined(separator: ", "),
                    probe.changedBySwappedRelation, probe.subjectDrawnFirst, probe.placedCellAccuracy))
         return (GenEvalScorer.summarize(genResults), UnderstandingScorer.summarize(qaRows), probe)
+    }
+
+    /// `prompts[i]` drawn from `seeds[i]` with the settings' steps and CFG, `evaluationBatch` prompts a pass (each
+    /// image as if alone); `progress` gets the number done after each pass.
+    func generateInBatches(_ pipeline: JanusFlowPipeline, prompts: [String], seeds: [UInt64],
+                           progress: (Int) throws -> Void = { _ in }) throws -> [RGBImage] {
+        var images: [RGBImage] = []
+        for start in stride(from: 0, to: prompts.count, by: Self.evaluationBatch) {
+            let range = start..<Swift.min(start + Self.evaluationBatch, prompts.count)
+            images += try pipeline.generate(prompts: Array(prompts[range]), seeds: Array(seeds[range]), steps: settings.sampleSteps,
+                                            cfg: settings.cfg, imagesPerPass: range.count)
+            try progress(range.upperBound)
+        }
+        return images
     }
 
     func logScores(_ generation: [String: Double], _ understanding: [String: Double]) {

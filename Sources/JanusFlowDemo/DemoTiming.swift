@@ -4,9 +4,8 @@ import MLXEngine
 /// Wall time of a demo run by phase (`scores.json`'s `time`): each `mark` closes the phase the previous one opened,
 /// so everything between marks, data preparation included, belongs to some phase.
 final class PhaseClock {
-    private let start = Date()
     private var current: (name: String, since: Date)?
-    private(set) var phases: [(name: String, seconds: Double)] = []
+    private var phases: [(name: String, seconds: Double)] = []
 
     /// Ends the running phase and starts `name`.
     func mark(_ name: String) {

@@ -35,27 +35,28 @@ public struct PositionProbe: Codable, Equatable, Sendable {
         case subjectDrawnFirst = "subject_drawn_first", swappedAccuracy = "swapped_accuracy"
     }
 
-    /// The relation word of a position prompt replaced by its opposite, with the requirements (and the scene) to
-    /// match: `WorldGenerator.positionTwin(of:)`.
-    public static func swapped(_ sample: GenerationSample) -> GenerationSample? { WorldGenerator.positionTwin(of: sample) }
+    /// The most confident detection of `kind` among `found`.
+    static func mostConfident(_ kind: ShapeKind, in found: [DetectedObject]) -> DetectedObject? {
+        found.filter { $0.kind == kind }.max { $0.confidence < $1.confidence }
+    }
 
     /// Measures `prompts` (position prompts; others are skipped) with `images[i]` drawn for `prompts[i]` and
-    /// `twinImages[i]` for its swapped twin from the same seed.
+    /// `twinImages[i]` for its twin (`WorldGenerator.positionTwin(of:)`) from the same seed.
     public static func measure(prompts: [GenerationSample], images: [RGBImage], twinImages: [RGBImage], detector: Detector) -> PositionProbe {
-        func located(_ image: RGBImage, _ sample: GenerationSample) -> (subject: DetectedObject, reference: DetectedObject)? {
-            let found = detector.detect(ShapesDemo.toShape(image))
-            let best = { (kind: ShapeKind) in found.filter { $0.kind == kind }.max { $0.confidence < $1.confidence } }
-            guard let reference = best(sample.requirements.include[0].shape), let subject = best(sample.requirements.include[1].shape) else { return nil }
+        func located(_ found: [DetectedObject], _ sample: GenerationSample) -> (subject: DetectedObject, reference: DetectedObject)? {
+            guard let reference = mostConfident(sample.requirements.include[0].shape, in: found),
+                  let subject = mostConfident(sample.requirements.include[1].shape, in: found) else { return nil }
             return (subject, reference)
         }
         var both = 0, changed = 0, compared = 0, first = 0, correct = 0, swappedCorrect = 0
         var layout: [String: Int] = [:]
         var drawn: [String: [String: Int]] = [:], asked: [String: Int] = [:]
         for (i, sample) in prompts.enumerated() {
-            guard let relation = sample.requirements.include[1].position?.relation, let twin = swapped(sample) else { continue }
-            if GenEvalScorer.isCorrect(detector.detect(ShapesDemo.toShape(images[i])), sample.requirements) { correct += 1 }
-            if GenEvalScorer.isCorrect(detector.detect(ShapesDemo.toShape(twinImages[i])), twin.requirements) { swappedCorrect += 1 }
-            guard let pair = located(images[i], sample) else { continue }
+            guard let relation = sample.requirements.include[1].position?.relation, let twin = WorldGenerator.positionTwin(of: sample) else { continue }
+            let found = detector.detect(ShapesDemo.toShape(images[i])), twinFound = detector.detect(ShapesDemo.toShape(twinImages[i]))
+            if GenEvalScorer.isCorrect(found, sample.requirements) { correct += 1 }
+            if GenEvalScorer.isCorrect(twinFound, twin.requirements) { swappedCorrect += 1 }
+            guard let pair = located(found, sample) else { continue }
             both += 1
             asked[relation.rawValue, default: 0] += 1
             let relations = GenEvalScorer.relations(of: pair.subject.box, to: pair.reference.box)
@@ -65,12 +66,12 @@ public struct PositionProbe: Codable, Equatable, Sendable {
             layout[horizontal && vertical ? "diagonal" : horizontal ? "same_row" : vertical ? "same_column" : "overlapping", default: 0] += 1
             let subjectFirst = (pair.subject.centerY, pair.subject.centerX) < (pair.reference.centerY, pair.reference.centerX)
             if subjectFirst { first += 1 }
-            if let twinPair = located(twinImages[i], twin) {
+            if let twinPair = located(twinFound, twin) {
                 compared += 1
                 if GenEvalScorer.relations(of: twinPair.subject.box, to: twinPair.reference.box) != relations { changed += 1 }
             }
         }
-        let probed = prompts.filter { $0.requirements.include.count == 2 && $0.requirements.include[1].position != nil }.count
+        let probed = prompts.filter { WorldGenerator.positionTwin(of: $0) != nil }.count
         func fraction(_ n: Int, _ d: Int) -> Double { d == 0 ? 0 : Double(n) / Double(d) }
         return PositionProbe(
             prompts: probed, bothFound: fraction(both, probed), layout: layout.mapValues { fraction($0, both) },
@@ -89,7 +90,7 @@ extension PositionProbe {
             let found = detector.detect(ShapesDemo.toShape(image))
             for object in sample.scene.objects {
                 total += 1
-                guard let best = found.filter({ $0.kind == object.kind }).max(by: { $0.confidence < $1.confidence }) else { continue }
+                guard let best = mostConfident(object.kind, in: found) else { continue }
                 if best.cell(imageWidth: image.width, imageHeight: image.height) == object.cell { right += 1 }
             }
         }
@@ -104,23 +105,13 @@ extension ShapesDemo {
     func probePosition(pipeline: JanusFlowPipeline, prompts: [GenerationSample], images: [RGBImage], detector: Detector,
                        world: WorldConfig) throws -> PositionProbe {
         let s = settings
-        let indices = prompts.indices.filter { PositionProbe.swapped(prompts[$0]) != nil }
-        var twins: [RGBImage] = []
-        for start in stride(from: 0, to: indices.count, by: Self.evaluationBatch) {
-            let range = indices[start..<Swift.min(start + Self.evaluationBatch, indices.count)]
-            twins += try pipeline.generate(prompts: range.map { PositionProbe.swapped(prompts[$0])!.prompt },
-                                           seeds: range.map { s.seed &+ UInt64($0) }, steps: s.sampleSteps, cfg: s.cfg,
-                                           imagesPerPass: range.count)
-        }
-        var probe = PositionProbe.measure(prompts: indices.map { prompts[$0] }, images: indices.map { images[$0] }, twinImages: twins, detector: detector)
+        let twinned = prompts.indices.compactMap { i in WorldGenerator.positionTwin(of: prompts[i]).map { (index: i, twin: $0) } }
+        let twins = try generateInBatches(pipeline, prompts: twinned.map(\.twin.prompt), seeds: twinned.map { s.seed &+ UInt64($0.index) })
+        var probe = PositionProbe.measure(prompts: twinned.map { prompts[$0.index] }, images: twinned.map { images[$0.index] },
+                                          twinImages: twins, detector: detector)
         var placedWorld = WorldGenerator(seed: s.seed &+ 424_242, config: world)
         let placed = (0..<s.evalPromptsPerCategory).map { _ in placedWorld.placedSample() }
-        var placedImages: [RGBImage] = []
-        for start in stride(from: 0, to: placed.count, by: Self.evaluationBatch) {
-            let range = start..<Swift.min(start + Self.evaluationBatch, placed.count)
-            placedImages += try pipeline.generate(prompts: range.map { placed[$0].prompt }, seeds: range.map { s.seed &+ 7_000 &+ UInt64($0) },
-                                                  steps: s.sampleSteps, cfg: s.cfg, imagesPerPass: range.count)
-        }
+        let placedImages = try generateInBatches(pipeline, prompts: placed.map(\.prompt), seeds: placed.indices.map { s.seed &+ 7_000 &+ UInt64($0) })
         (probe.placedPrompts, probe.placedCellAccuracy) = (placed.count, PositionProbe.placedCellAccuracy(placed, placedImages, detector: detector))
         return probe
     }

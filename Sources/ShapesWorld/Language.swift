@@ -272,7 +272,8 @@ public struct WorldGenerator: Sendable {
 
     /// A training caption that names where each object stands: "a photo of a red circle at the top left and a blue
     /// square at the bottom right" (one or two objects, reading order). Not a GenEval category: it teaches the
-    /// image tokens the cells' absolute positions, which the relations of `position` prompts are built on.
+    /// image tokens the cells' absolute positions, which the relations of `position` prompts are built on. Its
+    /// requirements name only the classes (under `two_object`'s tag); the cells are checked by the scene itself.
     public mutating func placedSample() -> GenerationSample {
         let cells = random.shuffled(Cell.allCases)
         let size = random.pick(config.sizes)

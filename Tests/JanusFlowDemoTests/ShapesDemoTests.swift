@@ -145,11 +145,11 @@ final class ShapesDemoTests: XCTestCase {
         XCTAssertEqual(following.changedBySwappedRelation, 1)
         XCTAssertEqual(following.swappedAccuracy, 1)
         // The twin's prompt and requirements name the opposite relation.
-        let twin = try XCTUnwrap(PositionProbe.swapped(prompts[0]))
+        let twin = try XCTUnwrap(WorldGenerator.positionTwin(of: prompts[0]))
         let relation = prompts[0].requirements.include[1].position!.relation
         XCTAssertNotEqual(twin.requirements.include[1].position!.relation, relation)
         XCTAssertTrue(twin.prompt.contains(" \(twin.requirements.include[1].position!.relation.rawValue) "), twin.prompt)
-        XCTAssertNil(PositionProbe.swapped(world.generationSample(category: .twoObject)))
+        XCTAssertNil(WorldGenerator.positionTwin(of: world.generationSample(category: .twoObject)))
         // Placed prompts name every object's cell: drawn as asked all are in place; each object moved one cell
         // along its row, none is.
         let placed = (0..<30).map { _ in world.placedSample() }

@@ -165,13 +165,7 @@ void rows_parallel(const float* x, const W* w, float* y, int m, int n, int k) {
 
 // x rows reordered to match load16 on bfloat16 weights: within each full group of 16, even elements then odd.
 // x to the nearest bfloat16 (ties to even), kept as float32; NaN stays NaN.
-inline float round_to_bf16(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, 4);
-  if ((bits & 0x7F800000u) != 0x7F800000u) bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
-  std::memcpy(&v, &bits, 4);
-  return v;
-}
+inline float round_to_bf16(float v) { return bf16_to_f32(f32_to_bf16(v)); }
 
 // Rounded to bf16 where the GEMM path rounds (so that a product's value does not depend on its row count).
 void prepare_x_bf16(const float* x, float* xp, int m, int k) {
