@@ -14,6 +14,9 @@ struct DemoCommand: ParsableCommand {
     @Flag(help: "The short variant used in CI.")
     var quick = false
 
+    @Option(help: "Which ShapesWorld: 'standard' (3 shapes, 4 colours, 2x2 grid, 32 px) or 'extended' (4 shapes, 7 colours, two sizes, 3x3 grid, 48 px).")
+    var world = "standard"
+
     @Option(help: "Seed for the world, the weights and the training run (default: the settings file's seed, else 0).")
     var seed: UInt64?
 
@@ -30,6 +33,9 @@ struct DemoCommand: ParsableCommand {
     var processes = 1
 
     func validate() throws {
+        guard ShapesDemo.World(rawValue: world) != nil else {
+            throw ValidationError("--world must be one of \(ShapesDemo.World.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(world)')")
+        }
         if let ablate, ablate != "repa" { throw ValidationError("--ablate supports 'repa' (got '\(ablate)')") }
         guard processes >= 1 else { throw ValidationError("--processes must be at least 1 (got \(processes))") }
         if processes > 1 && (evaluateOnly || ablate != nil) {
@@ -38,7 +44,8 @@ struct DemoCommand: ParsableCommand {
     }
 
     func run() throws {
-        var settings = quick ? ShapesDemo.Settings.quick : ShapesDemo.Settings()
+        let world = ShapesDemo.World(rawValue: self.world)!
+        var settings = quick ? ShapesDemo.Settings.quick(world: world) : ShapesDemo.Settings(world: world)
         if let path = self.settings {
             do { settings = try settings.overridden(byJSONFile: URL(fileURLWithPath: path)) } catch let error as ShapesDemoError { throw ValidationError(error.message) }
         }

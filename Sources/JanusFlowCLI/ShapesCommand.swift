@@ -34,10 +34,10 @@ struct ShapesCommand: ParsableCommand {
     @Option(help: "Held-out understanding images.")
     var evalImages = 200
 
-    @Option(help: "Image side in pixels.")
-    var imageSize = 32
+    @Option(help: "Image side in pixels (default: 32, or 48 with --extended).")
+    var imageSize: Int?
 
-    @Flag(help: "Every shape, colour and size (4 shapes, 7 colours, small and large) instead of the demo's world.")
+    @Flag(help: "The extended world: every shape, colour and size (4 shapes, 7 colours, small and large) in a 3x3 grid, instead of the demo's world.")
     var extended = false
 
     func validate() throws {
@@ -46,12 +46,12 @@ struct ShapesCommand: ParsableCommand {
                               ("--eval-prompts", evalPrompts), ("--eval-images", evalImages)] where value < 0 {
             throw ValidationError("\(name) must not be negative (got \(value))")
         }
-        guard (8...1024).contains(imageSize) else { throw ValidationError("--image-size must be 8...1024 (got \(imageSize))") }
+        if let imageSize, !(8...1024).contains(imageSize) { throw ValidationError("--image-size must be 8...1024 (got \(imageSize))") }
     }
 
     func run() throws {
         var config = extended ? WorldConfig.extended : WorldConfig.standard
-        config.imageSize = imageSize
+        if let imageSize { config.imageSize = imageSize }
         let counts = DatasetCounts(understandingImages: understandingImages, questionsPerImage: questionsPerImage,
                                    generationImages: generationImages, textLines: textLines,
                                    evalPromptsPerCategory: evalPrompts, evalUnderstandingImages: evalImages)

@@ -14,12 +14,24 @@ public struct ShapesDemoError: Error, CustomStringConvertible, LocalizedError {
 }
 
 extension ShapesDemo {
+    /// The ShapesWorld a demo trains and scores on.
+    public enum World: String, Codable, CaseIterable, Sendable {
+        /// 3 shapes, 4 colours, large objects, a 2x2 grid (`WorldConfig.standard`).
+        case standard
+        /// 4 shapes, 7 colours, small and large objects, a 3x3 grid (`WorldConfig.extended`).
+        case extended
+    }
+
     /// Everything a run depends on besides the code: the world's size, each phase's steps, the evaluation. Encoded
     /// as `report/config.json`; `overridden(byJSONFile:)` reads a partial file of the same keys.
     public struct Settings: Codable, Sendable {
         /// Seeds everything: the world, the held-out set, initialisation, training and sampling.
         public var seed: UInt64 = 0
-        /// Side of the images in pixels (the understanding encoder always sees a 4x4 grid of patches).
+        /// Which ShapesWorld: `standard` (3 shapes, 4 colours, one size, 2x2 grid) or `extended` (4 shapes,
+        /// 7 colours, two sizes, 3x3 grid; its preset `Settings(world: .extended)` draws it at 48 pixels).
+        public var world = World.standard
+        /// Side of the images in pixels: a multiple of 8 and of twice the grid side (the understanding encoder sees
+        /// 2x2 patches per grid cell).
         public var imageSize = 32
         /// Captioned training images (text-to-image samples), drawn by cycling through `captionMix`.
         public var trainScenes = 12000
@@ -89,6 +101,20 @@ extension ShapesDemo {
         /// The default run (`janusflow demo`).
         public init() {}
 
+        /// The default run on `world`: for the extended world 48-pixel images (its cells as wide as the standard
+        /// world's at 32), everything else the same budget.
+        public init(world: World) {
+            self.world = world
+            if world == .extended { imageSize = WorldConfig.extended.imageSize }
+        }
+
+        /// The world these settings describe, drawn at `imageSize`.
+        public var worldConfig: WorldConfig {
+            var config = world == .extended ? WorldConfig.extended : WorldConfig.standard
+            config.imageSize = imageSize
+            return config
+        }
+
         /// These settings with the fields present in a JSON object file replaced (unknown keys are an error).
         public func overridden(byJSONFile url: URL) throws -> Settings {
             let data: Data
@@ -104,6 +130,9 @@ extension ShapesDemo {
             var merged = try JSONSerialization.jsonObject(with: JSONEncoder().encode(self)) as! [String: Any]
             for key in patch.keys.sorted() where merged[key] == nil {
                 throw ShapesDemoError("\(name): unknown setting '\(key)' (known: \(merged.keys.sorted().joined(separator: ", ")))")
+            }
+            if let world = patch["world"], !World.allCases.contains(where: { $0.rawValue == world as? String }) {
+                throw ShapesDemoError("\(name): setting 'world' must be one of \(World.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ")) (got \(world))")
             }
             let base = merged
             merged.merge(patch) { _, new in new }
@@ -139,6 +168,10 @@ extension ShapesDemo {
             guard settings.placedCaptions >= 0 else {
                 throw ShapesDemoError("\(name): setting 'placedCaptions' must be >= 0 (\(settings.placedCaptions))")
             }
+            let cellPatches = 2 * settings.worldConfig.gridSize
+            guard settings.imageSize >= 16, settings.imageSize % 8 == 0, settings.imageSize % cellPatches == 0 else {
+                throw ShapesDemoError("\(name): setting 'imageSize' must be at least 16 and a multiple of 8 and of \(cellPatches) in the \(settings.world.rawValue) world (\(settings.imageSize))")
+            }
             guard settings.questionsPerImage >= 1 else {
                 throw ShapesDemoError("\(name): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
             }
@@ -148,13 +181,16 @@ extension ShapesDemo {
         // Two questions per image in the short run: its 300 stage-2 steps learn less from four (held-out accuracy
         // 0.37 with four, 0.52 with two, 0.50 with one).
         /// The short run (`janusflow demo --quick`): a twentieth of the scenes, far fewer steps and a small held-out set.
-        public static let quick: Settings = {
-            var q = Settings()
+        public static let quick: Settings = quick(world: .standard)
+
+        /// The short run on `world` (`janusflow demo --quick --world extended`).
+        public static func quick(world: World) -> Settings {
+            var q = Settings(world: world)
             (q.trainScenes, q.trainQuestions, q.questionsPerImage, q.trainTexts, q.pretrainImages) = (600, 600, 2, 600, 1200)
             q.placedCaptions = 150
             (q.vaeSteps, q.siglipSteps, q.llmSteps, q.stageSteps) = (250, 100, 120, [60, 300, 120])
             (q.evalPromptsPerCategory, q.evalQuestions, q.sampleSteps) = (5, 60, 10)
             return q
-        }()
+        }
     }
 }

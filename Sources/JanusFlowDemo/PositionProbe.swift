@@ -25,7 +25,7 @@ public struct PositionProbe: Codable, Equatable, Sendable {
     /// GenEval's verdict on the prompts, and on their twins with the opposite relation.
     public var accuracy: Double, swappedAccuracy: Double
     /// Held-out placed prompts ("a photo of a red circle at the top left", `WorldGenerator.placedSample`) and the
-    /// fraction of their objects drawn in the named cell (chance 1/4): whether the image tokens can place an object
+    /// fraction of their objects drawn in the named cell (chance 1/4 in a 2x2 grid, 1/9 in a 3x3 one): whether the image tokens can place an object
     /// at an absolute position at all, which every relation needs.
     public var placedPrompts = 0, placedCellAccuracy = 0.0
 
@@ -91,7 +91,7 @@ extension PositionProbe {
             for object in sample.scene.objects {
                 total += 1
                 guard let best = mostConfident(object.kind, in: found) else { continue }
-                if best.cell(imageWidth: image.width, imageHeight: image.height) == object.cell { right += 1 }
+                if best.cell(imageWidth: image.width, imageHeight: image.height, gridSize: object.cell.gridSize) == object.cell { right += 1 }
             }
         }
         return total == 0 ? 0 : Double(right) / Double(total)

@@ -78,13 +78,14 @@ public struct ShapesDemo {
         return NN.mseLoss(vae.decode(z), x) + kl * 1e-4
     }
 
-    /// The tiny model: a 4-layer, 128-wide language model, a 2-layer SigLIP with 4x4 patches and small UViT
-    /// encoder and decoder.
-    public static func modelConfig(vocabularySize: Int, imageSize: Int) -> JanusFlowConfig {
-        JanusFlowConfig(
+    /// The tiny model: a 4-layer, 128-wide language model, a 2-layer SigLIP with 2x2 patches per grid cell (4x4 for
+    /// the standard world's 2x2 grid, 6x6 for the extended world's 3x3) and small UViT encoder and decoder.
+    public static func modelConfig(vocabularySize: Int, imageSize: Int, gridSize: Int = 2) -> JanusFlowConfig {
+        let patch = imageSize / (2 * gridSize)
+        return JanusFlowConfig(
             language: LanguageConfig(hiddenSize: 128, intermediateSize: 352, numAttentionHeads: 4, numHiddenLayers: 4,
                                      vocabSize: vocabularySize),
-            siglip: SigLIPConfig(modelName: "siglip_shapes_patch8_32", imageSize: imageSize, patchSize: imageSize / 4, width: 64,
+            siglip: SigLIPConfig(modelName: "siglip_shapes_patch\(patch)_\(imageSize)", imageSize: imageSize, patchSize: patch, width: 64,
                                  layers: 2, heads: 4),
             genEncoder: UViTEncoderConfig(channels: 64, layersInMiddle: 2, hiddenSize: 128),
             genDecoder: UViTDecoderConfig(inChannels: 64, channels: 64, layersInMiddle: 2, hiddenSize: 128))
@@ -142,13 +143,14 @@ public struct ShapesDemo {
         }
         try fm.createDirectory(at: out, withIntermediateDirectories: true)
         Initializer.seed(s.seed)
-        var world = WorldGenerator(seed: s.seed &+ 1)
-        let worldConfig = world.config
+        let worldConfig = s.worldConfig
+        var world = WorldGenerator(seed: s.seed &+ 1, config: worldConfig)
 
         let clock = PhaseClock()
         clock.mark("world and tokenizer")
         // 1. The world: training scenes with captions, questions and text; held-out prompts and questions.
-        log("== ShapesWorld (seed \(s.seed)): \(worldConfig.shapes.count) shapes, \(worldConfig.colors.count) colours, 1-\(worldConfig.maxObjects) objects"
+        log("== ShapesWorld, \(s.world.rawValue) (seed \(s.seed)): \(worldConfig.shapes.count) shapes, \(worldConfig.colors.count) colours, "
+            + "\(worldConfig.sizes.count) sizes, 1-\(worldConfig.maxObjects) objects in a \(worldConfig.gridSize)x\(worldConfig.gridSize) grid, \(s.imageSize) px"
             + (group.size > 1 ? "; \(group.size) processes, each a 1/\(group.size) share of every batch" : ""))
         let mixCycle = zip(GenEvalCategory.allCases, s.captionMix).flatMap { Array(repeating: $0, count: $1) }
         var genSamples = (0..<s.trainScenes).map { i in world.generationSample(category: mixCycle[i % mixCycle.count]) }
@@ -157,7 +159,7 @@ public struct ShapesDemo {
         }
         // Placed captions from a stream of their own (the rest of the world is the same with or without them),
         // spread evenly among the others.
-        var placedWorld = WorldGenerator(seed: s.seed &+ 31337)
+        var placedWorld = WorldGenerator(seed: s.seed &+ 31337, config: worldConfig)
         for i in 0..<s.placedCaptions {
             genSamples.insert(placedWorld.placedSample(), at: Swift.min(genSamples.count, (i * s.trainScenes) / Swift.max(1, s.placedCaptions) + i))
         }
@@ -178,7 +180,7 @@ public struct ShapesDemo {
             return turns
         }
         let texts = (0..<s.trainTexts).map { _ in world.text() }
-        var heldOut = WorldGenerator(seed: s.seed &+ 999_983)
+        var heldOut = WorldGenerator(seed: s.seed &+ 999_983, config: worldConfig)
         let heldPrompts = GenEvalCategory.allCases.flatMap { c in (0..<s.evalPromptsPerCategory).map { _ in heldOut.generationSample(category: c) } }
         let heldQuestions = (0..<s.evalQuestions).map { _ in heldOut.question(about: heldOut.scene()) }
 
@@ -237,7 +239,7 @@ public struct ShapesDemo {
         }
 
         // 4. The model, with a SigLIP-style encoder pretrained on per-patch attributes and an LLM pretrained on text.
-        let config = Self.modelConfig(vocabularySize: tokenizer.vocabularySize, imageSize: s.imageSize)
+        let config = Self.modelConfig(vocabularySize: tokenizer.vocabularySize, imageSize: s.imageSize, gridSize: worldConfig.gridSize)
         let model = JanusFlowModel(config)
         try model.evalParameters()
 
@@ -259,18 +261,19 @@ public struct ShapesDemo {
             }
         }
         let colorCount = worldConfig.colors.count, shapeCount = worldConfig.shapes.count, maxCount = worldConfig.maxObjects
-        let countTargets = EncoderLabels.countTargets(worldConfig)
+        let countTargets = EncoderLabels.countTargets(worldConfig), patches = EncoderLabels.patches(worldConfig)
         // Per-patch colour, shape, pair and position heads, and scene counts from the mean patch feature (EncoderLabels).
         let heads = PatchHeads(model.understandingEncoder, width: config.siglip.width, colors: colorCount, shapes: shapeCount,
-                               patches: 16, countTargets: countTargets, maxCount: maxCount)
+                               patches: patches, countTargets: countTargets, maxCount: maxCount)
         heads.encoder.visionTower.attnPool.freeze()
         if !s.siglipSceneHeads { heads.object.freeze(); heads.counts.freeze() }
         let labels = allScenes.map { EncoderLabels(scene: $0, world: worldConfig) }
-        let colorLabels = Tensor(labels.flatMap(\.color), shape: [allScenes.count, 16]), shapeLabels = Tensor(labels.flatMap(\.shape), shape: [allScenes.count, 16])
-        let objectLabels = Tensor(labels.flatMap(\.pair), shape: [allScenes.count, 16])
+        let colorLabels = Tensor(labels.flatMap(\.color), shape: [allScenes.count, patches])
+        let shapeLabels = Tensor(labels.flatMap(\.shape), shape: [allScenes.count, patches])
+        let objectLabels = Tensor(labels.flatMap(\.pair), shape: [allScenes.count, patches])
         let countLabels = Tensor(labels.flatMap(\.counts), shape: [allScenes.count, countTargets])
         let shareSize = s.batchSize / group.size
-        let patchIndex = Tensor((0..<(shareSize * 16)).map { Int32($0 % 16) }, shape: [shareSize, 16])
+        let patchIndex = Tensor((0..<(shareSize * patches)).map { Int32($0 % patches) }, shape: [shareSize, patches])
         clock.mark("SigLIP")
         let siglipLosses = try fit("SigLIP", module: heads, steps: s.siglipSteps, lr: 2e-3) { step in
             let idx = batchIndices(step, allScenes.count, salt: 2)

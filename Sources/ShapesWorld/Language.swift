@@ -232,7 +232,7 @@ public struct WorldGenerator: Sendable {
 
     mutating func drawScene(objectCount: Int? = nil) -> Scene {
         let n = Swift.min(Swift.max(objectCount ?? (1 + random.int(config.maxObjects)), 0), 4)
-        let cells = random.shuffled(Cell.allCases)
+        let cells = random.shuffled(config.cells)
         return Scene(objects: (0..<n).map { i in
             ShapeObject(kind: random.pick(config.shapes), color: random.pick(config.colors), cell: cells[i], size: random.pick(config.sizes))
         })
@@ -246,7 +246,7 @@ public struct WorldGenerator: Sendable {
     /// The canonical description, objects in reading order: "two objects: a red circle at the top left and a blue
     /// square at the bottom right" ("no objects" for an empty scene).
     public func describe(_ scene: Scene) -> String {
-        let objects = scene.objects.sorted { $0.cell.rawValue < $1.cell.rawValue }
+        let objects = scene.objects.sorted { $0.cell.index < $1.cell.index }
         guard !objects.isEmpty else { return "no objects" }
         let parts = objects.map { "a \(phrase($0)) at the \($0.cell.name)" }
         let list = parts.count == 1 ? parts[0] : parts.dropLast().joined(separator: ", ") + " and " + parts.last!
@@ -275,12 +275,12 @@ public struct WorldGenerator: Sendable {
     /// image tokens the cells' absolute positions, which the relations of `position` prompts are built on. Its
     /// requirements name only the classes (under `two_object`'s tag); the cells are checked by the scene itself.
     public mutating func placedSample() -> GenerationSample {
-        let cells = random.shuffled(Cell.allCases)
+        let cells = random.shuffled(config.cells)
         let size = random.pick(config.sizes)
         let kinds = random.shuffled(config.shapes)
         let objects = (0..<(1 + random.int(2))).map { i in
             ShapeObject(kind: kinds[i], color: random.pick(config.colors), cell: cells[i], size: config.namesSizes ? random.pick(config.sizes) : size)
-        }.sorted { $0.cell.rawValue < $1.cell.rawValue }
+        }.sorted { $0.cell.index < $1.cell.index }
         let prompt = "a photo of " + objects.map { "a \(phrase($0)) at the \($0.cell.name)" }.joined(separator: " and ")
         return GenerationSample(prompt: prompt,
                                 requirements: Requirements(category: .twoObject, include: objects.map { .init(shape: $0.kind, count: 1) }),
@@ -294,7 +294,7 @@ public struct WorldGenerator: Sendable {
     /// two_object), the exact count (counting: include n, exclude n + 1), class and colour (colors, color_attr),
     /// and the relation between two different classes placed in one row or column (position).
     public mutating func generationSample(category: GenEvalCategory) -> GenerationSample {
-        var cells = random.shuffled(Cell.allCases)
+        var cells = random.shuffled(config.cells)
         let size = random.pick(config.sizes)
         func object(_ kind: ShapeKind? = nil, _ color: ShapeColor? = nil) -> ShapeObject {
             ShapeObject(kind: kind ?? random.pick(config.shapes), color: color ?? random.pick(config.colors),
@@ -336,12 +336,15 @@ public struct WorldGenerator: Sendable {
         case .position:
             let kinds = random.shuffled(config.shapes)
             let relation = random.pick(SpatialRelation.allCases)
-            // The subject and the reference share a row (left/right) or a column (above/below).
-            let line = random.int(2)
+            // The subject and the reference share a row (left/right) or a column (above/below); in a 3x3 grid any
+            // two of its three places.
+            let g = config.gridSize
+            let line = random.int(g)
+            let places = g == 2 ? [0, 1] : Array(random.shuffled(Array(0..<g)).prefix(2)).sorted()
             let first: Cell, second: Cell
             switch relation {
-            case .leftOf, .rightOf: (first, second) = (Cell(column: 0, row: line), Cell(column: 1, row: line))
-            case .above, .below: (first, second) = (Cell(column: line, row: 0), Cell(column: line, row: 1))
+            case .leftOf, .rightOf: (first, second) = (Cell(column: places[0], row: line, gridSize: g), Cell(column: places[1], row: line, gridSize: g))
+            case .above, .below: (first, second) = (Cell(column: line, row: places[0], gridSize: g), Cell(column: line, row: places[1], gridSize: g))
             }
             let subjectFirst = relation == .leftOf || relation == .above
             let subject = ShapeObject(kind: kinds[0], color: random.pick(config.colors), cell: subjectFirst ? first : second,
@@ -408,11 +411,15 @@ public struct WorldGenerator: Sendable {
             if unique && variant < 3 {
                 switch variant {
                 case 0: return q("where is the \(phrase(o))?", o.cell.name)
-                case 1: return q("is the \(phrase(o)) on the left or on the right?", o.cell.horizontal)
-                default: return q("is the \(phrase(o)) at the top or at the bottom?", o.cell.vertical)
+                case 1:
+                    let sides = config.gridSize == 3 ? "on the left, in the center or on the right" : "on the left or on the right"
+                    return q("is the \(phrase(o)) \(sides)?", o.cell.horizontal)
+                default:
+                    let sides = config.gridSize == 3 ? "at the top, in the middle or at the bottom" : "at the top or at the bottom"
+                    return q("is the \(phrase(o)) \(sides)?", o.cell.vertical)
                 }
             }
-            let cell = random.pick(Cell.allCases)
+            let cell = random.pick(config.cells)
             return q("what is at the \(cell.name)?", scene.objects.first { $0.cell == cell }.map(phrase) ?? "nothing")
         case .size:
             return q("how big is the shape at the \(o.cell.name)?", o.size.rawValue)
@@ -545,6 +552,7 @@ public struct WorldGenerator: Sendable {
         }
         words.formUnion(config.colors.map(\.rawValue))
         if config.namesSizes { words.formUnion(["small", "large", "big"]) }
+        if config.gridSize == 3 { words.formUnion(["center", "middle"]) }
         return words.sorted()
     }
 }

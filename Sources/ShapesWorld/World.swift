@@ -1,8 +1,9 @@
 import Foundation
 
 // ShapesWorld: a procedurally generated world of flat coloured shapes on a mid-grey background. Scenes place 1 to 4
-// objects in the cells of a 2x2 grid, so every left/right/above/below relation is unambiguous; images are rasterised
-// exactly (pixel-centre sampling, no anti-aliasing) at any size. Everything is a deterministic function of a seed.
+// objects in the cells of a grid (2x2 in the standard world, 3x3 in the extended one), so every left/right/above/below
+// relation is unambiguous; images are rasterised exactly (pixel-centre sampling, no anti-aliasing) at any size.
+// Everything is a deterministic function of a seed.
 
 /// The shapes of the world. The default world uses circle, square and triangle; `diamond` is available through
 /// `WorldConfig.shapes`.
@@ -55,24 +56,44 @@ public enum ShapeSize: String, CaseIterable, Codable, Sendable {
     public var halfExtent: Double { self == .large ? 0.36 : 0.22 }
 }
 
-/// The four cells of the 2x2 layout, in reading order; captions, answers and relations refer to them.
-public enum Cell: Int, CaseIterable, Codable, Sendable {
-    /// A cell of the 2x2 grid; raw values 0 to 3 in reading order.
-    case topLeft, topRight, bottomLeft, bottomRight
+/// A cell of the scene grid, by column and row from the top left: 2x2 in the standard world, 3x3 in the extended
+/// one. Captions, answers and relations refer to cells by `name`.
+public struct Cell: Hashable, Codable, Sendable {
+    /// The column, 0 at the left.
+    public let column: Int
+    /// The row, 0 at the top.
+    public let row: Int
+    /// The grid's side: 2 or 3.
+    public let gridSize: Int
 
-    /// 0 for the left column, 1 for the right one.
-    public var column: Int { rawValue % 2 }
-    /// 0 for the top row, 1 for the bottom one.
-    public var row: Int { rawValue / 2 }
-    /// The phrase captions, questions and answers use for the cell.
-    /// "top left", "top right", "bottom left", "bottom right".
-    public var name: String { "\(vertical) \(horizontal)" }
-    /// "left" or "right".
-    public var horizontal: String { column == 0 ? "left" : "right" }
-    /// "top" or "bottom".
-    public var vertical: String { row == 0 ? "top" : "bottom" }
+    /// A cell of a `gridSize` x `gridSize` grid; traps unless the grid is 2x2 or 3x3 and the cell lies in it.
+    public init(column: Int, row: Int, gridSize: Int = 2) {
+        precondition(gridSize == 2 || gridSize == 3, "Cell: the grid is 2x2 or 3x3 (got \(gridSize))")
+        precondition((0..<gridSize).contains(column) && (0..<gridSize).contains(row), "Cell: (\(column), \(row)) is outside a \(gridSize)x\(gridSize) grid")
+        self.column = column
+        self.row = row
+        self.gridSize = gridSize
+    }
 
-    init(column: Int, row: Int) { self.init(rawValue: row * 2 + column)! }
+    /// The cells of a `gridSize` x `gridSize` grid in reading order.
+    public static func all(gridSize: Int) -> [Cell] {
+        (0..<(gridSize * gridSize)).map { Cell(column: $0 % gridSize, row: $0 / gridSize, gridSize: gridSize) }
+    }
+
+    /// The corners of the 2x2 grid.
+    public static let topLeft = Cell(column: 0, row: 0), topRight = Cell(column: 1, row: 0)
+    /// The bottom corners of the 2x2 grid.
+    public static let bottomLeft = Cell(column: 0, row: 1), bottomRight = Cell(column: 1, row: 1)
+
+    /// The position in reading order, 0 at the top left.
+    public var index: Int { row * gridSize + column }
+    /// The phrase captions, questions and answers use for the cell: "top left" ... "bottom right", and in a 3x3
+    /// grid also "top center", "middle left", "center" and so on.
+    public var name: String { gridSize == 3 && row == 1 && column == 1 ? "center" : "\(vertical) \(horizontal)" }
+    /// "left" or "right" (and "center" in a 3x3 grid).
+    public var horizontal: String { (gridSize == 3 ? ["left", "center", "right"] : ["left", "right"])[column] }
+    /// "top" or "bottom" (and "middle" in a 3x3 grid).
+    public var vertical: String { (gridSize == 3 ? ["top", "middle", "bottom"] : ["top", "bottom"])[row] }
 }
 
 /// The spatial relations of GenEval's position category ("A left of B" and so on).
@@ -123,7 +144,7 @@ public struct ShapeObject: Equatable, Codable, Sendable {
 
     /// The shape's exact extent in an image of `imageSize` pixels (every shape fills its box's width and height).
     public func boundingBox(imageSize: Int) -> BoundingBox {
-        let cellSide = Double(imageSize) / 2
+        let cellSide = Double(imageSize) / Double(cell.gridSize)
         let cx = (Double(cell.column) + 0.5) * cellSide, cy = (Double(cell.row) + 0.5) * cellSide
         let h = size.halfExtent * cellSide
         return BoundingBox(x0: cx - h, y0: cy - h, x1: cx + h, y1: cy + h)
@@ -164,15 +185,16 @@ public struct ShapeImage: Equatable, Sendable {
     }
 }
 
-/// Attribute targets of a scene for pretraining an understanding encoder on a 4x4 patch grid (each 2x2 cell
-/// covers 2x2 patches). Per patch: the colour, shape and colour-and-shape pair of the object in the patch's cell, or
-/// "none" (the last class). Per image, meant to be read from the mean of the patch features: how many objects of
-/// each pair, of each colour, of each shape, and in all. With the pair classes, "is there a red circle" and "how
-/// many red shapes" become linear in the average patch feature, where colour and shape features that merely add
-/// up cannot tell a red square and a blue circle from a red circle and a blue square.
+/// Attribute targets of a scene for pretraining an understanding encoder on a patch grid twice the scene grid's
+/// side (4x4 patches for 2x2 cells, 6x6 for 3x3: each cell covers 2x2 patches). Per patch: the colour, shape and
+/// colour-and-shape pair of the object in the patch's cell, or "none" (the last class). Per image, meant to be read
+/// from the mean of the patch features: how many objects of each pair, of each colour, of each shape, and in all.
+/// With the pair classes, "is there a red circle" and "how many red shapes" become linear in the average patch
+/// feature, where colour and shape features that merely add up cannot tell a red square and a blue circle from a
+/// red circle and a blue square.
 public struct EncoderLabels: Equatable, Sendable {
-    /// 16 patches each, row-major: colour index (colors.count = none), shape index (shapes.count = none), pair
-    /// index colour * shapes.count + shape (colors.count * shapes.count = none).
+    /// `patches(world)` patches each, row-major: colour index (colors.count = none), shape index (shapes.count =
+    /// none), pair index colour * shapes.count + shape (colors.count * shapes.count = none).
     public var color: [Int32], shape: [Int32], pair: [Int32]
     /// Objects per pair (same index as `pair`), then per colour, per shape, then in all (`countTargets` values).
     public var counts: [Int32]
@@ -182,18 +204,22 @@ public struct EncoderLabels: Equatable, Sendable {
         world.colors.count * world.shapes.count + world.colors.count + world.shapes.count + 1
     }
 
+    /// The patches the labels cover in `world`: (2 x grid side) squared, 16 in the standard world.
+    public static func patches(_ world: WorldConfig) -> Int { 4 * world.gridSize * world.gridSize }
+
     /// Computes the targets of `scene`; traps if an object's colour or shape is not in `world`.
     public init(scene: Scene, world: WorldConfig) {
         let colors = world.colors.count, shapes = world.shapes.count
-        color = Array(repeating: Int32(colors), count: 16)
-        shape = Array(repeating: Int32(shapes), count: 16)
-        pair = Array(repeating: Int32(colors * shapes), count: 16)
+        let side = 2 * world.gridSize, patches = side * side
+        color = Array(repeating: Int32(colors), count: patches)
+        shape = Array(repeating: Int32(shapes), count: patches)
+        pair = Array(repeating: Int32(colors * shapes), count: patches)
         counts = Array(repeating: 0, count: Self.countTargets(world))
         for o in scene.objects {
             let c = world.colors.firstIndex(of: o.color)!, k = world.shapes.firstIndex(of: o.kind)!
             for py in 0..<2 {
                 for px in 0..<2 {
-                    let p = (o.cell.row * 2 + py) * 4 + o.cell.column * 2 + px
+                    let p = (o.cell.row * 2 + py) * side + o.cell.column * 2 + px
                     color[p] = Int32(c)
                     shape[p] = Int32(k)
                     pair[p] = Int32(c * shapes + k)
@@ -204,7 +230,7 @@ public struct EncoderLabels: Equatable, Sendable {
     }
 }
 
-/// A scene: up to four objects, each in its own cell of the 2x2 grid.
+/// A scene: up to four objects, each in its own cell of the grid.
 public struct Scene: Equatable, Codable, Sendable {
     /// The objects, in the order their caption mentions them (generation samples) or drawn (random scenes).
     public var objects: [ShapeObject]
@@ -256,9 +282,9 @@ public struct Scene: Equatable, Codable, Sendable {
 }
 
 /// What the world contains. The default (`.standard`) is small enough for a tiny model to learn in minutes:
-/// 3 shapes x 4 colours, large objects only, 1 to 4 objects per scene, 32x32 images.
+/// 3 shapes x 4 colours, large objects only, 1 to 4 objects per scene in a 2x2 grid, 32x32 images.
 public struct WorldConfig: Equatable, Codable, Sendable {
-    /// Side of the rendered images in pixels (tested at 16, 32 and 64).
+    /// Side of the rendered images in pixels (tested at 16, 32, 48 and 64).
     public var imageSize: Int
     /// Shapes that occur (at least two).
     public var shapes: [ShapeKind]
@@ -268,27 +294,56 @@ public struct WorldConfig: Equatable, Codable, Sendable {
     public var sizes: [ShapeSize]
     /// The most objects in a random scene (1 to 4).
     public var maxObjects: Int
+    /// The side of the grid the objects stand in: 2 (2x2) or 3 (3x3).
+    public var gridSize: Int
 
     /// Creates a world; traps unless there are at least two distinct shapes and colours, at least one size without repeats,
-    /// and `maxObjects` is 2 to 4.
+    /// `maxObjects` is 2 to 4 and the grid is 2x2 or 3x3.
     public init(imageSize: Int = 32, shapes: [ShapeKind] = [.circle, .square, .triangle],
-                colors: [ShapeColor] = [.red, .green, .blue, .yellow], sizes: [ShapeSize] = [.large], maxObjects: Int = 4) {
+                colors: [ShapeColor] = [.red, .green, .blue, .yellow], sizes: [ShapeSize] = [.large], maxObjects: Int = 4,
+                gridSize: Int = 2) {
         precondition(shapes.count >= 2 && Set(shapes).count == shapes.count, "WorldConfig: need at least two distinct shapes")
         precondition(colors.count >= 2 && Set(colors).count == colors.count, "WorldConfig: need at least two distinct colours")
         precondition(!sizes.isEmpty && Set(sizes).count == sizes.count, "WorldConfig: need at least one size")
         precondition((2...4).contains(maxObjects), "WorldConfig: maxObjects must be 2...4")
+        precondition(gridSize == 2 || gridSize == 3, "WorldConfig: gridSize must be 2 or 3")
         self.imageSize = imageSize
         self.shapes = shapes
         self.colors = colors
         self.sizes = sizes
         self.maxObjects = maxObjects
+        self.gridSize = gridSize
     }
 
-    /// 3 shapes, 4 colours, large objects, 32x32.
+    enum CodingKeys: String, CodingKey { case imageSize, shapes, colors, sizes, maxObjects, gridSize }
+
+    /// Decodes a world; one written before the grid size existed means the 2x2 grid. Values `init` would refuse
+    /// are a decoding error naming the field.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let shapes = try c.decode([ShapeKind].self, forKey: .shapes), colors = try c.decode([ShapeColor].self, forKey: .colors)
+        let sizes = try c.decode([ShapeSize].self, forKey: .sizes), maxObjects = try c.decode(Int.self, forKey: .maxObjects)
+        let gridSize = try c.decodeIfPresent(Int.self, forKey: .gridSize) ?? 2
+        for (ok, key, rule) in [(shapes.count >= 2 && Set(shapes).count == shapes.count, CodingKeys.shapes, "at least two distinct shapes"),
+                                (colors.count >= 2 && Set(colors).count == colors.count, .colors, "at least two distinct colours"),
+                                (!sizes.isEmpty && Set(sizes).count == sizes.count, .sizes, "at least one size, none repeated"),
+                                ((2...4).contains(maxObjects), .maxObjects, "2 to 4"), (gridSize == 2 || gridSize == 3, .gridSize, "2 or 3")] where !ok {
+            throw DecodingError.dataCorruptedError(forKey: key, in: c, debugDescription: "WorldConfig: \(key.rawValue) must be \(rule)")
+        }
+        self.init(imageSize: try c.decode(Int.self, forKey: .imageSize), shapes: shapes, colors: colors, sizes: sizes,
+                  maxObjects: maxObjects, gridSize: gridSize)
+    }
+
+    /// 3 shapes, 4 colours, large objects, a 2x2 grid, 32x32.
     public static let standard = WorldConfig()
-    /// Every shape, colour and size, 32x32. The detector reads it exactly from clean, noisy and mildly blurred
-    /// (3x3) images; heavier blur makes small shapes and diamonds look like circles unless `imageSize` is 64.
-    public static let extended = WorldConfig(shapes: ShapeKind.allCases, colors: ShapeColor.allCases, sizes: ShapeSize.allCases)
+    /// Every shape, colour and size in a 3x3 grid, 48x48 (a cell is 16 pixels, as wide as the standard world's at
+    /// 32). The detector reads it exactly from clean, noisy and mildly blurred (3x3) images; heavier blur makes
+    /// small shapes and diamonds look like circles.
+    public static let extended = WorldConfig(imageSize: 48, shapes: ShapeKind.allCases, colors: ShapeColor.allCases,
+                                             sizes: ShapeSize.allCases, gridSize: 3)
+
+    /// The grid's cells in reading order.
+    public var cells: [Cell] { Cell.all(gridSize: gridSize) }
 
     /// Whether object phrases name the size.
     var namesSizes: Bool { sizes.count > 1 }

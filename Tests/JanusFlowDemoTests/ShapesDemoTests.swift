@@ -8,8 +8,8 @@ import XCTest
 /// The demo as a library type: a very short run from Swift reports every phase in order, writes a model the public
 /// pipeline loads, returns the scores it wrote, and stops when the progress handler says so.
 final class ShapesDemoTests: XCTestCase {
-    static func tinySettings() -> ShapesDemo.Settings {
-        var s = ShapesDemo.Settings()
+    static func tinySettings(world: ShapesDemo.World = .standard) -> ShapesDemo.Settings {
+        var s = ShapesDemo.Settings(world: world)
         (s.trainScenes, s.trainQuestions, s.trainTexts, s.vaeSteps, s.siglipSteps, s.llmSteps) = (96, 96, 96, 12, 6, 6)
         (s.stageSteps, s.batchSize, s.evalPromptsPerCategory, s.evalQuestions, s.sampleSteps, s.merges) = ([6, 8, 6], 8, 2, 16, 3, 60)
         s.seed = 3
@@ -45,7 +45,7 @@ final class ShapesDemoTests: XCTestCase {
         XCTAssertEqual(events.last { $0.phase == "JanusFlow stages" }?.total, 20)
         XCTAssertEqual(events.last { $0.phase == "GenEval prompts" }?.total, 12)
         XCTAssertEqual(events.last { $0.phase == "questions" }?.total, 16)
-        XCTAssertTrue(lines.first?.hasPrefix("== ShapesWorld (seed 3)") == true, "\(lines.first ?? "no log")")
+        XCTAssertTrue(lines.first?.hasPrefix("== ShapesWorld, standard (seed 3): 3 shapes, 4 colours, 1 sizes, 1-4 objects in a 2x2 grid, 32 px") == true, "\(lines.first ?? "no log")")
 
         // The returned scores are the ones written to report/scores.json (compared as written: the file's numbers
         // have JSONSerialization's precision).
@@ -80,6 +80,31 @@ final class ShapesDemoTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: out.appendingPathComponent("model/model.safetensors")), before)
     }
 
+    func testExtendedWorldTrainsOnItsThreeByThreeGrid() throws {
+        let out = temporaryDirectory("shapes-demo-extended")
+        let settings = Self.tinySettings(world: .extended)
+        XCTAssertEqual(settings.imageSize, 48)
+        XCTAssertEqual(settings.worldConfig, WorldConfig.extended)
+        var demo = ShapesDemo(settings: settings, outputDirectory: out)
+        var lines: [String] = []
+        demo.log = { lines.append($0) }
+        let scores = try demo.run()
+        XCTAssertTrue(lines.first?.hasPrefix("== ShapesWorld, extended (seed 3): 4 shapes, 7 colours, 2 sizes, 1-4 objects in a 3x3 grid, 48 px") == true,
+                      "\(lines.first ?? "no log")")
+        // The understanding encoder sees 2x2 patches per cell: 6x6 patches of 8 pixels.
+        let config = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("model/config.json"))) as! [String: Any]
+        let vision = (config["vision_und_enc_config"] as? [String: Any])?["params"] as? [String: Any]
+        XCTAssertEqual(vision?["image_size"] as? Int, 48)
+        XCTAssertEqual(vision?["patch_size"] as? Int, 8)
+        let written = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("report/config.json"))) as! [String: Any]
+        XCTAssertEqual(written["world"] as? String, "extended")
+        // Held-out questions of the extended world include size questions; the model draws 48-pixel images.
+        XCTAssertNotNil(scores.understanding["size"])
+        let pipeline = try JanusFlowPipeline(modelDirectory: out.appendingPathComponent("model"), vaeDirectory: out.appendingPathComponent("vae"),
+                                             dtype: .float32)
+        XCTAssertEqual(try pipeline.generate(prompts: ["a photo of a small white diamond"], seeds: [1], steps: 2, cfg: 2, imagesPerPass: 1)[0].width, 48)
+    }
+
     func testProgressHandlerCancelsInEachPhase() throws {
         for phase in ["VAE", "JanusFlow stages", "questions"] {
             let out = temporaryDirectory("shapes-demo-cancel")
@@ -110,6 +135,16 @@ final class ShapesDemoTests: XCTestCase {
         XCTAssertThrowsError(try ShapesDemo.Settings().overridden(byJSON: Data(#"{"merges": 33333333333333333333333}"#.utf8), name: "s.json")) {
             XCTAssertEqual(($0 as? ShapesDemoError)?.message, "s.json: setting 'merges' is out of range for its type")
         }
+        XCTAssertThrowsError(try ShapesDemo.Settings().overridden(byJSON: Data(#"{"world": "huge"}"#.utf8), name: "s.json")) {
+            XCTAssertEqual(($0 as? ShapesDemoError)?.message, "s.json: setting 'world' must be one of 'standard', 'extended' (got huge)")
+        }
+        // The extended world's 3x3 grid needs a side divisible by 6; its preset draws 48 pixels.
+        XCTAssertThrowsError(try ShapesDemo.Settings().overridden(byJSON: Data(#"{"world": "extended"}"#.utf8), name: "s.json")) {
+            XCTAssertEqual(($0 as? ShapesDemoError)?.message,
+                           "s.json: setting 'imageSize' must be at least 16 and a multiple of 8 and of 6 in the extended world (32)")
+        }
+        XCTAssertEqual(try ShapesDemo.Settings().overridden(byJSON: Data(#"{"world": "extended", "imageSize": 48}"#.utf8), name: "s.json").worldConfig,
+                       WorldConfig.extended)
         try #"{"vaeSteps": 3}"#.write(to: file, atomically: true, encoding: .utf8)
         let s = try ShapesDemo.Settings.quick.overridden(byJSONFile: file)
         XCTAssertEqual(s.vaeSteps, 3)
@@ -158,7 +193,7 @@ final class ShapesDemoTests: XCTestCase {
         XCTAssertEqual(PositionProbe.placedCellAccuracy(placed, asked, detector: detector), 1)
         let moved = placed.map { sample -> RGBImage in
             var scene = sample.scene
-            for i in scene.objects.indices { scene.objects[i].cell = Cell(rawValue: scene.objects[i].cell.rawValue ^ 1)! }
+            for i in scene.objects.indices { scene.objects[i].cell = Cell(column: 1 - scene.objects[i].cell.column, row: scene.objects[i].cell.row) }
             return RGBImage(width: 32, height: 32, pixels: scene.render(size: 32).pixels)
         }
         XCTAssertEqual(PositionProbe.placedCellAccuracy(placed, moved, detector: detector), 0)

@@ -46,8 +46,9 @@ final class DetectorTests: XCTestCase {
             print("detector, 4 shapes x 7 colours, 300 scenes at 32 px, \(name): \(accuracy)")
             XCTAssertGreaterThanOrEqual(accuracy, 0.98, "\(name): \(failures)")
         }
-        // The extended world (small and large objects, read back with their sizes) at 64 px, and clean at 32 px.
-        for (size, blur) in [(64, true), (32, false)] {
+        // The extended world (small and large objects in a 3x3 grid, read back with their sizes and cells) at its
+        // 48 px, clean and with noise and blur (at 64 px see Detector's limits).
+        for (size, blur) in [(48, true), (48, false)] {
             var config = WorldConfig.extended
             config.imageSize = size
             let (accuracy, failures) = detectorAccuracy(config: config, size: size, count: 300, seed: 7) { image, rng in
@@ -75,7 +76,7 @@ final class DetectorTests: XCTestCase {
     func testReportsBoxesSizesAndConfidence() {
         let scene = Scene(objects: [ShapeObject(kind: .square, color: .red, cell: .topLeft),
                                     ShapeObject(kind: .triangle, color: .green, cell: .bottomRight, size: .small)])
-        let found = Detector(config: .extended).detect(scene.render(size: 64))
+        let found = Detector(config: WorldConfig(shapes: ShapeKind.allCases, colors: ShapeColor.allCases, sizes: ShapeSize.allCases)).detect(scene.render(size: 64))
         XCTAssertEqual(found.count, 2)
         XCTAssertEqual(found[0].kind, .square)
         XCTAssertEqual(found[0].size, .large)
@@ -86,6 +87,14 @@ final class DetectorTests: XCTestCase {
         XCTAssertEqual(found[0].area, Int(found[0].box.width * found[0].box.height))
         XCTAssertGreaterThan(found[0].confidence, 0.95)
         XCTAssertEqual(found[1].cell(imageWidth: 64, imageHeight: 64), .bottomRight)
+        // In a 3x3 grid at 48 px: a large object is 11.5 pixels wide and a small one 7, each in its own cell.
+        let grid = Scene(objects: [ShapeObject(kind: .circle, color: .cyan, cell: Cell(column: 1, row: 1, gridSize: 3)),
+                                   ShapeObject(kind: .square, color: .white, cell: Cell(column: 2, row: 0, gridSize: 3), size: .small)])
+        let inGrid = Detector(config: .extended).detect(grid.render(size: 48))
+        XCTAssertEqual(inGrid.map(\.kind), [.square, .circle])  // reading order
+        XCTAssertEqual(inGrid.map(\.size), [.small, .large])
+        XCTAssertEqual(inGrid.map { $0.cell(imageWidth: 48, imageHeight: 48, gridSize: 3).name }, ["top right", "center"])
+        XCTAssertEqual(grid.objects[0].boundingBox(imageSize: 48), BoundingBox(x0: 16 + 16 * 0.14, y0: 16 + 16 * 0.14, x1: 32 - 16 * 0.14, y1: 32 - 16 * 0.14))
     }
 
     func testTouchingObjectsOfDifferentColoursAreSeparated() {

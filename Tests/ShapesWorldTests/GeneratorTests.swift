@@ -166,6 +166,13 @@ final class GeneratorTests: XCTestCase {
         if let p = between(question, "is the ", " at the top or at the bottom?") {
             return objects(p).count == 1 ? (objects(p)[0].cell.row == 0 ? "top" : "bottom") : nil
         }
+        // The 3x3 grid's forms.
+        if let p = between(question, "is the ", " on the left, in the center or on the right?") {
+            return objects(p).count == 1 ? ["left", "center", "right"][objects(p)[0].cell.column] : nil
+        }
+        if let p = between(question, "is the ", " at the top, in the middle or at the bottom?") {
+            return objects(p).count == 1 ? ["top", "middle", "bottom"][objects(p)[0].cell.row] : nil
+        }
         if let cell = between(question, "what is at the ", "?") { return at(cell).map { world.phrase($0) } ?? "nothing" }
         if let cell = between(question, "how big is the shape at the ", "?") { return at(cell)?.size.rawValue }
         if let p = between(question, "is there a ", " in the image?") { return objects(p).isEmpty ? "no" : "yes" }
@@ -354,7 +361,7 @@ final class GeneratorTests: XCTestCase {
             XCTAssertTrue((1...2).contains(objects.count))
             XCTAssertEqual(Set(objects.map(\.kind)).count, objects.count)
             XCTAssertEqual(placed.prompt, "a photo of " + objects.map { "a \($0.color.rawValue) \($0.kind.rawValue) at the \($0.cell.name)" }.joined(separator: " and "))
-            XCTAssertEqual(objects.map(\.cell.rawValue), objects.map(\.cell.rawValue).sorted())
+            XCTAssertEqual(objects.map(\.cell.index), objects.map(\.cell.index).sorted())
         }
     }
 }

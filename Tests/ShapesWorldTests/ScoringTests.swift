@@ -63,7 +63,7 @@ final class ScoringTests: XCTestCase {
                 scene.objects[0].color = [ShapeColor.red, .green].first { $0 != scene.objects[0].color }!
             case .counting:
                 if scene.objects.count == 4 { scene.objects.removeLast() } else {
-                    let free = Cell.allCases.first { c in !scene.objects.contains { $0.cell == c } }!
+                    let free = Cell.all(gridSize: 2).first { c in !scene.objects.contains { $0.cell == c } }!
                     scene.objects.append(ShapeObject(kind: scene.objects[0].kind, color: scene.objects[0].color, cell: free))
                 }
             case .position:

@@ -40,8 +40,8 @@ func sceneKey(_ scene: Scene, sizes: Bool = false) -> [String] {
     scene.objects.map { "\($0.color.rawValue) \($0.kind.rawValue) \($0.cell.name)" + (sizes ? " \($0.size.rawValue)" : "") }.sorted()
 }
 
-func detectionKey(_ objects: [DetectedObject], imageSize: Int, sizes: Bool = false) -> [String] {
-    objects.map { "\($0.color.rawValue) \($0.kind.rawValue) \($0.cell(imageWidth: imageSize, imageHeight: imageSize).name)"
+func detectionKey(_ objects: [DetectedObject], imageSize: Int, sizes: Bool = false, gridSize: Int = 2) -> [String] {
+    objects.map { "\($0.color.rawValue) \($0.kind.rawValue) \($0.cell(imageWidth: imageSize, imageHeight: imageSize, gridSize: gridSize).name)"
         + (sizes ? " \($0.size.rawValue)" : "") }.sorted()
 }
 
@@ -57,10 +57,10 @@ func detectorAccuracy(config: WorldConfig, size: Int, count: Int, seed: UInt64,
     for _ in 0..<count {
         let scene = world.scene()
         let found = detector.detect(degrade(scene.render(size: size), &rng))
-        if detectionKey(found, imageSize: size, sizes: sizes) == sceneKey(scene, sizes: sizes) {
+        if detectionKey(found, imageSize: size, sizes: sizes, gridSize: config.gridSize) == sceneKey(scene, sizes: sizes) {
             exact += 1
         } else if failures.count < 5 {
-            failures.append("\(sceneKey(scene, sizes: sizes)) -> \(detectionKey(found, imageSize: size, sizes: sizes))")
+            failures.append("\(sceneKey(scene, sizes: sizes)) -> \(detectionKey(found, imageSize: size, sizes: sizes, gridSize: config.gridSize))")
         }
     }
     return (Double(exact) / Double(count), failures)
