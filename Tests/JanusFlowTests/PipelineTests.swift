@@ -407,6 +407,11 @@ final class ShapesDatasetCommandTests: XCTestCase {
         XCTAssertEqual(metadata.split(separator: "\n").count, 6)
         XCTAssertEqual(try Data(contentsOf: a.appendingPathComponent("images/000000.png")),
                        try Data(contentsOf: root.appendingPathComponent("b/images/000000.png")))
+        // The extended world: a 3x3 grid drawn at 48 pixels unless --image-size says otherwise.
+        let extended = try runCLI(["shapes", "--out", root.appendingPathComponent("x").path, "--extended"] + args)
+        XCTAssertEqual(extended.status, 0, extended.error)
+        let png = try RGBImage(contentsOf: root.appendingPathComponent("x/images/000000.png"))
+        XCTAssertEqual(png.width, 48)
         let bad = try runCLI(["shapes", "--out", root.appendingPathComponent("c").path, "--eval-images=-1"])
         XCTAssertNotEqual(bad.status, 0)
         XCTAssertTrue(bad.error.contains("--eval-images must not be negative (got -1)"), bad.error)
@@ -486,5 +491,10 @@ final class DemoDeterminismTests: XCTestCase {
             XCTAssertTrue(bad.error.contains("\(file.path): \(message)"), bad.error)
             XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
         }
+        let out = root.appendingPathComponent("out-world")
+        let badWorld = try runCLI(["demo", "--world", "huge", "--out", out.path])
+        XCTAssertNotEqual(badWorld.status, 0)
+        XCTAssertTrue(badWorld.error.contains("--world must be one of standard, extended (got 'huge')"), badWorld.error)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
     }
 }
