@@ -552,7 +552,7 @@ public struct WorldGenerator: Sendable {
         }
         words.formUnion(config.colors.map(\.rawValue))
         if config.namesSizes { words.formUnion(["small", "large", "big"]) }
-        if config.gridSize == 3 { words.formUnion(["center", "middle"]) }
+        words.formUnion(config.cells.flatMap { $0.name.split(separator: " ").map(String.init) })
         return words.sorted()
     }
 }

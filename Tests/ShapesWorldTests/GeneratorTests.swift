@@ -32,6 +32,23 @@ final class GeneratorTests: XCTestCase {
         XCTAssertEqual([r.next(), r.next(), r.next()], [0xE220_A839_7B1D_CDAF, 0x6E78_9E6A_A1B9_65F4, 0x06C4_5D18_8009_454F])
     }
 
+    func testStandardWorldDrawsWhatTheTwoByTwoOnlyGeneratorDrew() {
+        // The demo's held-out stream of seed 0 (60 prompts a category, then questions about fresh scenes), as
+        // report/generation_prompts.tsv and understanding_samples.md of a run of the build before grids of any size.
+        var world = WorldGenerator(seed: 999_983)
+        let prompts = GenEvalCategory.allCases.flatMap { c in (0..<60).map { _ in world.generationSample(category: c).prompt } }
+        XCTAssertEqual(prompts.count, 360)
+        for (row, prompt) in [(1, "a photo of a green square"), (61, "a photo of a yellow triangle and a yellow square"),
+                              (150, "a photo of three green squares"), (241, "a photo of a yellow triangle left of a yellow square"),
+                              (242, "a photo of a blue square above a green circle"), (300, "a photo of a yellow triangle below a blue circle"),
+                              (360, "a photo of a yellow triangle and a red square")] {
+            XCTAssertEqual(prompts[row - 1], prompt, "row \(row)")
+        }
+        let questions = (0..<3).map { _ in world.question(about: world.scene()) }
+        XCTAssertEqual(questions.map(\.question), ["describe the image.", "is the blue circle at the top or at the bottom?", "is there a green triangle in the image?"])
+        XCTAssertEqual(questions.map(\.answer), ["two objects: a green circle at the top left and a red circle at the bottom left", "bottom", "no"])
+    }
+
     func testRenderingIsExactAtEverySize() {
         let scene = Scene(objects: [ShapeObject(kind: .square, color: .red, cell: .topLeft),
                                     ShapeObject(kind: .circle, color: .blue, cell: .bottomRight),
