@@ -120,12 +120,18 @@ struct UnderstandBench: ParsableCommand {
     @Option(help: "After the rows: decode again with each of these matrix-vector prefetch distances in bytes (comma-separated, e.g. 0,4096,16384), alternating in two rounds in this one process, so the host's drift between processes does not blur the comparison.")
     var comparePrefetch: String?
 
+    @Flag(help: "After the rows: decode with int8 weights on AVX-512 VNNI (activations rounded to int8) and with the weights widened to float32, alternating over three rounds in this one process (needs --dtype int8).")
+    var compareInt8Vnni = false
+
     @Option(help: "KV cache dtype for the decode row: auto (what text generation uses: bfloat16 with bfloat16 or int8 weights), float32, bfloat16.")
     var cacheDtype = "auto"
 
     func validate() throws {
         guard ["auto", "float32", "bfloat16"].contains(cacheDtype) else {
             throw ValidationError("--cache-dtype must be auto, float32 or bfloat16 (got '\(cacheDtype)')")
+        }
+        if compareInt8Vnni, options.dtype != "int8" {
+            throw ValidationError("--compare-int8-vnni needs --dtype int8 (got --dtype \(options.dtype))")
         }
         if comparePrefetch != nil, prefetchDistances == nil {
             throw ValidationError("--compare-prefetch must be comma-separated byte counts >= 0 (got '\(comparePrefetch!)')")
@@ -204,6 +210,23 @@ struct UnderstandBench: ParsableCommand {
             }
         }
         print(peak.summary)
+        if compareInt8Vnni {
+            let original = Kernels.int8VNNI
+            defer { Kernels.int8VNNI = original }
+            var rates: [Bool: [Double]] = [:]
+            for round in 1...3 {
+                for vnni in [true, false] {
+                    Kernels.int8VNNI = vnni
+                    let label = vnni ? (Kernels.int8QuantizesActivations ? "VNNI, int8 activations" : "VNNI unavailable here") : "weights widened to f32"
+                    let perToken = try decodeSeconds() / Double(options.decodeTokens)
+                    rates[vnni, default: []].append(1 / perToken)
+                    print(row("decode, \(label) (round \(round))", String(format: "%.2f tokens/s", 1 / perToken),
+                              String(format: "%.1f GB/s of weights", bytes / perToken / 1e9)))
+                }
+            }
+            let mean = { (v: [Double]) in v.reduce(0, +) / Double(v.count) }
+            print(row("decode, VNNI / widened", String(format: "%.2fx", mean(rates[true]!) / mean(rates[false]!)), "mean of the rounds"))
+        }
         if let distances = prefetchDistances {
             // The cache keeps growing by decodeTokens positions a run; alternating spreads that over every value.
             let original = Kernels.matvecPrefetchBytes

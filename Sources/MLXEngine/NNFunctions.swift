@@ -293,6 +293,19 @@ public enum Kernels {
         set { mlxs_set_bf16_gemm(newValue ? 1 : 0) }
     }
 
+    /// Linear layers with int8 weights over few rows (decoding) round their inputs to int8 too, one scale per weight
+    /// group, and multiply bytes by bytes on AVX-512 VNNI (true, the default, on the avx512 path and above where the
+    /// CPU has VNNI; also MLXS_INT8_VNNI=0), or widen the weights to float32 against float32 inputs (false).
+    /// `janusflow bench understand --dtype int8 --compare-int8-vnni` measures one against the other.
+    public static var int8VNNI: Bool {
+        get { mlxs_int8_vnni() != 0 }
+        set { mlxs_set_int8_vnni(newValue ? 1 : 0) }
+    }
+
+    /// Whether few-row products with int8 weights round their inputs to int8 now (`int8VNNI` on a path and CPU that
+    /// run it, for weight groups that are multiples of 64); many-row products keep float32 inputs.
+    public static var int8QuantizesActivations: Bool { mlxs_int8_quantizes_activations() != 0 }
+
     /// Instruction-set paths of the large products, each needing what the one before needs.
     public enum CPUPath: String, CaseIterable, Comparable, Sendable {
         /// AVX2 + FMA: float32 arithmetic throughout.

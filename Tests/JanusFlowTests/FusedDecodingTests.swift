@@ -12,14 +12,14 @@ final class FusedDecodingTests: XCTestCase {
         try (a.asType(.float32) - b.asType(.float32)).abs().max().item(Float.self)
     }
 
-    func model(_ dtype: DType, kvHeads: Int = 2) throws -> LanguageModel {
+    func model(_ dtype: DType, kvHeads: Int = 2, intermediateSize: Int = 96, int8Group: Int = 32) throws -> LanguageModel {
         Initializer.seed(7)
-        let config = LanguageConfig(hiddenSize: 64, intermediateSize: 96, numAttentionHeads: 4, numHiddenLayers: 3,
+        let config = LanguageConfig(hiddenSize: 64, intermediateSize: intermediateSize, numAttentionHeads: 4, numHiddenLayers: 3,
                                     numKeyValueHeads: kvHeads, vocabSize: 50, ropeTheta: 500)
         let lm = LanguageModel(config)
         lm.cast(to: dtype == .int8 ? .bfloat16 : dtype)
         if dtype == .int8 {
-            for (_, module) in lm.namedModules() { if let linear = module as? Linear { try linear.quantize(groupSize: 32) } }
+            for (_, module) in lm.namedModules() { if let linear = module as? Linear { try linear.quantize(groupSize: int8Group) } }
         }
         try lm.evalParameters()
         return lm
@@ -65,6 +65,21 @@ final class FusedDecodingTests: XCTestCase {
     func testBFloat16AndInt8WeightsMatchTheLayersOpByOp() throws {
         XCTAssertLessThan(try compare(try model(.bfloat16), batch: 2, prompt: 4, steps: 5, cacheStep: 4), 1e-4)
         XCTAssertLessThan(try compare(try model(.int8, kvHeads: 4), batch: 1, prompt: 4, steps: 5, cacheStep: 256), 1e-4)
+    }
+
+    /// Groups of 64 inputs take the VNNI kernel where the CPU has it (activations rounded to int8), in the fused step
+    /// and op by op alike; with it off both widen the weights to float32.
+    func testInt8WeightsInGroupsOf64MatchTheLayersOpByOpWithAndWithoutVNNI() throws {
+        let original = Kernels.int8VNNI
+        defer { Kernels.int8VNNI = original }
+        let lm = try model(.int8, intermediateSize: 128, int8Group: 64)
+        for (_, module) in lm.namedModules() {
+            if let linear = module as? Linear, linear.scales != nil { XCTAssertEqual(linear.quantizationGroup, 64) }
+        }
+        for vnni in [true, false] {
+            Kernels.int8VNNI = vnni
+            XCTAssertLessThan(try compare(lm, batch: 2, prompt: 4, steps: 4, cacheStep: 4), 1e-4, "VNNI \(vnni)")
+        }
     }
 
     /// A bfloat16 cache (what text generation uses with bfloat16 or int8 weights): the fused step stores and reads

@@ -497,4 +497,10 @@ final class DemoDeterminismTests: XCTestCase {
         XCTAssertTrue(badWorld.error.contains("--world must be one of standard, extended (got 'huge')"), badWorld.error)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path))
     }
+
+    func testBenchRefusesTheInt8ComparisonWithoutInt8Weights() throws {
+        let bad = try runCLI(["bench", "understand", "--compare-int8-vnni", "--dtype", "float32"])
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertTrue(bad.error.contains("--compare-int8-vnni needs --dtype int8 (got --dtype float32)"), bad.error)
+    }
 }

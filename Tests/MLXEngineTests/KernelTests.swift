@@ -285,10 +285,80 @@ final class KernelTests: KernelTestCase {
                 let q = try linear.weight.values(Float.self), s = try linear.scales!.values(Float.self)
                 let dequantized = Tensor((0..<(37 * k)).map { q[$0] * s[($0 / k) * (k / group) + ($0 % k) / group] }, shape: [37, k])
                 let x = tensor([rows, k], seed: UInt64(k + rows))
-                let expected = values(matmul(x, dequantized.T) + linear.bias!)
-                assertClose(linear(x), expected, atol: 2e-5, rtol: 1e-4, "\(path) k \(k) rows \(rows) gemm \(gemm)")
-                assertMatchesFallback("\(path) k \(k) rows \(rows) gemm \(gemm) against MLX ops") { linear(x) }
+                // Up to 32 rows (at these widths) take the rows kernel, which rounds x to int8 on VNNI for groups of 64.
+                let rounds = rows <= 32 && group % 64 == 0 && Kernels.int8QuantizesActivations
+                let input = rounds ? try int8RoundedRows(x, group: group) : x
+                let expected = values(matmul(input, dequantized.T) + linear.bias!)
+                let label = "\(path) k \(k) rows \(rows) gemm \(gemm)"
+                assertClose(linear(x), expected, atol: 2e-5, rtol: 1e-4, label)
+                if rounds {
+                    // Against float32 inputs: within the rounding of x, a small fraction of the output's size.
+                    let exact = try (matmul(x, dequantized.T) + linear.bias!).values(Float.self)
+                    let fast = try linear(x).values(Float.self)
+                    let error = zip(fast, exact).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
+                    let size = exact.map { $0 * $0 }.reduce(0, +).squareRoot()
+                    XCTAssertLessThan(error, 0.01 * size, label)
+                    XCTAssertGreaterThan(error, 0, "\(label): the rows kernel should have rounded x")
+                } else {
+                    assertMatchesFallback("\(label) against MLX ops") { linear(x) }
+                }
             }
+        }
+    }
+
+    /// x (rows, k) as the VNNI kernel rounds it: per group of `group` inputs, q = x * (127 / max|x|) to nearest even,
+    /// back times max|x| / 127.
+    func int8RoundedRows(_ x: Tensor, group: Int) throws -> Tensor {
+        let (rows, k) = (x.dim(0), x.dim(1))
+        var v = try x.values(Float.self)
+        for start in stride(from: 0, to: rows * k, by: group) {
+            let amax = v[start..<(start + group)].map { Swift.abs($0) }.max()!
+            guard amax > 0 else { continue }
+            let (inverse, scale) = (Float(127) / amax, amax / Float(127))
+            for i in start..<(start + group) { v[i] = Swift.min(127, Swift.max(-127, (v[i] * inverse).rounded(.toNearestOrEven))) * scale }
+        }
+        return Tensor(v, shape: [rows, k])
+    }
+
+    func testInt8GroupsOf128RoundPerGroup() throws {
+        // Two 64-byte chunks per group on VNNI; one and three rows (each weight row read front to back) and six (tiles).
+        let linear = Linear(256, 21)
+        XCTAssertTrue(try linear.quantize(groupSize: 128))
+        XCTAssertEqual(linear.quantizationGroup, 128)
+        let q = try linear.weight.values(Float.self), s = try linear.scales!.values(Float.self)
+        let weights: [Float] = (0..<(21 * 256)).map { (i: Int) -> Float in q[i] * s[(i / 256) * 2 + (i % 256) / 128] }
+        let dequantized = Tensor(weights, shape: [21, 256])
+        for rows in [1, 3, 6] {
+            let x = tensor([rows, 256], seed: UInt64(rows))
+            let input = Kernels.int8QuantizesActivations ? try int8RoundedRows(x, group: 128) : x
+            assertClose(linear(x), values(matmul(input, dequantized.T) + linear.bias!), atol: 2e-5, rtol: 1e-4, "rows \(rows)")
+        }
+    }
+
+    func testInt8VNNIRoundsOnlyWhereItRuns() throws {
+        let original = Kernels.int8VNNI
+        defer { Kernels.int8VNNI = original }
+        let linear = Linear(128, 24, bias: false)
+        XCTAssertTrue(try linear.quantize(groupSize: 64))
+        // Spread and zero groups: a group of zeros stays zero, NaN still reaches the output.
+        var raw = try tensor([3, 128], seed: 5).values(Float.self)
+        for i in 0..<64 { raw[128 + i] = 0 }
+        let x = Tensor(raw, shape: [3, 128])
+        Kernels.int8VNNI = false
+        XCTAssertFalse(Kernels.int8QuantizesActivations)
+        let widened = try linear(x).values(Float.self)
+        Kernels.int8VNNI = true
+        let vnniHost = Kernels.cpuPath >= .avx512 && Kernels.cpuFeatures.contains("avx512_vnni")
+        XCTAssertEqual(Kernels.int8QuantizesActivations, vnniHost)
+        let fast = try linear(x).values(Float.self)
+        if vnniHost { XCTAssertNotEqual(fast, widened) } else { XCTAssertEqual(fast, widened) }
+        raw[5] = .nan
+        let withNaN = try linear(Tensor(raw, shape: [3, 128])).values(Float.self)
+        XCTAssertTrue(withNaN[0..<24].allSatisfy(\.isNaN), "a NaN input gives NaN outputs")
+        XCTAssertFalse(withNaN[24..<72].contains { $0.isNaN }, "other rows keep their values")
+        if Kernels.supportedCPUPaths.contains(.avx2) {
+            Kernels.useCPUPath(.avx2)
+            XCTAssertFalse(Kernels.int8QuantizesActivations, "the avx2 path widens the weights")
         }
     }
 

@@ -266,6 +266,12 @@ size_t mlxs_cpu_features(char* buf, size_t size);
 int mlxs_bf16_rounds_activations(void);
 void mlxs_set_bf16_gemm(int enabled);
 int mlxs_bf16_gemm(void);
+// Few-row products with int8 weights on AVX-512 VNNI, activations rounded to int8 per weight group: 1 = where the
+// path is avx512 or above and the CPU has VNNI (default; MLXS_INT8_VNNI=0 turns it off), 0 = float32 activations.
+// quantizes: 1 where that is in effect now.
+void mlxs_set_int8_vnni(int enabled);
+int mlxs_int8_vnni(void);
+int mlxs_int8_quantizes_activations(void);
 // Largest product (flops) that the kernels' sgemm splits into one single-threaded OpenBLAS call per core.
 void mlxs_set_gemm_split_limit(double flops);
 double mlxs_gemm_split_limit(void);

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mlxkernels {
 
@@ -111,6 +112,22 @@ void linear_block_f32(const float* x, const float* w, float* y, int m, int n, in
 void linear_block_bf16(const float* xp, const uint16_t* w, float* y, int m, int n, int k, int j0, int j1);
 void linear_block_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group, int j0,
                      int j1);
+
+// Few-row int8 products on AVX-512 VNNI (quantized_vnni.cpp): x rounded to int8 per group of the weights' group
+// size (scale max|x| / 127, nearest even), stored offset by 128 for vpdpbusd; sums exact in int32, then scaled.
+// Used where cpu_path() is avx512 or above, the CPU has VNNI and MLXS_INT8_VNNI (q8_vnni_enabled) is not 0, for
+// groups that are multiples of 64; elsewhere the weights are widened to float32 (linear_block_q8).
+struct QuantizedRows {
+  std::vector<uint8_t> bytes;  // (rows, k): q + 128
+  std::vector<float> scales;   // (rows, k / group)
+  int rows = 0, k = 0, group = 0;
+};
+extern std::atomic<int> q8_vnni_enabled;
+bool q8_quantizes_activations();
+bool q8_vnni_usable(int k, int group);
+void quantize_rows_q8(const float* x, int rows, int k, int group, QuantizedRows& out);
+// Rows [j0, j1) of y (x.rows, n) = x @ w^T, on the calling thread.
+void linear_block_q8_vnni(const QuantizedRows& x, const int8_t* w, const float* scales, float* y, int n, int j0, int j1);
 
 // Row normalisations over the last axis of x (rows, d), float32; w / b nullable (d). rms: x / sqrt(mean(x^2) + eps)
 // * w; layer: (x - mean) / sqrt(var + eps) * w + b (biased variance).

@@ -20,6 +20,7 @@ struct Product {
   const DecodeMatrix* m;
   const float* x;  // float32 / q8: plain rows; bf16: prepared rows
   float* y;
+  const QuantizedRows* quantized = nullptr;  // q8 on VNNI: the rows rounded to int8
 };
 
 // All the products in one parallel loop, their weight rows cut into blocks of about equal size (a few per core,
@@ -49,24 +50,33 @@ void run_products(const Product* products, int count, int rows) {
         linear_block_bf16(p.x, static_cast<const uint16_t*>(m.w), p.y, rows, m.n, m.k, task.j0, task.j1);
         break;
       case WeightKind::q8:
+        if (p.quantized) {
+          linear_block_q8_vnni(*p.quantized, static_cast<const int8_t*>(m.w), m.scales, p.y, m.n, task.j0, task.j1);
+          break;
+        }
         linear_block_q8(p.x, static_cast<const int8_t*>(m.w), m.scales, p.y, rows, m.n, m.k, m.group, task.j0, task.j1);
         break;
     }
   });
 }
 
-// One input of the products: its rows as they are, and (made on first use) in the order bf16 kernels read.
+// One input of the products: its rows as they are, and (made on first use) in the order bf16 kernels read or
+// rounded to int8 for the VNNI kernel.
 class Rows {
  public:
   Rows(const float* x, int rows, int k) : x_(x), rows_(rows), k_(k) {}
-  const float* for_matrix(const DecodeMatrix& m) {
-    if (m.kind != WeightKind::bf16) return x_;
+  Product product(const DecodeMatrix& m, float* y) {
+    if (m.kind == WeightKind::q8 && q8_vnni_usable(m.k, m.group)) {
+      if (quantized_.group != m.group) quantize_rows_q8(x_, rows_, k_, m.group, quantized_);
+      return {&m, x_, y, &quantized_};
+    }
+    if (m.kind != WeightKind::bf16) return {&m, x_, y};
     if (!ready_) {
       prepared_.resize(size_t(rows_) * k_);
       prepare_rows_bf16(x_, prepared_.data(), rows_, k_);
       ready_ = true;
     }
-    return prepared_.data();
+    return {&m, prepared_.data(), y};
   }
 
  private:
@@ -74,6 +84,7 @@ class Rows {
   int rows_, k_;
   bool ready_ = false;
   std::vector<float> prepared_;
+  QuantizedRows quantized_;
 };
 
 // Eight cache values as float32: a float32 cache as it is, a bfloat16 one (raw 16-bit patterns) widened.
@@ -175,8 +186,7 @@ void decode_step(const DecodeArgs& a) {
     rms_norm(x.data(), blk.input_norm, normed.data(), b, h, a.eps);
     {
       Rows in(normed.data(), b, h);
-      Product products[3] = {{&blk.q, in.for_matrix(blk.q), q.data()}, {&blk.k, in.for_matrix(blk.k), k.data()},
-                             {&blk.v, in.for_matrix(blk.v), v.data()}};
+      Product products[3] = {in.product(blk.q, q.data()), in.product(blk.k, k.data()), in.product(blk.v, v.data())};
       run_products(products, 3, b);
     }
     for (int r = 0; r < b; ++r) {
@@ -204,7 +214,7 @@ void decode_step(const DecodeArgs& a) {
     });
     {
       Rows in(attn.data(), b, hq * d);
-      Product product{&blk.o, in.for_matrix(blk.o), proj.data()};
+      Product product = in.product(blk.o, proj.data());
       run_products(&product, 1, b);
     }
     for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];
@@ -212,13 +222,13 @@ void decode_step(const DecodeArgs& a) {
     rms_norm(x.data(), blk.post_norm, normed.data(), b, h, a.eps);
     {
       Rows in(normed.data(), b, h);
-      Product products[2] = {{&blk.gate, in.for_matrix(blk.gate), gate.data()}, {&blk.up, in.for_matrix(blk.up), up.data()}};
+      Product products[2] = {in.product(blk.gate, gate.data()), in.product(blk.up, up.data())};
       run_products(products, 2, b);
     }
     silu_mul(gate.data(), up.data(), gate.data(), gate.size());
     {
       Rows in(gate.data(), b, inter);
-      Product product{&blk.down, in.for_matrix(blk.down), proj.data()};
+      Product product = in.product(blk.down, proj.data());
       run_products(&product, 1, b);
     }
     for (size_t i = 0; i < x.size(); ++i) x[i] += proj[i];

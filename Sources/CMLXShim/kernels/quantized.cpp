@@ -88,6 +88,16 @@ void linear_rows_q8(const float* x, const int8_t* w, const float* scales, float*
   const int threads = pool_threads();
   int block = std::max(8, std::min(256, (n / (threads * 8) + 7) & ~7));
   const int tasks = (n + block - 1) / block;
+  if (q8_vnni_usable(k, group)) {
+    thread_local QuantizedRows quantized;
+    quantize_rows_q8(x, m, k, group, quantized);
+    const QuantizedRows& xq = quantized;
+    parallel_for(tasks, [&](int t) {
+      const int j0 = t * block, j1 = std::min(n, j0 + block);
+      linear_block_q8_vnni(xq, w, scales, y, n, j0, j1);
+    });
+    return;
+  }
   parallel_for(tasks, [&](int t) {
     const int j0 = t * block, j1 = std::min(n, j0 + block);
     rows_block(x, w, scales, y, m, n, k, group, j0, j1);

@@ -36,6 +36,9 @@ void mlxs_set_matvec_prefetch_bytes(int bytes) { mlxkernels::matvec_prefetch_byt
 int mlxs_matvec_prefetch_bytes(void) { return mlxkernels::matvec_prefetch_bytes.load(); }
 void mlxs_set_bf16_gemm(int enabled) { mlxkernels::bf16_gemm_enabled = enabled != 0; }
 int mlxs_bf16_gemm(void) { return mlxkernels::bf16_gemm_enabled.load(); }
+void mlxs_set_int8_vnni(int enabled) { mlxkernels::q8_vnni_enabled = enabled != 0; }
+int mlxs_int8_vnni(void) { return mlxkernels::q8_vnni_enabled.load(); }
+int mlxs_int8_quantizes_activations(void) { return mlxkernels::q8_quantizes_activations() ? 1 : 0; }
 void mlxs_set_gemm_split_limit(double flops) { mlxkernels::gemm_split_limit = flops < 0 ? 0 : flops; }
 double mlxs_gemm_split_limit(void) { return mlxkernels::gemm_split_limit.load(); }
 
