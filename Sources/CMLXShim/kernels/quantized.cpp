@@ -60,7 +60,60 @@ void tile(const float* x, int k, const int8_t* w, const float* s, int group, flo
     for (int j = 0; j < RW; ++j) y[size_t(r) * ldy + j] = hsum(total[r][j]);
 }
 
+// One weight row after another against RX <= 4 rows of x, each read front to back as one stream for the hardware
+// prefetchers (the 4-row tiles below interleave four 2 KB streams: 20-23 GB/s from DRAM on a Zen 4 host where this
+// reads 26-29, of 34). Four FMA chains per row of x (32 weights a step).
+template <int RX>
+void rows_sequential(const float* x, int k, const int8_t* w, const float* s, int group, float* y, int ldy, int j0, int j1) {
+  const int groups = k / group;
+  for (int j = j0; j < j1; ++j) {
+    const int8_t* wj = w + size_t(j) * k;
+    __m256 total[RX];
+    for (int r = 0; r < RX; ++r) total[r] = _mm256_setzero_ps();
+    for (int g = 0; g < groups; ++g) {
+      __m256 part[RX][4];
+      for (int r = 0; r < RX; ++r) part[r][0] = part[r][1] = part[r][2] = part[r][3] = _mm256_setzero_ps();
+      const int end = (g + 1) * group;
+      int i = g * group;
+      for (; i + 32 <= end; i += 32) {
+        __m256 a0, b0, a1, b1;
+        load16(wj + i, a0, b0);
+        load16(wj + i + 16, a1, b1);
+        for (int r = 0; r < RX; ++r) {
+          const float* xr = x + size_t(r) * k + i;
+          part[r][0] = _mm256_fmadd_ps(a0, _mm256_loadu_ps(xr), part[r][0]);
+          part[r][1] = _mm256_fmadd_ps(b0, _mm256_loadu_ps(xr + 8), part[r][1]);
+          part[r][2] = _mm256_fmadd_ps(a1, _mm256_loadu_ps(xr + 16), part[r][2]);
+          part[r][3] = _mm256_fmadd_ps(b1, _mm256_loadu_ps(xr + 24), part[r][3]);
+        }
+      }
+      if (i < end) {  // groups of 16 (or an odd multiple of it)
+        __m256 a, b;
+        load16(wj + i, a, b);
+        for (int r = 0; r < RX; ++r) {
+          part[r][0] = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + size_t(r) * k + i), part[r][0]);
+          part[r][1] = _mm256_fmadd_ps(b, _mm256_loadu_ps(x + size_t(r) * k + i + 8), part[r][1]);
+        }
+      }
+      const __m256 scale = _mm256_set1_ps(s[size_t(j) * groups + g]);
+      for (int r = 0; r < RX; ++r) {
+        const __m256 sum = _mm256_add_ps(_mm256_add_ps(part[r][0], part[r][1]), _mm256_add_ps(part[r][2], part[r][3]));
+        total[r] = _mm256_fmadd_ps(sum, scale, total[r]);
+      }
+    }
+    for (int r = 0; r < RX; ++r) y[size_t(r) * ldy + j] = hsum(total[r]);
+  }
+}
+
 void rows_block(const float* x, const int8_t* w, const float* s, float* y, int m, int n, int k, int group, int j0, int j1) {
+  switch (m) {
+    case 1: return rows_sequential<1>(x, k, w, s, group, y, n, j0, j1);
+    case 2: return rows_sequential<2>(x, k, w, s, group, y, n, j0, j1);
+    case 3: return rows_sequential<3>(x, k, w, s, group, y, n, j0, j1);
+    case 4: return rows_sequential<4>(x, k, w, s, group, y, n, j0, j1);
+    default: break;
+  }
+  // More rows: 4-row weight tiles, reused from L1 by every pair of x rows.
   const int groups = k / group;
   int j = j0;
   for (; j + 4 <= j1; j += 4) {
