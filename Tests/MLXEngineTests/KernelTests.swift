@@ -269,8 +269,8 @@ final class KernelTests: KernelTestCase {
     }
 
     func testInt8LinearMatchesTheDequantizedProduct() throws {
-        // On every CPU path: rows kernel (few rows) and, for many rows, the blocked GEMM (AVX2 or AVX-512 microkernel) or
-        // dequantise + sgemm; group 64 / 32 / 16, with a bias; inner sizes across the GEMM's 512- (AVX2) and 256-position
+        // On every CPU path: rows kernel (few rows) and, for many rows, the blocked GEMM (AVX2 or AVX-512 microkernel,
+        // vdpbf16ps or AMX) or dequantise + sgemm; group 64 / 32 / 16, with a bias; inner sizes across the GEMM's 512- (AVX2) and 256-position
         // (AVX-512) blocks, rows across its row blocks (241 rows: two of 126 and 115 on AVX2, 132 and 109 on AVX-512).
         let original = Kernels.bf16Gemm
         defer { Kernels.bf16Gemm = original }
@@ -285,20 +285,24 @@ final class KernelTests: KernelTestCase {
                 let q = try linear.weight.values(Float.self), s = try linear.scales!.values(Float.self)
                 let dequantized = Tensor((0..<(37 * k)).map { q[$0] * s[($0 / k) * (k / group) + ($0 % k) / group] }, shape: [37, k])
                 let x = tensor([rows, k], seed: UInt64(k + rows))
-                // Up to 32 rows (at these widths) take the rows kernel, which rounds x to int8 on VNNI for groups of 64.
-                let rounds = rows <= 32 && group % 64 == 0 && Kernels.int8QuantizesActivations
-                let input = rounds ? try int8RoundedRows(x, group: group) : x
-                let expected = values(matmul(input, dequantized.T) + linear.bias!)
+                // Up to 32 rows (at these widths) take the rows kernel, which rounds x to int8 on VNNI for groups of 64;
+                // more rows the GEMM, which on the bf16 paths rounds x and the dequantised weights to bf16.
+                let int8Rounding = rows <= 32 && group % 64 == 0 && Kernels.int8QuantizesActivations
+                let bf16Rounding = rows > 32 && Kernels.bf16RoundsActivations
+                var (input, weights) = (x, dequantized)
+                if int8Rounding { input = try int8RoundedRows(x, group: group) }
+                if bf16Rounding { (input, weights) = (x.asType(.bfloat16).asType(.float32), dequantized.asType(.bfloat16).asType(.float32)) }
+                let expected = values(matmul(input, weights.T) + linear.bias!)
                 let label = "\(path) k \(k) rows \(rows) gemm \(gemm)"
                 assertClose(linear(x), expected, atol: 2e-5, rtol: 1e-4, label)
-                if rounds {
-                    // Against float32 inputs: within the rounding of x, a small fraction of the output's size.
+                if int8Rounding || bf16Rounding {
+                    // Against float32 inputs: within the rounding, a small fraction of the output's size.
                     let exact = try (matmul(x, dequantized.T) + linear.bias!).values(Float.self)
                     let fast = try linear(x).values(Float.self)
                     let error = zip(fast, exact).map { ($0 - $1) * ($0 - $1) }.reduce(0, +).squareRoot()
                     let size = exact.map { $0 * $0 }.reduce(0, +).squareRoot()
                     XCTAssertLessThan(error, 0.01 * size, label)
-                    XCTAssertGreaterThan(error, 0, "\(label): the rows kernel should have rounded x")
+                    XCTAssertGreaterThan(error, 0, "\(label): the kernel should have rounded its inputs")
                 } else {
                     assertMatchesFallback("\(label) against MLX ops") { linear(x) }
                 }

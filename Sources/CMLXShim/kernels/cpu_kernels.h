@@ -53,6 +53,10 @@ bool parse_cpu_path(const char* name, CpuPath* path);
 // y (m, n) = x (m, k) @ w^T for bf16 w (n, k), x rounded to bf16 (round to nearest even) and products summed in
 // float32: by AMX tiles (tiles: only where cpu_path() is amx) or vdpbf16ps (where it is at least avx512_bf16).
 void gemm_bf16_avx512(const float* x, const uint16_t* w, float* y, int m, int n, int k, bool tiles);
+// The same product for int8 weights with float32 scales per `group` inputs (a multiple of 16): each weight times its
+// scale rounded to bf16 as the weights are packed.
+void gemm_q8_avx512_bf16(const float* x, const int8_t* w, const float* scales, int group, float* y, int m, int n, int k,
+                         bool tiles);
 // The same product for x already rounded to bf16 in the GEMM's own layout: bf16_gemm_padded_rows(m) rows of
 // bf16_gemm_row_stride(k) values, zero past k up to bf16_gemm_padded_k(k) and in the rows past m (a caller that
 // makes its activations itself, such as the Winograd convolution, writes them so and saves a pass).
@@ -68,6 +72,9 @@ inline size_t bf16_gemm_row_stride(int k) {
 // Whether products with bf16 weights (any row count: GEMM, rows kernel, fused decode) round their activations to
 // bf16 first: on the avx512_bf16 and amx paths with the shim's bf16 GEMM on.
 bool bf16_rounds_activations();
+// Whether int8-weight products over many rows (more than linear_q8_rows_limit) take the bf16 GEMM, activations and
+// dequantised weights rounded to bf16: the same paths and switch.
+inline bool q8_gemm_rounds_to_bf16() { return bf16_rounds_activations(); }
 
 // c (m, n) = op(a) @ op(b) + beta c, row-major, op transposing when asked (lda/ldb: the stored rows' lengths).
 // OpenBLAS with its threads above 1 GFLOP (MLXS_GEMM_SPLIT_LIMIT), else one single-threaded call per core on a

@@ -87,14 +87,43 @@ void convert_rows(const float* x, int m, int k, uint16_t* xb, size_t ldb, int kp
   }
 }
 
+// Sixteen rows of 32 bf16 (64 bytes each) as 16 x 16 32-bit pairs, transposed into the instruction's tile layout.
+void transpose_pairs(const __m512i* r, uint32_t* tile);
+
 // One tile of w in the instruction's pair layout: row r, column j = (w[n0 + j][k0 + 2r], w[n0 + j][k0 + 2r + 1]),
-// zero outside w. Sixteen 64-byte rows of w read as 16 x 16 32-bit pairs and transposed.
+// zero outside w.
 void pack_tile(const uint16_t* w, int n, int k, int n0, int k0, uint32_t* tile) {
   __m512i r[16];
   const int left = k - k0;
   const __mmask32 mask = left >= 32 ? 0xFFFFFFFFu : left > 0 ? __mmask32((1ull << left) - 1) : 0;
   for (int j = 0; j < 16; ++j)
     r[j] = n0 + j < n ? _mm512_maskz_loadu_epi16(mask, w + size_t(n0 + j) * k + k0) : _mm512_setzero_si512();
+  transpose_pairs(r, tile);
+}
+
+// The same tile from int8 weights with one float32 scale per `group` inputs of a row (group a multiple of 16):
+// each weight q * scale rounded to bf16 (nearest even), which is within 2^-9 of it.
+void pack_tile_q8(const int8_t* w, const float* scales, int group, int n, int k, int n0, int k0, uint32_t* tile) {
+  __m512i r[16];
+  const int left = k - k0, groups = k / group;
+  const __mmask32 mask = left >= 32 ? 0xFFFFFFFFu : left > 0 ? __mmask32((1ull << left) - 1) : 0;
+  for (int j = 0; j < 16; ++j) {
+    if (n0 + j >= n || left <= 0) {
+      r[j] = _mm512_setzero_si512();
+      continue;
+    }
+    const __m256i q = _mm256_maskz_loadu_epi8(mask, w + size_t(n0 + j) * k + k0);
+    const float* row_scales = scales + size_t(n0 + j) * groups;
+    // Each half of 16 lies in one group (k0 is a multiple of 32); a half past k is zeros, its scale not read.
+    const float s0 = row_scales[k0 / group], s1 = left > 16 ? row_scales[(k0 + 16) / group] : 0.0f;
+    const __m512 a = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_castsi256_si128(q))), _mm512_set1_ps(s0));
+    const __m512 b = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm256_extracti128_si256(q, 1))), _mm512_set1_ps(s1));
+    r[j] = (__m512i)_mm512_cvtne2ps_pbh(b, a);
+  }
+  transpose_pairs(r, tile);
+}
+
+void transpose_pairs(const __m512i* r, uint32_t* tile) {
   // Within each 128-bit lane: pairs, then quads of rows; then the lanes gathered across the four quads.
   __m512i t[16], u[16];
   for (int i = 0; i < 8; ++i) {
@@ -144,10 +173,18 @@ void store_y(float* y, int m, int n, int r0, int j0) {
     for (int j = 0; j < TILE && j0 + j < n; ++j) y[size_t(r0 + r) * n + j0 + j] = block[r * TILE + j];
 }
 
+// The weights: bf16 rows, or int8 rows (w8) with float32 scales per `group` inputs.
+struct Weights {
+  const uint16_t* w = nullptr;
+  const int8_t* w8 = nullptr;
+  const float* scales = nullptr;
+  int group = 0;
+};
+
 struct Problem {
   const uint16_t* xb;  // (mp, ldb) bf16, mp a multiple of 32
   size_t ldb;
-  const uint16_t* w;
+  Weights w;
   float* y;
   int m, n, k, mp, kp, kc;
 };
@@ -156,7 +193,11 @@ struct Problem {
 // packed + (c - c0) * stride.
 void pack_tiles(const Problem& p, int c0, int c1, int k0, int kc, uint32_t* packed, size_t stride) {
   for (int c = c0; c < c1; ++c)
-    for (int s = 0; s < kc / TILE_K; ++s) pack_tile(p.w, p.n, p.k, TILE * c, k0 + TILE_K * s, packed + (c - c0) * stride + s * 256);
+    for (int s = 0; s < kc / TILE_K; ++s) {
+      uint32_t* tile = packed + (c - c0) * stride + s * 256;
+      if (p.w.w8) pack_tile_q8(p.w.w8, p.w.scales, p.w.group, p.n, p.k, TILE * c, k0 + TILE_K * s, tile);
+      else pack_tile(p.w.w, p.n, p.k, TILE * c, k0 + TILE_K * s, tile);
+    }
 }
 
 // AMX: columns [16 c0, 16 c1) of y over all rows (c1 - c0 even), the inner dimension in chunks of kc.
@@ -264,19 +305,46 @@ void dp_column_group(const Problem& p, int c0, int c1, uint32_t* packed) {
   }
 }
 
-}  // namespace
+void gemm_rounded(const uint16_t* xb, const Weights& w, float* y, int m, int n, int k, bool tiles);
 
-void gemm_bf16_avx512(const float* x, const uint16_t* w, float* y, int m, int n, int k, bool tiles) {
-  ProfileScope scope(tiles ? "FastLinear.amx_gemm" : "FastLinear.dpbf16_gemm");
+// x rounded to bf16 into the GEMM's padded layout (a buffer kept per thread).
+const uint16_t* rounded_rows(const float* x, int m, int k) {
   const int kp = bf16_gemm_padded_k(k), mp = bf16_gemm_padded_rows(m);
   const size_t ldb = bf16_gemm_row_stride(k);
   thread_local Buffer x_buffer;
   uint16_t* xb = grown(x_buffer.data, x_buffer.capacity, size_t(mp) * ldb);
   parallel_for(mp / TILE, [&](int b) { convert_rows(x, m, k, xb, ldb, kp, b * TILE, (b + 1) * TILE); });
-  gemm_bf16_avx512_rounded(xb, w, y, m, n, k, tiles);
+  return xb;
+}
+
+}  // namespace
+
+void gemm_bf16_avx512(const float* x, const uint16_t* w, float* y, int m, int n, int k, bool tiles) {
+  ProfileScope scope(tiles ? "FastLinear.amx_gemm" : "FastLinear.dpbf16_gemm");
+  Weights weights;
+  weights.w = w;
+  gemm_rounded(rounded_rows(x, m, k), weights, y, m, n, k, tiles);
+}
+
+void gemm_q8_avx512_bf16(const float* x, const int8_t* w, const float* scales, int group, float* y, int m, int n, int k,
+                         bool tiles) {
+  ProfileScope scope(tiles ? "FastLinearQ8.amx_gemm" : "FastLinearQ8.dpbf16_gemm");
+  Weights weights;
+  weights.w8 = w;
+  weights.scales = scales;
+  weights.group = group;
+  gemm_rounded(rounded_rows(x, m, k), weights, y, m, n, k, tiles);
 }
 
 void gemm_bf16_avx512_rounded(const uint16_t* xb, const uint16_t* w, float* y, int m, int n, int k, bool tiles) {
+  Weights weights;
+  weights.w = w;
+  gemm_rounded(xb, weights, y, m, n, k, tiles);
+}
+
+namespace {
+
+void gemm_rounded(const uint16_t* xb, const Weights& w, float* y, int m, int n, int k, bool tiles) {
   const int kp = bf16_gemm_padded_k(k), mp = bf16_gemm_padded_rows(m);
   const size_t ldb = bf16_gemm_row_stride(k);
   const int chunks = (kp + KC_MOST - 1) / KC_MOST;
@@ -293,6 +361,8 @@ void gemm_bf16_avx512_rounded(const uint16_t* xb, const uint16_t* w, float* y, i
     else dp_column_group(problem, c0, c1, buffer);
   });
 }
+
+}  // namespace
 
 }  // namespace mlxkernels
 

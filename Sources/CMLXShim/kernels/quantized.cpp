@@ -158,6 +158,10 @@ void linear_rows_q8(const float* x, const int8_t* w, const float* scales, float*
 }
 
 void linear_gemm_q8(const float* x, const int8_t* w, const float* scales, float* y, int m, int n, int k, int group) {
+  if (q8_gemm_rounds_to_bf16()) {
+    gemm_q8_avx512_bf16(x, w, scales, group, y, m, n, k, cpu_path() >= CpuPath::amx);
+    return;
+  }
   if (bf16_gemm_enabled.load(std::memory_order_relaxed)) {
     ProfileScope scope("FastLinearQ8.gemm");
     gemm_q8(x, w, scales, y, m, n, k, group);
