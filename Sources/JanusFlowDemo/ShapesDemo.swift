@@ -310,14 +310,21 @@ public struct ShapesDemo {
         }
         let latentAll = concatenated(latents, axis: 0), targetAll = concatenated(targets, axis: 0)
         var data = TrainingData(padID: tokenizer.padID)
+        // The world's grammar repeats its captions and question/answer pairs many times over: each distinct text is
+        // tokenized once (a third of this phase's time before).
+        var promptIDs: [String: [Int]] = [:]
         for (i, g) in genSamples.enumerated() {
-            data.generation.append(GenerationExample(promptIDs: processor.generationIDs(g.prompt), latent: latentAll[i], repaTarget: targetAll[i]))
+            let ids = promptIDs[g.prompt] ?? processor.generationIDs(g.prompt)
+            promptIDs[g.prompt] = ids
+            data.generation.append(GenerationExample(promptIDs: ids, latent: latentAll[i], repaTarget: targetAll[i]))
         }
+        var processed: [[ChatMessage]: (prompt: ChatProcessor.Prompt, labelMask: [Bool])] = [:]
         for turns in conversations {
             let image = Tensor(pixels(turns[0].scene), shape: [3, s.imageSize, s.imageSize])
             func example(_ turns: ArraySlice<QuestionSample>) -> UnderstandingExample {
                 let messages = turns.enumerated().flatMap { i, q in [ChatMessage.user((i == 0 ? "<image_placeholder>\n" : "") + q.question), .assistant(q.answer)] }
-                let (prompt, labelMask) = processor.processForTraining(conversation: messages)
+                let (prompt, labelMask) = processed[messages] ?? processor.processForTraining(conversation: messages)
+                processed[messages] = (prompt, labelMask)
                 return UnderstandingExample(ids: prompt.ids, labelMask: labelMask, imageSeqMask: prompt.imageSeqMask, pixels: image)
             }
             data.understanding.append(s.independentQuestions ? try .sharingPrefix(turns.indices.map { example(turns[$0...$0]) })

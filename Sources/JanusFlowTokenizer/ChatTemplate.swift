@@ -1,5 +1,5 @@
 /// One turn of a conversation. Roles are the texts the official demos use: "User" and "Assistant".
-public struct ChatMessage: Equatable, Sendable, Codable {
+public struct ChatMessage: Hashable, Sendable, Codable {
     /// "User" or "Assistant"; any other text is rendered as given.
     public var role: String
     /// The message text; for user turns, `<image_placeholder>` marks where each image goes.
