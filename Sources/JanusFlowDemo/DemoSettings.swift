@@ -150,32 +150,56 @@ extension ShapesDemo {
                 let culprit = patch.keys.sorted().first { key in (try? decoded(base.merging([key: patch[key]!]) { _, new in new })) == nil }
                 throw ShapesDemoError("\(name): setting '\(culprit ?? "?")' is out of range for its type")
             }
-            guard settings.captionMix.count == GenEvalCategory.allCases.count, settings.captionMix.allSatisfy({ $0 >= 0 }),
-                  settings.captionMix.contains(where: { $0 > 0 }) else {
-                throw ShapesDemoError("\(name): setting 'captionMix' must be \(GenEvalCategory.allCases.count) counts >= 0, not all 0 (\(settings.captionMix))")
+            try settings.validate(source: name)
+            return settings
+        }
+
+        /// Checks every setting's range; errors start with `source` (a file's path, or what the caller calls these
+        /// settings) and name the setting. `overridden(byJSON:)` and `ShapesDemo.run()` call it.
+        public func validate(source: String = "settings") throws {
+            guard questionsPerImage >= 1 else {
+                throw ShapesDemoError("\(source): setting 'questionsPerImage' must be at least 1 (\(questionsPerImage))")
+            }
+            let counts: [(String, Int, Int)] = [
+                ("trainScenes", trainScenes, 1), ("trainQuestions", trainQuestions, questionsPerImage), ("trainTexts", trainTexts, 1),
+                ("pretrainImages", pretrainImages, 1), ("vaeSteps", vaeSteps, 1), ("siglipSteps", siglipSteps, 1),
+                ("llmSteps", llmSteps, 1), ("batchSize", batchSize, 1), ("evalPromptsPerCategory", evalPromptsPerCategory, 1),
+                ("evalQuestions", evalQuestions, 1), ("sampleSteps", sampleSteps, 1), ("merges", merges, 0),
+            ]
+            if let (key, value, least) = counts.first(where: { $0.1 < $0.2 }) {
+                let what = key == "trainQuestions" ? "at least questionsPerImage (\(least))" : "at least \(least)"
+                throw ShapesDemoError("\(source): setting '\(key)' must be \(what) (\(value))")
+            }
+            guard stageSteps.count == 3, stageSteps.allSatisfy({ $0 >= 1 }) else {
+                throw ShapesDemoError("\(source): setting 'stageSteps' must be 3 step counts >= 1, one per stage (\(stageSteps))")
+            }
+            for (key, value) in [("learningRate", learningRate), ("cfg", cfg), ("flowTimeLogitMean", flowTimeLogitMean)] where !value.isFinite {
+                throw ShapesDemoError("\(source): setting '\(key)' must be a finite number (\(value))")
+            }
+            guard learningRate > 0 else { throw ShapesDemoError("\(source): setting 'learningRate' must be > 0 (\(learningRate))") }
+            guard cfg >= 0 else { throw ShapesDemoError("\(source): setting 'cfg' must be >= 0 (\(cfg))") }
+            guard captionMix.count == GenEvalCategory.allCases.count, captionMix.allSatisfy({ $0 >= 0 }),
+                  captionMix.contains(where: { $0 > 0 }) else {
+                throw ShapesDemoError("\(source): setting 'captionMix' must be \(GenEvalCategory.allCases.count) counts >= 0, not all 0 (\(captionMix))")
             }
             let types = Set(QuestionType.allCases.map(\.rawValue))
-            if let bad = settings.questionMix.keys.sorted().first(where: { !types.contains($0) }) {
-                throw ShapesDemoError("\(name): setting 'questionMix' has an unknown question type '\(bad)' (known: \(types.sorted().joined(separator: ", ")))")
+            if let bad = questionMix.keys.sorted().first(where: { !types.contains($0) }) {
+                throw ShapesDemoError("\(source): setting 'questionMix' has an unknown question type '\(bad)' (known: \(types.sorted().joined(separator: ", ")))")
             }
             let standardTypes = QuestionType.allCases.filter { $0 != .size }
-            if settings.questionMix.values.contains(where: { $0 < 0 }) || !standardTypes.contains(where: { (settings.questionMix[$0.rawValue] ?? 1) > 0 }) {
-                throw ShapesDemoError("\(name): setting 'questionMix' must have counts >= 0, not 0 for every type")
+            if questionMix.values.contains(where: { $0 < 0 }) || !standardTypes.contains(where: { (questionMix[$0.rawValue] ?? 1) > 0 }) {
+                throw ShapesDemoError("\(source): setting 'questionMix' must have counts >= 0, not 0 for every type")
             }
-            guard settings.flowTimeLogitStd > 0 else {
-                throw ShapesDemoError("\(name): setting 'flowTimeLogitStd' must be > 0 (\(settings.flowTimeLogitStd))")
+            guard flowTimeLogitStd > 0 else {
+                throw ShapesDemoError("\(source): setting 'flowTimeLogitStd' must be > 0 (\(flowTimeLogitStd))")
             }
-            guard settings.placedCaptions >= 0 else {
-                throw ShapesDemoError("\(name): setting 'placedCaptions' must be >= 0 (\(settings.placedCaptions))")
+            guard placedCaptions >= 0 else {
+                throw ShapesDemoError("\(source): setting 'placedCaptions' must be >= 0 (\(placedCaptions))")
             }
-            let cellPatches = 2 * settings.worldConfig.gridSize
-            guard settings.imageSize >= 16, settings.imageSize % 8 == 0, settings.imageSize % cellPatches == 0 else {
-                throw ShapesDemoError("\(name): setting 'imageSize' must be at least 16 and a multiple of 8 and of \(cellPatches) in the \(settings.world.rawValue) world (\(settings.imageSize))")
+            let cellPatches = 2 * worldConfig.gridSize
+            guard imageSize >= 16, imageSize % 8 == 0, imageSize % cellPatches == 0 else {
+                throw ShapesDemoError("\(source): setting 'imageSize' must be at least 16 and a multiple of 8 and of \(cellPatches) in the \(world.rawValue) world (\(imageSize))")
             }
-            guard settings.questionsPerImage >= 1 else {
-                throw ShapesDemoError("\(name): setting 'questionsPerImage' must be at least 1 (\(settings.questionsPerImage))")
-            }
-            return settings
         }
 
         // Two questions per image in the short run: its 300 stage-2 steps learn less from four (held-out accuracy

@@ -128,6 +128,7 @@ public struct ShapesDemo {
     mutating func run(evaluateOnly: Bool) throws -> DemoScores {
         let out = outputDirectory
         let s = settings
+        try s.validate()  // settings made in Swift get the checks a settings file gets
         let fm = FileManager.default
         let group = processGroup, writes = processGroup.isWriter
         if group.size > 1 {

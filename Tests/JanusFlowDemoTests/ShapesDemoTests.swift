@@ -145,6 +145,29 @@ final class ShapesDemoTests: XCTestCase {
         }
         XCTAssertEqual(try ShapesDemo.Settings().overridden(byJSON: Data(#"{"world": "extended", "imageSize": 48}"#.utf8), name: "s.json").worldConfig,
                        WorldConfig.extended)
+        // Every count, step number and rate is range-checked, by name, in a file and from Swift alike.
+        let outOfRange: [(String, String)] = [
+            (#"{"batchSize": 0}"#, "s.json: setting 'batchSize' must be at least 1 (0)"),
+            (#"{"stageSteps": [10, 20]}"#, "s.json: setting 'stageSteps' must be 3 step counts >= 1, one per stage ([10, 20])"),
+            (#"{"stageSteps": [10, 0, 5]}"#, "s.json: setting 'stageSteps' must be 3 step counts >= 1, one per stage ([10, 0, 5])"),
+            (#"{"trainQuestions": 4}"#, "s.json: setting 'trainQuestions' must be at least questionsPerImage (8) (4)"),
+            (#"{"sampleSteps": -3}"#, "s.json: setting 'sampleSteps' must be at least 1 (-3)"),
+            (#"{"learningRate": 0}"#, "s.json: setting 'learningRate' must be > 0 (0.0)"),
+            (#"{"cfg": -1}"#, "s.json: setting 'cfg' must be >= 0 (-1.0)"),
+            (#"{"questionsPerImage": 0}"#, "s.json: setting 'questionsPerImage' must be at least 1 (0)"),
+        ]
+        for (json, message) in outOfRange {
+            XCTAssertThrowsError(try ShapesDemo.Settings().overridden(byJSON: Data(json.utf8), name: "s.json"), json) {
+                XCTAssertEqual(($0 as? ShapesDemoError)?.message, message)
+            }
+        }
+        var bad = ShapesDemo.Settings.quick
+        bad.vaeSteps = 0
+        var demo = ShapesDemo(settings: bad, outputDirectory: dir.appendingPathComponent("out"))
+        XCTAssertThrowsError(try demo.run()) {
+            XCTAssertEqual(($0 as? ShapesDemoError)?.message, "settings: setting 'vaeSteps' must be at least 1 (0)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("out").path))
         try #"{"vaeSteps": 3}"#.write(to: file, atomically: true, encoding: .utf8)
         let s = try ShapesDemo.Settings.quick.overridden(byJSONFile: file)
         XCTAssertEqual(s.vaeSteps, 3)
